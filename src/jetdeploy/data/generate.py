@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -260,7 +261,7 @@ def _load_shard(path: Path, shard: Shard) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None
     if arrays.get("labels") is None or len(arrays["labels"]) != shard.n_jets:
         return None

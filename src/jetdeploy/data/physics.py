@@ -61,7 +61,7 @@ def _as_awkward(jets: list[np.ndarray]) -> ak.Array:
 def jet_features(jets: list[np.ndarray], max_particles: int, radius: float, sd_zcut: float, sd_beta: float):
     """Features for a batch of jets.
 
-    jets: per jet, an (m_i, >=4) array of its constituents (px, py, pz, E, ...), sorted by pT.
+    jets: per jet, an (m_i, >=4) array of its constituents (px, py, pz, E, ...), sorted by pT, m_i >= 1.
     Returns (particle_features [n, P, F], p4 [n, P, 4], mask [n, P], observables [n, J]) in the
     orders of PARTICLE_FEATURES and JET_OBSERVABLES.
     """
@@ -83,11 +83,19 @@ def jet_features(jets: list[np.ndarray], max_particles: int, radius: float, sd_z
         warnings.simplefilter("ignore")  # fastjet warns about exclusive jets even for kT and C/A
         ca = fastjet.ClusterSequence(arr, fastjet.JetDefinition(fastjet.cambridge_algorithm, _EXCLUSIVE_R))
         sd = ca.exclusive_jets_softdrop_grooming(njets=1, beta=sd_beta, symmetry_cut=sd_zcut, R0=radius)
-        msd = np.asarray(ak.to_numpy(sd.msoftdrop), dtype=np.float64).reshape(n)
+        msd = np.maximum(np.asarray(ak.to_numpy(sd.msoftdrop), dtype=np.float64).reshape(n), 0.0)
         e2 = np.asarray(ca.exclusive_jets_energy_correlator(njets=1, beta=1, npoint=2, angles=-1, func="generalized"), dtype=np.float64).reshape(n)
         e3 = np.asarray(ca.exclusive_jets_energy_correlator(njets=1, beta=1, npoint=3, angles=-1, func="generalized"), dtype=np.float64).reshape(n)
-        kt = fastjet.ClusterSequence(arr, fastjet.JetDefinition(fastjet.kt_algorithm, _EXCLUSIVE_R))
-        axes = [kt.exclusive_jets(n_jets=k) for k in (1, 2, 3)]
+        ktdef = fastjet.JetDefinition(fastjet.kt_algorithm, _EXCLUSIVE_R)
+        kt = fastjet.ClusterSequence(arr, ktdef)
+        axes = {}
+        for k in (1, 2, 3):
+            # exclusive_jets(k) needs >= k particles; tau_k is 0 for a jet with fewer
+            enough = mult >= k
+            if enough.all():
+                axes[k] = kt.exclusive_jets(n_jets=k)
+            elif enough.any():
+                axes[k] = fastjet.ClusterSequence(arr[enough], ktdef).exclusive_jets(n_jets=k)
 
     # N-subjettiness (beta = 1, exclusive-kT axes, rapidity-phi distance, normalised by sum pT * R).
     width = int(mult.max())
@@ -96,11 +104,18 @@ def jet_features(jets: list[np.ndarray], max_particles: int, radius: float, sd_z
     cpt = np.where(cmask, cpt, 0.0)
     norm = cpt.sum(axis=1) * radius
     taus = []
-    for k, ax in enumerate(axes, start=1):
-        a = np.stack([np.asarray(ak.to_numpy(ax[c]), dtype=np.float64).reshape(n, k) for c in ("px", "py", "pz", "E")], axis=-1)
-        _, _, aphi, arap, _ = _kinematics(a[..., 0], a[..., 1], a[..., 2], a[..., 3])
-        dr = np.hypot(crap[:, :, None] - arap[:, None, :], wrap_phi(cphi[:, :, None] - aphi[:, None, :]))
-        taus.append((cpt * dr.min(axis=2)).sum(axis=1) / norm)
+    for k in (1, 2, 3):
+        tau = np.zeros(n)
+        if k in axes:
+            rows = np.flatnonzero(mult >= k)
+            ax = axes[k]
+            a = np.stack([np.asarray(ak.to_numpy(ax[c]), dtype=np.float64).reshape(len(rows), k)
+                          for c in ("px", "py", "pz", "E")], axis=-1)
+            _, _, aphi, arap, _ = _kinematics(a[..., 0], a[..., 1], a[..., 2], a[..., 3])
+            dr = np.hypot(crap[rows, :, None] - arap[:, None, :], wrap_phi(cphi[rows, :, None] - aphi[:, None, :]))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tau[rows] = np.where(norm[rows] > 0, (cpt[rows] * dr.min(axis=2)).sum(axis=1) / norm[rows], 0.0)
+        taus.append(tau)
     tau1, tau2, tau3 = taus
     with np.errstate(divide="ignore", invalid="ignore"):
         tau21 = np.where(tau1 > 0, tau2 / tau1, 0.0)

@@ -1,0 +1,45 @@
+import pytest
+
+from jetdeploy.config import DataConfig, configs_dir, load_data_config, load_yaml_model
+from jetdeploy.errors import JetDeployError
+
+
+@pytest.mark.parametrize("preset,per_class", [("tiny", 20), ("default", 2000), ("full", 20000)])
+def test_shipped_presets_load(preset, per_class):
+    cfg = load_data_config(preset)
+    assert cfg.name == preset
+    assert cfg.jets_per_class == per_class
+    assert cfg.jets.radius == 0.8 and cfg.jets.pt_min_gev == 800 and cfg.jets.pt_max_gev == 1200
+    assert (configs_dir() / "data" / f"{preset}.yaml").exists()
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\njets_per_class: 2\nshard_size: 1\njets:\n  radious: 0.4\n")
+    with pytest.raises(JetDeployError) as e:
+        load_yaml_model(path, DataConfig)
+    msg = str(e.value)
+    assert str(path) in msg and "jets.radious" in msg and "unknown key" in msg
+
+
+def test_bad_value_names_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\njets_per_class: -5\nshard_size: 1\n")
+    with pytest.raises(JetDeployError, match="jets_per_class"):
+        load_yaml_model(path, DataConfig)
+
+
+def test_inconsistent_window_is_an_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\njets_per_class: 2\nshard_size: 1\njets: {pt_min_gev: 900, pt_max_gev: 800}\n")
+    with pytest.raises(JetDeployError, match="pt_max_gev must be above pt_min_gev"):
+        load_yaml_model(path, DataConfig)
+
+
+def test_malformed_yaml_and_unknown_preset(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(JetDeployError, match="not valid YAML"):
+        load_yaml_model(path, DataConfig)
+    with pytest.raises(JetDeployError, match="unknown data preset 'huge'.*default"):
+        load_data_config("huge")
