@@ -133,3 +133,16 @@ def test_jetclass_root_conversion(tmp_path):
         f["events"] = {"x": np.zeros(3)}
     with pytest.raises(JetDeployError, match="wrong.root: no TTree 'tree'"):
         convert("jetclass", [tmp_path / "wrong.root"])
+
+
+def test_batched_observables_equal_unbatched(tmp_path, monkeypatch):
+    import jetdeploy.data.readers as readers
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "jets.h5"
+    write_hls4ml(path, random_jets(10, rng), [0, 1, 2, 3, 4] * 2, rng)
+    whole, _ = convert("hls4ml", [path], max_particles=16)
+    monkeypatch.setattr(readers, "_BATCH", 3)
+    batched, _ = convert("hls4ml", [path], max_particles=16)
+    for name, arr in whole.arrays().items():
+        np.testing.assert_array_equal(batched.arrays()[name], arr, err_msg=name)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..io import atomic_path
 from .schema import CLASS_NAMES, SPLITS, JetData
 
@@ -67,6 +68,9 @@ def summarize(data: JetData) -> dict:
         "n_jets": len(data), "source": data.source, "class_names": list(data.class_names),
         "max_particles": data.max_particles, "config_hash": data.config_hash,
         "classes": classes, "checks": checks, "ok": all(c["ok"] for c in checks.values()),
+        "tools": {"jetdeploy": __version__, "numpy": np.__version__,
+                  "peak_method": "maximum of a Gaussian KDE (bandwidth 3 GeV) of msd inside the class window"},
+        "peak_windows_gev": PEAK_WINDOW,
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import JetDeployError
 from ..io import stable_hash
@@ -30,6 +31,7 @@ JETCLASS_CLASS_NAMES = tuple(name.removeprefix("label_") for name in JETCLASS_LA
 
 # Standard jet settings for recomputing observables (R = 0.8 soft drop, zcut 0.1, beta 0).
 _RADIUS, _ZCUT, _BETA = 0.8, 0.1, 0.0
+_BATCH = 5000
 
 
 def _names(f: h5py.File, key: str, path: Path) -> list[str]:
@@ -163,8 +165,11 @@ def convert(fmt: str, inputs: list[str | os.PathLike], max_particles: int = 64, 
         raise JetDeployError(f"unknown input format '{fmt}' (known: hls4ml, jetclass)")
     if not constituents:
         raise JetDeployError(f"{', '.join(map(str, paths))}: no usable jets (dropped: {dropped})")
-    pf, p4, mask, obs = jet_features(constituents, max_particles, _RADIUS, _ZCUT, _BETA)
     n = len(constituents)
+    # in batches: the padded intermediate arrays of a whole public dataset would not fit in memory
+    parts = [jet_features(constituents[i:i + _BATCH], max_particles, _RADIUS, _ZCUT, _BETA)
+             for i in tqdm(range(0, n, _BATCH), desc="observables", unit="batch", disable=n <= _BATCH)]
+    pf, p4, mask, obs = (np.concatenate(a) for a in zip(*parts))
     pdgid = np.zeros((n, max_particles), np.int32)
     charge = np.zeros((n, max_particles), np.int8)
     for i, c in enumerate(constituents):
