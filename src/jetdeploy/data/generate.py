@@ -158,7 +158,7 @@ def generate_shard(cfg: DataConfig, shard: Shard) -> dict[str, np.ndarray]:
     import fastjet
     import pythia8mc
 
-    from .physics import jet_features, sort_by_pt
+    from .physics import jet_features, particle_ids, sort_by_pt
 
     sel = cfg.jets
     t_start = time.process_time()
@@ -196,6 +196,8 @@ def generate_shard(cfg: DataConfig, shard: Shard) -> dict[str, np.ndarray]:
             chunk_parts.append(_final_visible(pythia.event, sel.constituent_min_pt_gev))
             chunk_truth.append(_truth_objects(pythia.event, shard.cls))
             t_extract += time.process_time() - t0
+        if not chunk_parts:
+            continue
         t0 = time.process_time()
         counts = np.array([len(p) for p in chunk_parts])
         flat = np.concatenate(chunk_parts)
@@ -229,13 +231,7 @@ def generate_shard(cfg: DataConfig, shard: Shard) -> dict[str, np.ndarray]:
     t0 = time.process_time()
     pf, p4, mask, obs = jet_features(constituents, cfg.max_particles, sel.radius, sel.softdrop.zcut, sel.softdrop.beta)
     t_fastjet += time.process_time() - t0
-    P = cfg.max_particles
-    pdgid = np.zeros((len(constituents), P), np.int32)
-    charge = np.zeros((len(constituents), P), np.int8)
-    for i, c in enumerate(constituents):
-        m = min(len(c), P)
-        pdgid[i, :m] = c[:m, 4]
-        charge[i, :m] = np.rint(c[:m, 5])
+    pdgid, charge = particle_ids(constituents, cfg.max_particles)
     return {
         "particle_features": pf, "p4": p4, "mask": mask, "observables": obs, "pdgid": pdgid, "charge": charge,
         "truth_pdgid": np.asarray(truth_ids, np.int32),

@@ -45,6 +45,18 @@ def pad(jets: list[np.ndarray], width: int, ncols: int) -> tuple[np.ndarray, np.
     return out, mask
 
 
+def particle_ids(jets: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """PDG ids [n, width] (int32) and charges (int8) from columns 4 and 5 of constituent rows; 0 where absent."""
+    pdgid = np.zeros((len(jets), width), np.int32)
+    charge = np.zeros((len(jets), width), np.int8)
+    for i, c in enumerate(jets):
+        if c.shape[1] >= 6:
+            m = min(len(c), width)
+            pdgid[i, :m] = np.rint(c[:m, 4])
+            charge[i, :m] = np.rint(c[:m, 5])
+    return pdgid, charge
+
+
 def sort_by_pt(constituents: np.ndarray) -> np.ndarray:
     """Rows (px, py, pz, E, ...) sorted by pT, descending; ties broken by the row's original order."""
     pt = np.hypot(constituents[:, 0], constituents[:, 1])

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import JetDeployError
 from ..io import stable_hash
-from .physics import jet_features, sort_by_pt
+from .physics import jet_features, particle_ids, sort_by_pt
 from .schema import CLASS_NAMES, JetData, assign_split
 
 HLS4ML_LABELS = ("j_g", "j_q", "j_w", "j_z", "j_t")
@@ -170,13 +170,7 @@ def convert(fmt: str, inputs: list[str | os.PathLike], max_particles: int = 64, 
     parts = [jet_features(constituents[i:i + _BATCH], max_particles, _RADIUS, _ZCUT, _BETA)
              for i in tqdm(range(0, n, _BATCH), desc="observables", unit="batch", disable=n <= _BATCH)]
     pf, p4, mask, obs = (np.concatenate(a) for a in zip(*parts))
-    pdgid = np.zeros((n, max_particles), np.int32)
-    charge = np.zeros((n, max_particles), np.int8)
-    for i, c in enumerate(constituents):
-        m = min(len(c), max_particles)
-        if c.shape[1] >= 6:
-            pdgid[i, :m] = np.rint(c[:m, 4])
-            charge[i, :m] = np.rint(c[:m, 5])
+    pdgid, charge = particle_ids(constituents, max_particles)
     inputs_meta = [{"name": p.name, "bytes": p.stat().st_size} for p in paths]
     settings = {"from": fmt, "inputs": inputs_meta, "max_particles": max_particles, "seed": seed, "split": list(split)}
     data = JetData(
