@@ -29,6 +29,13 @@ def test_generate_via_cli_then_up_to_date(tmp_path):
     assert stats["ok"] and stats["per_class"]["top"]["jets"] == 1 and stats["tools"]["pythia8mc"] == "8.317.2"
     r = run_cli("data", "generate", "--preset", str(preset), "--workers", "1", "--out", str(out))
     assert r.returncode == 0 and "up to date" in r.stdout
+    # the same preset from another folder (another checkout) gives the same bytes
+    elsewhere = tmp_path / "checkout2"
+    elsewhere.mkdir()
+    (elsewhere / "one.yaml").write_text(preset.read_text())
+    r = run_cli("data", "generate", "--preset", "one.yaml", "--workers", "2", "--out", "copy.h5", "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert (elsewhere / "copy.h5").read_bytes() == out.read_bytes()
 
 
 def test_bad_inputs_exit_nonzero_with_named_problem(tmp_path):

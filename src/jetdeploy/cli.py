@@ -13,15 +13,14 @@ from .errors import JetDeployError
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .config import data_preset_path, load_data_config
+    from .config import load_data_config
     from .data.generate import generate
 
     cfg = load_data_config(args.preset)
     if args.seed is not None:
         cfg = cfg.model_copy(update={"seed": args.seed})
     out = args.out or os.path.join("data", f"{cfg.name}.h5")
-    stats = generate(cfg, out, workers=args.workers, force=args.force, progress=not args.quiet,
-                     preset_path=str(data_preset_path(args.preset)))
+    stats = generate(cfg, out, workers=args.workers, force=args.force, progress=not args.quiet)
     if stats["up_to_date"]:
         print(f"{out}: up to date (config {stats['config_hash']}); --force regenerates")
         return 0

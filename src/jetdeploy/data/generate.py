@@ -269,7 +269,7 @@ def _load_shard(path: Path, shard: Shard) -> dict[str, np.ndarray] | None:
 
 
 def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: bool = False,
-             progress: bool = True, preset_path: str | None = None) -> dict:
+             progress: bool = True) -> dict:
     """Generate the sample described by `cfg` into `out` (HDF5); returns the run statistics.
 
     If `out` already holds a file made from the same config (hash), nothing is done.
@@ -329,7 +329,7 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
     split = assign_split(n, (cfg.split.train, cfg.split.val, cfg.split.test), seed=cfg.seed)
     provenance = {
         "generator": "Pythia 8 + FastJet (jetdeploy data generate)",
-        "preset": preset_path or cfg.name,
+        "preset": cfg.name,  # not a path: the same config must give the same bytes in any checkout
         "config": cfg.model_dump(mode="json"),
         "tools": tool_versions(),
         "processes": PROCESSES,
