@@ -27,3 +27,52 @@ def micro_sample(tmp_path_factory) -> Path:
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     exe = shutil.which("jetdeploy", path=str(Path(sys.executable).parent))
     return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def synthetic_jets(n: int = 400, P: int = 16, seed: int = 0, class_names=None, config_hash: str = "synthetic"):
+    """A schema-valid jet file's contents whose classes differ in their particle features and
+    observables (learnable in a few epochs): for fast training tests without Pythia."""
+    import numpy as np
+
+    from jetdeploy.data.schema import CLASS_NAMES, JetData, assign_split
+
+    names = tuple(class_names or CLASS_NAMES)
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % len(names)).astype(np.int32)
+    counts = rng.integers(4, P + 1, n)
+    mask = np.arange(P)[None, :] < counts[:, None]
+    shift = (labels[:, None, None] - 2) * 1.0
+    feats = rng.normal(size=(n, P, 7)) + shift * np.array([1, 0.5, -1, 0, 0.3, -0.3, 0.2])
+    p4 = np.abs(rng.normal(size=(n, P, 4))) * 10
+    p4[..., 3] += 40
+    obs = rng.normal(size=(n, 14)) + (labels[:, None] - 2) * 0.5
+    return JetData(
+        particle_features=np.where(mask[..., None], feats, 0).astype(np.float32),
+        p4=np.where(mask[..., None], p4, 0).astype(np.float32),
+        charge=np.zeros((n, P), np.int8), pdgid=np.where(mask, 211, 0).astype(np.int32), mask=mask,
+        observables=obs.astype(np.float32), truth_pdgid=np.zeros(n, np.int32), labels=labels,
+        split=assign_split(n, (0.6, 0.2, 0.2), seed), class_names=names, provenance={"synthetic": True},
+        config_hash=config_hash,
+    )
+
+
+@pytest.fixture(scope="session")
+def synth_file(tmp_path_factory) -> Path:
+    from jetdeploy.data.schema import write_jets
+
+    path = tmp_path_factory.mktemp("synth") / "synth.h5"
+    write_jets(path, synthetic_jets())
+    return path
+
+
+def tiny_train_config(**sections):
+    """The default preset shrunk for tests; `sections` are dotted overrides like {'quant.scheme': 'float'}."""
+    from jetdeploy.config import load_train_config
+
+    base = {"train.epochs": 3, "train.batch_size": 32, "train.warmup_epochs": 0.5, "model.dim": 8,
+            "model.ffn_dim": 16, "model.head_hidden": [8], "train.threads": 1}
+    base.update(sections)
+    import yaml
+
+    return load_train_config("default", [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                                         for k, v in base.items()])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -148,3 +148,142 @@ def data_preset_path(preset: str) -> Path:
 
 def load_data_config(preset: str) -> DataConfig:
     return load_yaml_model(data_preset_path(preset), DataConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# training presets (configs/NAME.yaml: default, fpga16, edge64)
+
+ARCHS = ("transformer", "deepsets", "mlp")
+
+
+class ModelConfig(Strict):
+    """The network. `transformer` is the deployed tagger; `deepsets` and `mlp` are the baselines."""
+
+    arch: Literal["transformer", "deepsets", "mlp"] = "transformer"
+    n_particles: int = Field(16, ge=1, le=512)
+    # particle features by name (see jetdeploy.data.schema.PARTICLE_FEATURES); the mlp uses `observables`
+    features: tuple[str, ...] = ("log_pt_rel", "deta", "dphi")
+    observables: tuple[str, ...] = ("mass", "msd", "tau21", "tau32", "c2", "d2", "n_constituents")
+    dim: int = Field(16, ge=1, le=1024)
+    heads: int = Field(2, ge=1, le=64)
+    blocks: int = Field(1, ge=0, le=24)
+    ffn_dim: int = Field(32, ge=1, le=4096)
+    embed_hidden: tuple[int, ...] = ()       # extra per-particle layers before the width-`dim` embedding
+    head_hidden: tuple[int, ...] = (16,)     # classifier layers after pooling
+    norm: Literal["layernorm", "batchnorm", "none"] = "layernorm"
+    pooling: Literal["mean", "sum", "cls"] = "mean"   # sum = masked sum / n_particles (no division by count)
+    attention: Literal["softmax", "clipped"] = "softmax"
+    clip_gamma: float = Field(-0.03, le=0)   # clipped softmax: clip((zeta - gamma) * softmax + gamma, 0, 1)
+    clip_zeta: float = Field(1.0, ge=1)
+    gated: bool = False                      # gated attention: sigmoid(G x) per head scales the output
+    pair_bias: bool = False                  # ParT-style pairwise interaction bias from particle 4-vectors
+    dropout: float = Field(0.0, ge=0, lt=1)
+    mask: bool = True                        # use the data's padding mask in attention and pooling
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        if self.arch == "transformer" and self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if len(set(self.features)) != len(self.features) or not self.features:
+            raise ValueError("features must be a non-empty list without repeats")
+        if self.pooling == "cls" and self.arch != "transformer":
+            raise ValueError("pooling 'cls' needs arch 'transformer'")
+        return self
+
+
+class QuantConfig(Strict):
+    """Quantization-aware training with Brevitas.
+
+    scheme: float (no quantization), fpga (power-of-two scales = fixed point, maps onto ap_fixed),
+    int8 (Q8BERT-style symmetric per-tensor 8-bit for ONNX Runtime). `overrides` maps a glob of a
+    quantizer's module path (e.g. "blocks.*.attn.probs_quant") to its bit width.
+    """
+
+    scheme: Literal["float", "fpga", "int8"] = "float"
+    weight_bits: int = Field(8, ge=2, le=16)
+    act_bits: int = Field(8, ge=2, le=16)
+    bias_bits: Literal[8, 16, 24, 32] = 16
+    overrides: dict[str, int] = Field(default_factory=dict)
+    init_from: str | None = None             # run folder of a float model to fine-tune from
+
+    @model_validator(mode="after")
+    def _bits(self):
+        for pattern, bits in self.overrides.items():
+            if not 2 <= bits <= 16:
+                raise ValueError(f"overrides['{pattern}'] = {bits}: bit width must be in 2..16")
+        if self.scheme == "int8" and (self.weight_bits != 8 or self.act_bits != 8 or self.overrides):
+            raise ValueError("scheme 'int8' is 8-bit everywhere: leave weight_bits/act_bits at 8 and overrides empty")
+        if self.scheme == "int8" and self.bias_bits != 32:
+            raise ValueError("scheme 'int8' uses 32-bit bias (as ONNX Runtime's integer kernels): set bias_bits: 32")
+        return self
+
+
+class OptimConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    patience: int = Field(5, ge=1)           # early stopping: epochs without a better validation loss
+    max_train_jets: int | None = Field(None, ge=1)   # cap on training jets (quick runs); None = all
+    seed: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
+class TrainConfig(Strict):
+    name: str
+    model: ModelConfig = ModelConfig()
+    quant: QuantConfig = QuantConfig()
+    train: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _quant_arch(self):
+        if self.quant.scheme != "float" and self.model.arch != "transformer":
+            raise ValueError(f"quant.scheme '{self.quant.scheme}' is implemented for arch 'transformer' only")
+        if self.quant.scheme != "float" and self.model.pair_bias:
+            raise ValueError("model.pair_bias is a float-only option (CPU model); set it false for QAT")
+        return self
+
+
+def train_preset_path(preset: str) -> Path:
+    """A training preset name (default, fpga16, edge64) or a path to a YAML file."""
+    if preset.endswith((".yaml", ".yml")) or os.sep in preset:
+        return Path(preset)
+    path = configs_dir() / f"{preset}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+        raise JetDeployError(f"unknown training preset '{preset}' (known: {', '.join(known) or 'none'}; or pass a YAML path)")
+    return path
+
+
+def _set_dotted(raw: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise JetDeployError(f"--set {dotted}: '{k}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def load_train_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a training preset and apply `key.sub=value` overrides (values parsed as YAML)."""
+    path = train_preset_path(preset)
+    if not overrides:
+        return load_yaml_model(path, TrainConfig)
+    base = load_yaml_model(path, TrainConfig).model_dump(mode="json", exclude_unset=True)
+    for item in overrides:
+        if "=" not in item:
+            raise JetDeployError(f"--set expects KEY=VALUE, got '{item}'")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise JetDeployError(f"--set {key}: value is not valid YAML: {e}") from None
+        _set_dotted(base, key.strip(), value)
+    try:
+        return TrainConfig.model_validate(base)
+    except ValidationError as e:
+        raise JetDeployError(_format_error(Path(f"{path} with --set {' '.join(overrides)}"), e)) from None

@@ -1,0 +1,205 @@
+"""The float transformer jet tagger: particles are tokens.
+
+    x [B, N, F] --normalize--> per-particle MLP --> L x (attention + FFN, residuals) --> pool --> head --> logits [B, C]
+
+No positional encoding (a jet is a set), a padding mask from the data, and the options of
+Bondarenko et al., "Quantizable Transformers" (clipped softmax, gated attention) that keep
+activations free of outliers so that they quantize well. `pair_bias` adds a ParT-style
+interaction term U_ij (from the particles' 4-vectors) to the attention scores.
+
+The quantized twin (jetdeploy.quant.model) uses the same module names, so a float checkpoint
+loads into it for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+MASK_FILL = -1e4  # added to the scores of padded keys: exp(-1e4) == 0 in float32
+
+
+class Normalizer(nn.Module):
+    """Standardise features with training-set statistics (buffers, so they travel with the weights)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class TokenNorm(nn.Module):
+    """LayerNorm, BatchNorm over real (unpadded) tokens, or nothing, on [B, N, D]."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "layernorm":
+            self.norm = nn.LayerNorm(dim)
+        elif kind == "batchnorm":
+            self.norm = nn.BatchNorm1d(dim)
+        else:
+            self.norm = nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.kind != "batchnorm":
+            return self.norm(x)
+        if self.training and mask is not None:
+            # statistics from real particles only; padding would drag them towards zero
+            out = torch.zeros_like(x)
+            out[mask] = self.norm(x[mask])
+            return out
+        B, N, D = x.shape
+        return self.norm(x.reshape(B * N, D)).reshape(B, N, D)
+
+
+def clipped_softmax(scores: torch.Tensor, gamma: float, zeta: float) -> torch.Tensor:
+    """clip((zeta - gamma) * softmax + gamma, 0, 1): lets a head put exactly zero weight on a token."""
+    p = torch.softmax(scores, dim=-1)
+    if gamma == 0.0 and zeta == 1.0:
+        return p
+    return torch.clamp((zeta - gamma) * p + gamma, 0.0, 1.0)
+
+
+def pairwise_features(p4: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """ParT's interaction features ln dR, ln kT, ln z, ln m^2 for every particle pair: [B, N, N, 4]."""
+    px, py, pz, e = p4.unbind(-1)
+    pt = torch.sqrt(px * px + py * py + eps)
+    rap = 0.5 * torch.log((e + pz + eps) / (e - pz + eps).clamp(min=eps))
+    phi = torch.atan2(py, px)
+    dphi = torch.remainder(phi[:, :, None] - phi[:, None, :] + math.pi, 2 * math.pi) - math.pi
+    drap = rap[:, :, None] - rap[:, None, :]
+    dr = torch.sqrt(drap * drap + dphi * dphi + eps)
+    ptmin = torch.minimum(pt[:, :, None], pt[:, None, :])
+    kt = ptmin * dr
+    z = ptmin / (pt[:, :, None] + pt[:, None, :] + eps)
+    s = p4[:, :, None, :] + p4[:, None, :, :]
+    m2 = (s[..., 3] ** 2 - s[..., 0] ** 2 - s[..., 1] ** 2 - s[..., 2] ** 2).clamp(min=eps)
+    return torch.stack([torch.log(dr), torch.log(kt + eps), torch.log(z + eps), torch.log(m2)], dim=-1)
+
+
+class PairBias(nn.Module):
+    """U_ij per head from pairwise features (ParT): a small per-pair MLP."""
+
+    def __init__(self, heads: int, hidden: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, hidden), nn.GELU(), nn.Linear(hidden, heads))
+
+    def forward(self, p4: torch.Tensor) -> torch.Tensor:
+        f = pairwise_features(p4)
+        B, N, _, _ = f.shape
+        u = self.net[0](f.reshape(-1, 4))
+        for layer in self.net[1:]:
+            u = layer(u)
+        return u.reshape(B, N, N, -1).permute(0, 3, 1, 2)  # [B, H, N, N]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with explicit q/k/v projections and batch-first tensors."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, h = cfg.dim, cfg.heads
+        self.heads, self.head_dim = h, d // h
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.gate = nn.Linear(d, h) if cfg.gated else None
+        self.cfg = cfg
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:  # [B, N, D] -> [B, H, N, Dh]
+        B, N, _ = t.shape
+        return t.reshape(B, N, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
+        B, N, D = x.shape
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        scores = (q @ k.transpose(-1, -2)) * self.scale
+        if pair_bias is not None:
+            scores = scores + pair_bias
+        if key_bias is not None:
+            scores = scores + key_bias
+        probs = clipped_softmax(scores, self.cfg.clip_gamma, self.cfg.clip_zeta) if self.cfg.attention == "clipped" \
+            else torch.softmax(scores, dim=-1)
+        out = probs @ v                                              # [B, H, N, Dh]
+        if self.gate is not None:
+            out = out * torch.sigmoid(self.gate(x)).transpose(1, 2)[..., None]
+        out = self.o(out.transpose(1, 2).reshape(B, N, D))
+        return (out, probs) if return_attention else out
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: x + Attn(Norm(x)), then x + FFN(Norm(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = TokenNorm(cfg.norm, cfg.dim)
+        self.attn = Attention(cfg)
+        self.norm2 = TokenNorm(cfg.norm, cfg.dim)
+        self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim)
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, mask, key_bias, pair_bias=None):
+        x = x + self.drop(self.attn(self.norm1(x, mask), key_bias, pair_bias))
+        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
+
+
+def mlp(sizes: list[int], final_act: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if final_act or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def masked_pool(x: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """mean over real particles, or masked sum / N (a constant shift in hardware, no division)."""
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.to(x.dtype)[..., None]
+    s = (x * m).sum(dim=1)
+    if how == "sum":
+        return s / x.shape[1]
+    return s / m.sum(dim=1).clamp(min=1.0)
+
+
+class TransformerTagger(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_features: int, n_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.normalizer = Normalizer(n_features)
+        self.embed = mlp([n_features, *cfg.embed_hidden, cfg.dim], final_act=True)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.pooling == "cls" else None
+        self.pair = PairBias(cfg.heads) if cfg.pair_bias else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
+        self.norm = TokenNorm(cfg.norm, cfg.dim)
+        self.head = mlp([cfg.dim, *cfg.head_hidden, n_classes], final_act=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        mask = mask.bool() if self.cfg.mask else None
+        x = self.normalizer(x)
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)
+        h = self.embed(x)
+        pair = self.pair(p4) if self.pair is not None else None
+        if self.cls is not None:
+            h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
+            if mask is not None:
+                mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+            if pair is not None:
+                pair = F.pad(pair, (1, 0, 1, 0))
+        key_bias = None if mask is None else ((~mask).to(h.dtype) * MASK_FILL)[:, None, None, :]
+        for block in self.blocks:
+            h = block(h, mask, key_bias, pair)
+        h = self.norm(h, mask)
+        pooled = h[:, 0] if self.cls is not None else masked_pool(h, mask, self.cfg.pooling)
+        return self.head(pooled)

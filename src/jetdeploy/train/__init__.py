@@ -1,0 +1,1 @@
+"""Training (float and QAT), checkpoints and evaluation (the `train` / `evaluate` stages)."""
