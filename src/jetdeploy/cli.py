@@ -73,7 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.init_from:
         overrides.append(f"quant.init_from={args.init_from}")
     cfg = load_train_config(args.config, overrides)
-    s = train(cfg, args.data, args.run, force=args.force, stop_after=args.stop_after, progress=not args.quiet)
+    s = train(cfg, args.data, args.run, force=args.force, stop_after=args.stop_after, progress=not args.quiet,
+              device=args.device, time_limit_s=args.time_limit)
     if s["up_to_date"]:
         print(f"{args.run}: up to date (config {s['config_hash']}); --force trains again")
         return 0
@@ -171,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune (QAT) from this float run's model.pt (same as --set quant.init_from=RUN)")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="train at most this many epochs in this call (checkpointed; the same command resumes)")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="start no new epoch after this many seconds (checkpointed; the same command resumes)")
     t.add_argument("--force", action="store_true", help="start the run again even if RUN holds a checkpoint")
+    t.add_argument("--device", default="cpu", help="torch device (cpu, cuda); an accelerator is not bit-identical to CPU")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     t.set_defaults(func=_cmd_train)
 

@@ -52,7 +52,7 @@ def model_record(model: nn.Module, cfg: TrainConfig, class_names, input_names, d
         "input_names": list(input_names),
         "data_hash": data_hash,
         "epoch": epoch,
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
 
 

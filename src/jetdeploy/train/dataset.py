@@ -27,6 +27,11 @@ class Inputs:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: str) -> "Inputs":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Inputs(move(self.x), move(self.mask), move(self.p4), move(self.labels), self.input_names,
+                      self.class_names)
+
     def batch(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Model arguments and labels of the jets `idx`."""
         if self.mask is None:

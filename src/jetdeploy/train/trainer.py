@@ -45,14 +45,15 @@ def predict(model: nn.Module, inp: Inputs, batch_size: int = 1024) -> torch.Tens
     out = []
     for start in range(0, len(inp), batch_size):
         args, _ = inp.batch(torch.arange(start, min(start + batch_size, len(inp))))
-        out.append(model(*args))
+        out.append(model(*args).cpu())
     return torch.cat(out)
 
 
 def _evaluate_loss(model: nn.Module, inp: Inputs) -> tuple[float, float]:
     logits = predict(model, inp)
-    loss = F.cross_entropy(logits, inp.labels).item()
-    acc = (logits.argmax(1) == inp.labels).float().mean().item()
+    labels = inp.labels.cpu()
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
     return loss, acc
 
 
@@ -121,7 +122,8 @@ def _init_model(cfg: TrainConfig, train: Inputs, init_from: str | None) -> tuple
 
 
 def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.PathLike, *, force: bool = False,
-          stop_after: int | None = None, progress: bool = True) -> dict:
+          stop_after: int | None = None, progress: bool = True, device: str = "cpu",
+          time_limit_s: float | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns the summary written to RUN/train.json."""
     run = Path(run_dir)
     chash = ckpt.config_hash(cfg)
@@ -151,11 +153,17 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
 
     init_from = cfg.quant.init_from
     model, init_info = _init_model(cfg, train_in, init_from if state is None else None)
+    if device != "cpu":  # an accelerator: the whole split moves once; results are not bit-identical to CPU
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise JetDeployError(f"--device {device}: no CUDA device is available to torch")
+        model.to(device)
+        train_in, val_in = train_in.to(device), val_in.to(device)
     opt = make_optimizer(model, cfg)
     history: list[dict] = []
     start_epoch, best, bad, best_epoch, train_s = 0, math.inf, 0, -1, 0.0
     if state is not None:
         ckpt.load_state(model, state["model"], str(state_path))
+        model.to(device)
         opt.load_state_dict(state["optim"])
         torch.set_rng_state(state["rng"])
         set_quant_stats_state(model, state.get("quant_stats", {}))
@@ -168,16 +176,18 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
 
     n, bs = len(train_in), cfg.train.batch_size
     steps_per_epoch = math.ceil(n / bs)
-    stopped_early, epochs_this_call = False, 0
+    stopped_early, epochs_this_call, call_t0 = False, 0, time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs):
         if stop_after is not None and epochs_this_call >= stop_after:
+            break
+        if time_limit_s is not None and time.perf_counter() - call_t0 > time_limit_s:
             break
         if bad >= cfg.train.patience:
             stopped_early = True
             break
         model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)).to(device)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=(not progress) or None,
                    leave=False, unit="batch")
         t0, loss_sum, correct = time.perf_counter(), 0.0, 0
         for i in bar:
@@ -241,6 +251,7 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
         "train_jets_per_s": (sum(h["train_s"] * h["train_jets_per_s"] for h in history) / train_s) if train_s else None,
         "train_s": train_s,
         "threads": torch.get_num_threads(),
+        "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})",
         "init": init_info,
         "quant_layout": getattr(model, "layout", None),
         "history": history,
