@@ -15,10 +15,17 @@ DATA_PRESET ?= default
 SEED        ?=
 WORKERS     ?= $(shell nproc 2>/dev/null || echo 2)
 DATA_FILE   := data/$(DATA_PRESET).h5
+# training: a float run, then QAT fine-tuned from it (the preset's quant.scheme), both evaluated on 'test'
+TRAIN_PRESET ?= default
+RUN_DIR     ?= runs/demo
+FLOAT_RUN   := $(RUN_DIR)/$(TRAIN_PRESET)-float
+QAT_RUN     := $(RUN_DIR)/$(TRAIN_PRESET)-qat
+TRAIN_ARGS  ?=
+QAT_ARGS    ?=
 
-.PHONY: help install data demo test clean clean-data
+.PHONY: help install data train evaluate baselines bench-train demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
-.PRECIOUS: data/%.h5
+.PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt
 
 help:
 	@echo "make demo     run the pipeline on the embedded default sample (grows stage by stage)"
@@ -26,6 +33,11 @@ help:
 	@echo "make install  create $(VENV) and install jetdeploy with pinned torch / pythia8mc"
 	@echo "make data     generate data/\$$(DATA_PRESET).h5 (tiny|default|full; cached) + histograms"
 	@echo "              variables: DATA_PRESET=$(DATA_PRESET) SEED=<preset's> WORKERS=$(WORKERS)"
+	@echo "make train    float + QAT runs of configs/\$$(TRAIN_PRESET).yaml on \$$(DATA_FILE) under \$$(RUN_DIR)"
+	@echo "              variables: TRAIN_PRESET=$(TRAIN_PRESET) RUN_DIR=$(RUN_DIR) TRAIN_ARGS= QAT_ARGS= (extra jetdeploy train flags)"
+	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
+	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
+	@echo "make bench-train  training jets/s per preset, float vs QAT, on this machine (-> runs/bench/train.json)"
 	@echo "make clean    remove the venv; make clean-data removes data/"
 
 install: $(STAMP)
@@ -47,8 +59,37 @@ data/%.inspect.json: data/%.h5
 
 data: data/$(DATA_PRESET).inspect.json
 
+$(FLOAT_RUN)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(FLOAT_RUN) --set quant.scheme=float $(TRAIN_ARGS)
+
+$(QAT_RUN)/model.pt: $(FLOAT_RUN)/model.pt
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(QAT_RUN) --init-from $(FLOAT_RUN) $(QAT_ARGS)
+
+$(RUN_DIR)/%/metrics.json: $(RUN_DIR)/%/model.pt $(DATA_FILE)
+	$(JD) evaluate --run $(RUN_DIR)/$* --data $(DATA_FILE)
+
+train: $(QAT_RUN)/model.pt
+
+evaluate: $(FLOAT_RUN)/metrics.json $(QAT_RUN)/metrics.json
+
+BASE_DS  := $(RUN_DIR)/$(TRAIN_PRESET)-deepsets
+BASE_MLP := $(RUN_DIR)/$(TRAIN_PRESET)-mlp
+$(BASE_DS)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(BASE_DS) --set quant.scheme=float \
+	  --set model.arch=deepsets --set model.dim=32 --set model.ffn_dim=64 $(TRAIN_ARGS)
+$(BASE_MLP)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(BASE_MLP) --set quant.scheme=float \
+	  --set model.arch=mlp --set model.dim=64 --set model.observables_from=leading $(TRAIN_ARGS)
+
+baselines: evaluate $(BASE_DS)/metrics.json $(BASE_MLP)/metrics.json
+	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
+
+bench-train: $(DATA_FILE) | $(STAMP)
+	$(JD) bench train --data $(DATA_FILE) --out runs/bench/train.json
+
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
+	$(MAKE) baselines DATA_PRESET=default TRAIN_PRESET=default
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -97,6 +97,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if m["ok"] else 1
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .train.evaluate import compare
+
+    compare(args.runs, args.out)
+    print((__import__("pathlib").Path(args.out) / "compare.md").read_text())
+    print(f"wrote {args.out}/compare.json, compare.md, roc.png")
+    return 0
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from .train.bench import bench_train, format_bench
+
+    r = bench_train(args.data, args.presets, args.jets, args.epochs, out=args.out, progress=False)
+    print(format_bench(r))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -190,6 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="jetdeploy HDF5 jet file")
     e.add_argument("--split", default="test", choices=["test", "val", "train", "all"], help="which jets")
     e.set_defaults(func=_cmd_evaluate)
+
+    c = sub.add_parser(
+        "compare", formatter_class=fmt, help="side-by-side table and ROC curves of evaluated runs",
+        description="Compare runs that were evaluated on the same jets (same file and split): a table of "
+                    "accuracy, per-class AUC and rejection (compare.json, compare.md) and overlaid ROC curves.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN", help="evaluated run folders")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=_cmd_compare)
+
+    b = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (run as separate commands, not as tests)",
+                       description="Benchmarks that time this machine. Machines are shared and noisy: variants are "
+                                   "run side by side in one call and reported as medians and ratios.")
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bt = bsub.add_parser("train", formatter_class=fmt, help="training jets/s per preset, float vs QAT",
+                         description="Train each preset briefly, float and with its quantization scheme, on the same "
+                                     "training jets, and report the median jets/s over epochs and the QAT/float ratio.")
+    bt.add_argument("--data", required=True, help="jetdeploy HDF5 jet file")
+    bt.add_argument("--presets", nargs="+", default=["default", "fpga16", "edge64"], help="training presets")
+    bt.add_argument("--jets", type=int, default=4096, help="training jets per epoch")
+    bt.add_argument("--epochs", type=int, default=3, help="epochs per variant (median taken)")
+    bt.add_argument("--out", default=None, help="write the figures to this JSON")
+    bt.set_defaults(func=_cmd_bench_train)
     return p
 
 

@@ -164,6 +164,9 @@ class ModelConfig(Strict):
     # particle features by name (see jetdeploy.data.schema.PARTICLE_FEATURES); the mlp uses `observables`
     features: tuple[str, ...] = ("log_pt_rel", "deta", "dphi")
     observables: tuple[str, ...] = ("mass", "msd", "tau21", "tau32", "c2", "d2", "n_constituents")
+    # mlp inputs: the file's observables of the whole jet ("jet"), or recomputed with FastJet from the
+    # n_particles leading particles ("leading": the information a particle model with that N sees)
+    observables_from: Literal["jet", "leading"] = "jet"
     dim: int = Field(16, ge=1, le=1024)
     heads: int = Field(2, ge=1, le=64)
     blocks: int = Field(1, ge=0, le=24)

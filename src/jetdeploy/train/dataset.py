@@ -79,7 +79,8 @@ def load_inputs(path: str | Path, cfg: ModelConfig, split: str = "train", max_je
     labels = torch.from_numpy(data.labels[sel].astype(np.int64))
     if cfg.arch == "mlp":
         cols = _columns(cfg.observables, data.jet_observable_names, "jet observable(s)", path)
-        x = torch.from_numpy(np.ascontiguousarray(data.observables[sel][:, cols], dtype=np.float32))
+        obs = data.observables[sel] if cfg.observables_from == "jet" else leading_observables(data, sel, cfg.n_particles)
+        x = torch.from_numpy(np.ascontiguousarray(obs[:, cols], dtype=np.float32))
         return Inputs(x, None, None, labels, cfg.observables, data.class_names)
     N = cfg.n_particles
     cols = _columns(cfg.features, data.particle_feature_names, "particle feature(s)", path)
@@ -87,6 +88,24 @@ def load_inputs(path: str | Path, cfg: ModelConfig, split: str = "train", max_je
     mask = torch.from_numpy(np.ascontiguousarray(data.mask[sel, :N]))
     p4 = torch.from_numpy(np.ascontiguousarray(data.p4[sel, :N], dtype=np.float32)) if cfg.pair_bias else None
     return Inputs(torch.from_numpy(x), mask, p4, labels, cfg.features, data.class_names)
+
+
+def leading_observables(data: JetData, sel: np.ndarray, n: int, batch: int = 5000) -> np.ndarray:
+    """Jet observables recomputed (FastJet, as in generation) from each jet's n leading particles."""
+    from tqdm import tqdm
+
+    from ..data.physics import jet_features
+
+    if data.max_particles < n:
+        raise JetDeployError(f"holds {data.max_particles} particles per jet, but model.n_particles is {n}")
+    sd = data.provenance.get("config", {}).get("jets", {}).get("softdrop", {})
+    radius = data.provenance.get("config", {}).get("jets", {}).get("radius", 0.8)
+    p4, mask = data.p4[sel, :n].astype(np.float64), data.mask[sel, :n]
+    jets = [p4[i, mask[i]] for i in range(len(sel))]
+    out = [jet_features(jets[i:i + batch], n, radius, sd.get("zcut", 0.1), sd.get("beta", 0.0))[3]
+           for i in tqdm(range(0, len(jets), batch), desc=f"observables of {n} leading particles", unit="batch",
+                         disable=len(jets) <= batch, leave=False)]
+    return np.concatenate(out)
 
 
 def input_stats(inp: Inputs) -> tuple[torch.Tensor, torch.Tensor]:

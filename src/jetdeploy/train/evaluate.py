@@ -1,4 +1,5 @@
-"""Evaluation on a held-out split: accuracy, one-vs-rest AUC, background rejection, confusion, ROC plot."""
+"""Evaluation on a held-out split: accuracy, one-vs-rest AUC, background rejection, confusion, ROC plot;
+and the side-by-side comparison of several evaluated runs (`jetdeploy compare`)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,10 @@ def evaluate(run_dir: str | os.PathLike, data_path: str | os.PathLike, split: st
         "class_names": list(inp.class_names),
         "tools": {**_versions(), "metrics": "scikit-learn"},
     }
+    with atomic_path(run / "predictions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probs=torch.softmax(logits.double(), 1).numpy().astype(np.float32),
+                                labels=inp.labels.numpy().astype(np.int32), class_names=np.array(inp.class_names))
     write_json(run / "metrics.json", out)
     plot_roc({cfg.name: (logits, inp.labels)}, inp.class_names, run / "roc.png")
     plot_confusion(np.array(m["confusion"]), inp.class_names, run / "confusion.png", cfg.name)
@@ -104,6 +109,48 @@ def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
+
+
+def compare(runs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Table (JSON + Markdown) and overlaid ROC curves of evaluated runs; they must share their test jets."""
+    out = Path(out_dir)
+    rows, curves, ref = [], {}, None
+    for r in runs:
+        r = Path(r)
+        mpath = r / "metrics.json"
+        if not mpath.exists():
+            raise JetDeployError(f"{mpath}: no such file (run jetdeploy evaluate --run {r} first)")
+        import json
+
+        m = json.loads(mpath.read_text())
+        with np.load(r / "predictions.npz") as z:
+            probs, labels, names = z["probs"], z["labels"], [str(x) for x in z["class_names"]]
+        key = (m["data"]["config_hash"], m["split"], labels.tobytes())
+        if ref is None:
+            ref = key
+        elif key != ref:
+            raise JetDeployError(f"{r}: evaluated on other jets than {runs[0]} (compare needs the same file and split)")
+        label = f"{r.name}"
+        curves[label] = (torch.from_numpy(np.log(np.clip(probs, 1e-12, None)).astype(np.float64)), torch.from_numpy(labels))
+        rows.append({"run": str(r), "label": label, "arch": m["model"]["arch"], "quant": m["model"]["quant"],
+                     "n_parameters": m["model"]["n_parameters"], "accuracy": m["accuracy"], "auc": m["auc"],
+                     "rejection_at_50pct": m["rejection_at_50pct"], "n_jets": m["n_jets"]})
+    out.mkdir(parents=True, exist_ok=True)
+    table = {"ok": True, "runs": rows, "split": ref[1], "data_config_hash": ref[0], "class_names": names}
+    write_json(out / "compare.json", table)
+    rej_keys = sorted({k for r in rows for k in r["rejection_at_50pct"]})
+    lines = ["| run | arch | quant | params | accuracy | " + " | ".join(f"AUC {n}" for n in names)
+             + "".join(f" | rej. {k} @50%" for k in rej_keys) + " |",
+             "|" + "---|" * (5 + len(names) + len(rej_keys))]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['arch']} | {r['quant']} | {r['n_parameters']} | {r['accuracy']:.4f} | "
+                     + " | ".join(f"{r['auc'][n]:.4f}" for n in names)
+                     + "".join(f" | {r['rejection_at_50pct'].get(k, float('nan')):.1f}" for k in rej_keys) + " |")
+    with atomic_path(out / "compare.md") as tmp:
+        tmp.write_text(f"{rows[0]['n_jets']} '{ref[1]}' jets (data config {ref[0]}), tool: scikit-learn metrics\n\n"
+                       + "\n".join(lines) + "\n")
+    plot_roc(curves, names, out / "roc.png")
+    return table
 
 
 def plot_roc(results: dict, class_names, path: Path) -> None:
