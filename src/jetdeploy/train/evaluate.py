@@ -123,6 +123,8 @@ def compare(runs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
         import json
 
         m = json.loads(mpath.read_text())
+        if not (r / "predictions.npz").exists():
+            raise JetDeployError(f"{r / 'predictions.npz'}: no such file (evaluate the run again with this jetdeploy)")
         with np.load(r / "predictions.npz") as z:
             probs, labels, names = z["probs"], z["labels"], [str(x) for x in z["class_names"]]
         key = (m["data"]["config_hash"], m["split"], labels.tobytes())
