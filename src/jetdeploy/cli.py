@@ -116,6 +116,19 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export.verify import export_run
+
+    r = export_run(args.run, data=args.data, n_verify=args.n_verify, exporter=args.exporter, progress=not args.quiet)
+    for c in r["checks"]:
+        print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['check']}")
+    print(f"wrote {', '.join(r['files'])} and verify.json to {os.path.join(args.run, 'export')}")
+    if not r["ok"]:
+        print("error: a verification check failed (see verify.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -218,6 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN", help="evaluated run folders")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=_cmd_compare)
+
+    x = sub.add_parser(
+        "export", formatter_class=fmt, help="ONNX / QONNX / QCDQ files of a run, each verified against its source",
+        description="Export RUN/model.pt to RUN/export/: a float run gives model.onnx (dynamic batch and particle "
+                    "count) and onnxruntime.quantization's model.int8-{dynamic,static}.onnx; an fpga run gives "
+                    "model.qonnx.onnx (static shapes, batch 1, for hls4ml); an int8 run gives model.qcdq.onnx. "
+                    "Every file is checked on held-out jets (ORT vs torch, qonnx vs Brevitas bit-exact, QCDQ vs "
+                    "Brevitas argmax agreement, integer kernels in ORT's optimized graph) into verify.json; a "
+                    "failed check exits non-zero.",
+    )
+    x.add_argument("--run", required=True, help="run folder with model.pt")
+    x.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test' split)")
+    x.add_argument("--n-verify", type=int, default=2000, help="held-out jets per check")
+    x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"], help="float ONNX exporter")
+    x.add_argument("--quiet", action="store_true", help="only the summary")
+    x.set_defaults(func=_cmd_export)
 
     b = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (run as separate commands, not as tests)",
                        description="Benchmarks that time this machine. Machines are shared and noisy: variants are "

@@ -1,0 +1,266 @@
+"""Writing the ONNX files: float (TorchScript or dynamo exporter), QONNX (Brevitas + qonnx cleanup),
+QCDQ (Brevitas) and onnxruntime.quantization's dynamic / static INT8 of the float graph."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from ..errors import JetDeployError
+from ..io import atomic_path
+
+OPSET = 17
+INPUTS = ("x", "mask")
+OUTPUT = "logits"
+# ORT kernels that compute in integers (what an INT8 graph should run, instead of float fake-quant)
+INTEGER_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul",
+               "QAttention", "QLinearAdd", "QLinearMul", "QLinearSoftmax", "QLinearConv", "ConvInteger"}
+
+
+class Deployable(nn.Module):
+    """The deployed signature: x [B, N, F] float32 and mask [B, N] float32 (1 real, 0 padding) -> logits.
+    A float mask keeps the graph free of bool inputs, which hls4ml and QONNX tools do not take."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(x, mask > 0.5)
+
+
+def deployable(model: nn.Module, arch: str) -> nn.Module:
+    if arch == "mlp":
+        raise JetDeployError("export: the observable MLP is a baseline without a deployment path "
+                             "(its inputs are computed with FastJet); export a transformer or deepsets run")
+    return Deployable(model).eval()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print banners and tracer warnings; keep them out of the user's terminal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def strip_initializer_inputs(proto: onnx.ModelProto) -> int:
+    """Remove initializers listed as graph inputs (ORT cannot fold or fuse those); returns how many."""
+    inits = {i.name for i in proto.graph.initializer}
+    keep = [i for i in proto.graph.input if i.name not in inits]
+    n = len(proto.graph.input) - len(keep)
+    if n:
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+    return n
+
+
+def check_graph(proto: onnx.ModelProto, where: str) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # onnx raises ValidationError / InferenceError
+        raise JetDeployError(f"{where}: fails onnx.checker: {e}") from None
+    inits = {i.name for i in proto.graph.initializer}
+    leaked = [i.name for i in proto.graph.input if i.name in inits]
+    if leaked:
+        raise JetDeployError(f"{where}: initializers listed as graph inputs: {leaked[:3]}")
+
+
+def _example(n_features: int, n_particles: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(batch, n_particles)
+    mask[:, n_particles // 2:] = 0.0
+    return torch.randn(batch, n_particles, n_features, generator=g) * mask[..., None], mask
+
+
+_DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particles"}, OUTPUT: {0: "batch"}}
+
+
+def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript") -> dict:
+    """Float ONNX with dynamic batch and particle count, opset >= 17, no initializer inputs."""
+    args = _example(n_features, n_particles, 2)
+    with atomic_path(path) as tmp, _quiet():
+        if exporter == "torchscript":
+            torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                              output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
+        elif exporter == "dynamo":
+            B, N = torch.export.Dim("batch", min=1), torch.export.Dim("particles", min=2)
+            prog = torch.onnx.export(module, args, dynamo=True, opset_version=max(OPSET, 18),
+                                     input_names=list(INPUTS), output_names=[OUTPUT],
+                                     dynamic_shapes={"x": {0: B, 1: N}, "mask": {0: B, 1: N}})
+            prog.save(str(tmp))
+        else:
+            raise JetDeployError(f"unknown exporter '{exporter}' (torchscript or dynamo)")
+        proto = onnx.load(str(tmp))
+        stripped = strip_initializer_inputs(proto)
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+        check_graph(proto, str(path))
+        onnx.save(proto, str(tmp))
+    return {"exporter": exporter, "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+            "initializer_inputs_removed": stripped, "nodes": len(proto.graph.node)}
+
+
+def export_qonnx(module: nn.Module, n_features: int, n_particles: int, path: Path, batch: int = 1) -> dict:
+    """QONNX from the Brevitas model (static shapes), then the qonnx cleanup hls4ml expects."""
+    from brevitas.export import export_qonnx as brevitas_export_qonnx
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    args = _example(n_features, n_particles, batch)
+    with atomic_path(path) as tmp, _quiet():
+        brevitas_export_qonnx(module, args, export_path=str(tmp), dynamo=False, input_names=list(INPUTS),
+                              output_names=[OUTPUT])
+        mw = cleanup_model(ModelWrapper(str(tmp)))
+        mw = cleanup_model(mw.transform(GemmToMatMul()))
+        # cleanup renames the I/O to global_in*/global_out; give them back their meaning
+        for old, new in zip([i.name for i in mw.graph.input], INPUTS):
+            mw.rename_tensor(old, new)
+        mw.rename_tensor(mw.graph.output[0].name, OUTPUT)
+        mw.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        try:  # Quant is a qonnx custom op: the structural check only (no schema for its domain)
+            onnx.checker.check_model(proto)
+        except Exception as e:
+            raise JetDeployError(f"{path}: fails onnx.checker: {e}") from None
+    ops = sorted({n.op_type for n in proto.graph.node})
+    return {"exporter": "brevitas.export_qonnx + qonnx cleanup/GemmToMatMul", "batch": batch,
+            "n_particles": n_particles, "nodes": len(proto.graph.node), "op_types": ops,
+            "quant_nodes": sum(n.op_type == "Quant" for n in proto.graph.node)}
+
+
+def _dedicate(proto: onnx.ModelProto, op_type: str) -> int:
+    """Clone every `op_type` node whose output has several consumers, one clone per extra consumer."""
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in proto.graph.output}
+    added, new_nodes = 0, []
+    for n in proto.graph.node:
+        new_nodes.append(n)
+        users = consumers.get(n.output[0], []) if n.op_type == op_type else []
+        if len(users) <= 1 or n.output[0] in outputs:
+            continue
+        for k, user in enumerate(users[1:], start=1):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(n)
+            copy.name = f"{n.name}_dedicated{k}"
+            copy.output[0] = f"{n.output[0]}_dedicated{k}"
+            for j, name in enumerate(user.input):
+                if name == n.output[0]:
+                    user.input[j] = copy.output[0]
+            new_nodes.append(copy)
+            added += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(new_nodes)
+    return added
+
+
+def dedicated_qdq_pairs(proto: onnx.ModelProto) -> int:
+    """One QuantizeLinear -> DequantizeLinear pair per consumer. ORT fuses Q/DQ around a MatMul into an
+    integer kernel only for dedicated pairs; Brevitas exports one pair shared by q, k and v. ORT's
+    common-subexpression elimination would merge the copies again: sessions must disable it
+    (ORT_DISABLED_OPTIMIZERS, as `ort_session` does)."""
+    return _dedicate(proto, "DequantizeLinear") + _dedicate(proto, "QuantizeLinear")
+
+
+def export_qcdq(module: nn.Module, n_features: int, n_particles: int, path: Path) -> dict:
+    """QuantizeLinear-Clip-DequantizeLinear ONNX from the Brevitas int8 model, dynamic batch / particles."""
+    from brevitas.export import export_onnx_qcdq
+
+    args = _example(n_features, n_particles, 2)
+    with atomic_path(path) as tmp, _quiet():
+        export_onnx_qcdq(module, args, export_path=str(tmp), dynamo=False, opset_version=OPSET,
+                         input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
+        proto = onnx.load(str(tmp))
+        stripped = strip_initializer_inputs(proto)
+        dedicated = dedicated_qdq_pairs(proto)
+        check_graph(proto, str(path))
+        onnx.save(proto, str(tmp))
+    return {"exporter": "brevitas.export_onnx_qcdq", "opset": OPSET, "initializer_inputs_removed": stripped,
+            "qdq_nodes_duplicated": dedicated, "nodes": len(proto.graph.node)}
+
+
+def quantize_with_ort(float_path: Path, out_dynamic: Path, out_static: Path, calib: list[dict]) -> dict:
+    """onnxruntime.quantization: dynamic (int8 weights, activations quantized at run time) and static
+    (QDQ, activations calibrated on training jets) INT8 of the float graph."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with atomic_path(out_dynamic) as tmp, _quiet():
+        quantize_dynamic(str(float_path), str(tmp), weight_type=QuantType.QInt8)
+    with atomic_path(out_static) as tmp, _quiet():
+        quantize_static(str(float_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"])
+    return {"tool": "onnxruntime.quantization", "dynamic": "quantize_dynamic, QInt8 weights",
+            "static": f"quantize_static QDQ, QUInt8 activations / QInt8 weights, MatMul+Gemm, {len(calib)} calibration batches"}
+
+
+# keeps the dedicated Q/DQ pairs of a QCDQ graph apart, so that every QuantLinear runs as an integer kernel
+ORT_DISABLED_OPTIMIZERS = ["CommonSubexpressionElimination"]
+
+
+def ort_session(path: Path, threads: int = 1, optimized_path: Path | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    if optimized_path is not None:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(optimized_path)
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
+    except Exception as e:  # ORT raises its own exception types for unsupported ops / bad graphs
+        raise JetDeployError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+
+
+def kernel_report(path: Path, tmpdir: Path) -> dict:
+    """Which kernels ORT runs, read from the graph it optimizes: integer ops vs float MatMuls whose weight
+    comes from a DequantizeLinear (fake quantization that was not fused)."""
+    opt = tmpdir / (path.stem + ".ort-optimized.onnx")
+    ort_session(path, optimized_path=opt)
+    proto = onnx.load(str(opt))
+    os.unlink(opt)
+    counts: dict[str, int] = {}
+    for n in proto.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    inits = {i.name for i in proto.graph.initializer}
+    fake = 0
+    for n in proto.graph.node:
+        if n.op_type in ("MatMul", "Gemm"):
+            for inp in n.input[1:2]:
+                p = producers.get(inp)
+                if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in inits:
+                    fake += 1
+    integer = {k: v for k, v in counts.items() if k in INTEGER_OPS}
+    return {"integer_kernels": integer, "n_integer_kernels": sum(integer.values()),
+            "float_matmul_on_dequantized_weights": fake, "op_counts": dict(sorted(counts.items())),
+            "ok": sum(integer.values()) > 0 and fake == 0, "tool": "onnxruntime optimized graph (ORT_ENABLE_EXTENDED)"}
+
+
+def run_ort(session, x: np.ndarray, mask: np.ndarray, batch: int = 512) -> np.ndarray:
+    out = [session.run(None, {"x": x[i:i + batch], "mask": mask[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(out)

@@ -1,0 +1,156 @@
+"""`jetdeploy export`: write every file a run deploys to, and check each against its source.
+
+float run  model.onnx (ORT vs torch, max |diff| <= 1e-5), model.int8-dynamic.onnx and
+           model.int8-static.onnx (onnxruntime.quantization; argmax agreement with float and the
+           accuracy change are reported, integer kernels checked)
+fpga run   model.qonnx.onnx: static shapes, batch 1 (for hls4ml); qonnx execution vs Brevitas must
+           be bit-exact (power-of-two scales), on the file itself and on a batched twin for more jets
+int8 run   model.qcdq.onnx: ORT vs Brevitas fake-quant argmax agreement >= 99.5%; integer kernels
+Results go to RUN/export/verify.json with "ok"; a failed check makes the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import JetDeployError
+from ..io import write_json
+from ..train import checkpoint as ckpt
+from ..train.dataset import load_inputs
+from . import graphs
+
+FLOAT_TOL = 1e-5
+QCDQ_AGREEMENT = 0.995
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def _check(name: str, ok: bool, **figures) -> dict:
+    return {"check": name, "ok": bool(ok), **figures}
+
+
+def _torch_logits(module, x: np.ndarray, mask: np.ndarray, batch: int = 512) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(x[i:i + batch]), torch.from_numpy(mask[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)])
+
+
+def _qonnx_logits(path: Path, x: np.ndarray, mask: np.ndarray, batch: int) -> np.ndarray:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    mw = ModelWrapper(str(path))
+    out = []
+    for i in range(0, len(x) - len(x) % batch, batch):
+        out.append(execute_onnx(mw, {"x": x[i:i + batch], "mask": mask[i:i + batch]})[graphs.OUTPUT])
+    return np.concatenate(out)
+
+
+def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 2000, exporter: str = "torchscript",
+               qonnx_batch: int = 250, progress: bool = True) -> dict:
+    run = Path(run_dir)
+    model, rec = ckpt.load_model(run)
+    cfg = rec["config"]
+    arch, scheme = cfg.model.arch, cfg.quant.scheme
+    module = graphs.deployable(model, arch)
+    if data is None:
+        tj = run / "train.json"
+        if not tj.exists():
+            raise JetDeployError(f"{tj}: missing; pass --data FILE.h5 for the verification jets")
+        data = json.loads(tj.read_text())["data"]["file"]
+    inp = load_inputs(data, cfg.model, "test")
+    n = min(n_verify, len(inp))
+    x = inp.x[:n].numpy()
+    mask = inp.mask[:n].numpy().astype(np.float32)
+    labels = inp.labels[:n].numpy()
+    F, N = x.shape[-1], cfg.model.n_particles
+    out = run / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    files, checks = {}, []
+    ref = _torch_logits(module, x, mask)
+    acc_ref = float((ref.argmax(1) == labels).mean())
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if scheme == "float":
+            p = out / "model.onnx"
+            files[p.name] = graphs.export_float(module, F, N, p, exporter)
+            sess = graphs.ort_session(p)
+            got = graphs.run_ort(sess, x, mask)
+            diff = float(np.abs(got - ref).max())
+            checks.append(_check("float ONNX (ORT) vs torch", diff <= FLOAT_TOL, max_abs_diff=diff, tolerance=FLOAT_TOL,
+                                 argmax_agreement=_agreement(got, ref), n_jets=n, tool="onnxruntime"))
+            say(f"{p.name}: ORT vs torch max |diff| {diff:.2e} on {n} jets")
+            calib_in = load_inputs(data, cfg.model, "train", max_jets=1024)
+            calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
+                     for i in range(0, len(calib_in), 128)]
+            dyn, sta = out / "model.int8-dynamic.onnx", out / "model.int8-static.onnx"
+            info = graphs.quantize_with_ort(p, dyn, sta, calib)
+            for q in (dyn, sta):
+                files[q.name] = info
+                got = graphs.run_ort(graphs.ort_session(q), x, mask)
+                kern = graphs.kernel_report(q, tmp)
+                acc = float((got.argmax(1) == labels).mean())
+                checks.append(_check(f"{q.name} integer kernels", kern.pop("ok"), **kern))
+                checks.append(_check(f"{q.name} (ORT) vs float torch", True, argmax_agreement=_agreement(got, ref),
+                                     max_abs_diff=float(np.abs(got - ref).max()), accuracy=acc, accuracy_float=acc_ref,
+                                     accuracy_change=acc - acc_ref, n_jets=n, tool="onnxruntime",
+                                     note="reported, no threshold: the INT8 alternative to Brevitas QAT"))
+                say(f"{q.name}: agreement with float {_agreement(got, ref):.4f}, accuracy {acc:.4f} "
+                    f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
+        elif scheme == "fpga":
+            p = out / "model.qonnx.onnx"
+            files[p.name] = graphs.export_qonnx(module, F, N, p, batch=1)
+            few = min(n, 32)
+            got1 = _qonnx_logits(p, x[:few], mask[:few], 1)
+            d1 = float(np.abs(got1 - ref[:few]).max())
+            checks.append(_check("QONNX (qonnx exec, batch-1 file) vs Brevitas", d1 == 0.0, max_abs_diff=d1,
+                                 argmax_agreement=_agreement(got1, ref[:few]), n_jets=few, tool="qonnx.core.onnx_exec"))
+            twin = tmp / "twin.onnx"
+            tinfo = graphs.export_qonnx(module, F, N, twin, batch=qonnx_batch)
+            same_ops = tinfo["op_types"] == files[p.name]["op_types"] and tinfo["nodes"] == files[p.name]["nodes"]
+            nb = n - n % qonnx_batch
+            got = _qonnx_logits(twin, x[:nb], mask[:nb], qonnx_batch) if nb else got1
+            d = float(np.abs(got - ref[:len(got)]).max())
+            checks.append(_check(f"QONNX (qonnx exec, batch-{qonnx_batch} twin) vs Brevitas", d == 0.0 and same_ops,
+                                 max_abs_diff=d, argmax_agreement=_agreement(got, ref[:len(got)]), n_jets=len(got),
+                                 same_graph_as_file=same_ops, tool="qonnx.core.onnx_exec"))
+            say(f"{p.name}: qonnx vs Brevitas max |diff| {d1:.1e} on {few} jets (file), {d:.1e} on {len(got)} (twin)")
+        elif scheme == "int8":
+            p = out / "model.qcdq.onnx"
+            files[p.name] = graphs.export_qcdq(module, F, N, p)
+            got = graphs.run_ort(graphs.ort_session(p), x, mask)
+            agree = _agreement(got, ref)
+            kern = graphs.kernel_report(p, tmp)
+            checks.append(_check("QCDQ (ORT) vs Brevitas fake-quant", agree >= QCDQ_AGREEMENT, argmax_agreement=agree,
+                                 threshold=QCDQ_AGREEMENT, max_abs_diff=float(np.abs(got - ref).max()),
+                                 accuracy=float((got.argmax(1) == labels).mean()), accuracy_brevitas=acc_ref, n_jets=n,
+                                 tool="onnxruntime"))
+            checks.append(_check("QCDQ integer kernels", kern.pop("ok"), **kern))
+            say(f"{p.name}: ORT vs Brevitas agreement {agree:.4f} on {n} jets; integer kernels {kern['integer_kernels']}")
+        else:
+            raise JetDeployError(f"export: no path for quant scheme '{scheme}'")
+    result = {"ok": all(c["ok"] for c in checks), "run": str(run), "config_hash": rec["config_hash"],
+              "arch": arch, "quant": scheme, "data": str(data), "files": files, "checks": checks,
+              "wall_s": time.perf_counter() - t0, "tools": _tools()}
+    write_json(out / "verify.json", result)
+    return result
+
+
+def _tools() -> dict:
+    import brevitas
+    import onnx
+    import onnxruntime
+    import qonnx
+
+    return {"torch": torch.__version__, "brevitas": brevitas.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "qonnx": getattr(qonnx, "__version__", "unknown")}
