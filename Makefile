@@ -20,12 +20,15 @@ TRAIN_PRESET ?= default
 RUN_DIR     ?= runs/demo
 FLOAT_RUN   := $(RUN_DIR)/$(TRAIN_PRESET)-float
 QAT_RUN     := $(RUN_DIR)/$(TRAIN_PRESET)-qat
+INT8_RUN    := $(RUN_DIR)/$(TRAIN_PRESET)-int8
+INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=8 --set quant.act_bits=8 --set quant.bias_bits=32 \
+               --set "quant.overrides={}"
 TRAIN_ARGS  ?=
 QAT_ARGS    ?=
 
-.PHONY: help install data train evaluate baselines bench-train demo test clean clean-data
+.PHONY: help install data train evaluate baselines export bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
-.PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt
+.PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
 help:
 	@echo "make demo     run the pipeline on the embedded default sample (grows stage by stage)"
@@ -37,6 +40,8 @@ help:
 	@echo "              variables: TRAIN_PRESET=$(TRAIN_PRESET) RUN_DIR=$(RUN_DIR) TRAIN_ARGS= QAT_ARGS= (extra jetdeploy train flags)"
 	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
 	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
+	@echo "make export   ONNX (float run + ORT INT8), QONNX (fpga run), QCDQ (int8 run), verified -> RUN/export/verify.json"
+	@echo "make bench-onnx   ORT speed of the TorchScript vs dynamo float export (-> runs/bench/onnx.json)"
 	@echo "make bench-train  training jets/s per preset, float vs QAT, on this machine (-> runs/bench/train.json)"
 	@echo "make clean    remove the venv; make clean-data removes data/"
 
@@ -68,9 +73,18 @@ $(QAT_RUN)/model.pt: $(FLOAT_RUN)/model.pt
 $(RUN_DIR)/%/metrics.json: $(RUN_DIR)/%/model.pt $(DATA_FILE)
 	$(JD) evaluate --run $(RUN_DIR)/$* --data $(DATA_FILE)
 
-train: $(QAT_RUN)/model.pt
+$(INT8_RUN)/model.pt: $(FLOAT_RUN)/model.pt
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(INT8_RUN) --init-from $(FLOAT_RUN) $(INT8_SET) $(QAT_ARGS)
 
-evaluate: $(FLOAT_RUN)/metrics.json $(QAT_RUN)/metrics.json
+$(RUN_DIR)/%/export/verify.json: $(RUN_DIR)/%/model.pt $(DATA_FILE)
+	$(JD) export --run $(RUN_DIR)/$* --data $(DATA_FILE)
+
+train: $(QAT_RUN)/model.pt $(INT8_RUN)/model.pt
+
+evaluate: $(FLOAT_RUN)/metrics.json $(QAT_RUN)/metrics.json $(INT8_RUN)/metrics.json
+
+# float ONNX + ORT INT8 (float run), QONNX (fpga QAT run), QCDQ (int8 QAT run), each verified
+export: $(FLOAT_RUN)/export/verify.json $(QAT_RUN)/export/verify.json $(INT8_RUN)/export/verify.json
 
 BASE_DS  := $(RUN_DIR)/$(TRAIN_PRESET)-deepsets
 BASE_MLP := $(RUN_DIR)/$(TRAIN_PRESET)-mlp
@@ -82,14 +96,17 @@ $(BASE_MLP)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
 	  --set model.arch=mlp --set model.dim=64 --set model.observables_from=leading $(TRAIN_ARGS)
 
 baselines: evaluate $(BASE_DS)/metrics.json $(BASE_MLP)/metrics.json
-	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
+	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(INT8_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
+
+bench-onnx: $(FLOAT_RUN)/model.pt
+	$(JD) bench onnx --run $(FLOAT_RUN) --data $(DATA_FILE) --out runs/bench/onnx.json
 
 bench-train: $(DATA_FILE) | $(STAMP)
 	$(JD) bench train --data $(DATA_FILE) --out runs/bench/train.json
 
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines DATA_PRESET=default TRAIN_PRESET=default
+	$(MAKE) baselines export DATA_PRESET=default TRAIN_PRESET=default
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -129,6 +129,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_onnx(args: argparse.Namespace) -> int:
+    from .export.bench import bench_exporters, format_bench
+
+    r = bench_exporters(args.run, args.data, batches=tuple(args.batches), repeats=args.repeats, out=args.out)
+    print(format_bench(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -261,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--epochs", type=int, default=3, help="epochs per variant (median taken)")
     bt.add_argument("--out", default=None, help="write the figures to this JSON")
     bt.set_defaults(func=_cmd_bench_train)
+    bo = bsub.add_parser("onnx", formatter_class=fmt, help="ORT speed of the TorchScript vs dynamo float export",
+                         description="Export a float run with both exporters and time ONNX Runtime on held-out jets "
+                                     "(1 thread, spinning off, interleaved, median).")
+    bo.add_argument("--run", required=True, help="float run folder")
+    bo.add_argument("--data", required=True, help="jetdeploy HDF5 jet file ('test' split)")
+    bo.add_argument("--batches", type=int, nargs="+", default=[1, 256], help="batch sizes")
+    bo.add_argument("--repeats", type=int, default=30, help="timed runs per exporter and batch")
+    bo.add_argument("--out", default=None, help="write the figures to this JSON")
+    bo.set_defaults(func=_cmd_bench_onnx)
     return p
 
 

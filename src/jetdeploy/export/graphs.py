@@ -37,10 +37,33 @@ class Deployable(nn.Module):
         return self.model(x, mask > 0.5)
 
 
+_EXPORTABLE = (nn.Linear, nn.LayerNorm, nn.BatchNorm1d, nn.ReLU, nn.GELU, nn.Dropout, nn.Identity,
+               nn.Sequential, nn.ModuleList)
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Every layer must be one whose ONNX (and QONNX) form we verify: an unknown layer is an error naming it."""
+    from ..models.baselines import DeepSets
+    from ..models.transformer import Attention, Block, Normalizer, PairBias, TokenNorm, TransformerTagger
+    from ..quant.model import QuantAttention, QuantBlock, QuantTransformerTagger
+
+    ours = (DeepSets, Attention, Block, Normalizer, TokenNorm, TransformerTagger, QuantAttention, QuantBlock,
+            QuantTransformerTagger)
+    for name, mod in model.named_modules():
+        if isinstance(mod, PairBias):
+            raise JetDeployError(f"export: layer '{name}' (PairBias) needs the particles' 4-vectors as a third "
+                                 "input, which the deployed signature (x, mask) does not carry; train without "
+                                 "model.pair_bias to deploy")
+        if isinstance(mod, ours + _EXPORTABLE) or type(mod).__module__.startswith("brevitas."):
+            continue
+        raise JetDeployError(f"export: layer '{name}' ({type(mod).__name__}) has no verified ONNX export path")
+
+
 def deployable(model: nn.Module, arch: str) -> nn.Module:
     if arch == "mlp":
         raise JetDeployError("export: the observable MLP is a baseline without a deployment path "
                              "(its inputs are computed with FastJet); export a transformer or deepsets run")
+    check_exportable(model)
     return Deployable(model).eval()
 
 
@@ -51,6 +74,17 @@ def _quiet():
         warnings.simplefilter("ignore")
         with contextlib.redirect_stdout(io.StringIO()):
             yield
+
+
+@contextlib.contextmanager
+def _exporter_errors(path: Path):
+    try:
+        yield
+    except JetDeployError:
+        raise
+    except Exception as e:  # torch.onnx / brevitas raise many types; the message names the op
+        msg = " ".join(str(e).split())[:500]
+        raise JetDeployError(f"{path}: the exporter failed ({type(e).__name__}): {msg}") from None
 
 
 def strip_initializer_inputs(proto: onnx.ModelProto) -> int:
@@ -88,7 +122,7 @@ _DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particle
 def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript") -> dict:
     """Float ONNX with dynamic batch and particle count, opset >= 17, no initializer inputs."""
     args = _example(n_features, n_particles, 2)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
         if exporter == "torchscript":
             torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
                               output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
@@ -117,7 +151,7 @@ def export_qonnx(module: nn.Module, n_features: int, n_particles: int, path: Pat
     from qonnx.util.cleanup import cleanup_model
 
     args = _example(n_features, n_particles, batch)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
         brevitas_export_qonnx(module, args, export_path=str(tmp), dynamo=False, input_names=list(INPUTS),
                               output_names=[OUTPUT])
         mw = cleanup_model(ModelWrapper(str(tmp)))
@@ -179,7 +213,7 @@ def export_qcdq(module: nn.Module, n_features: int, n_particles: int, path: Path
     from brevitas.export import export_onnx_qcdq
 
     args = _example(n_features, n_particles, 2)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
         export_onnx_qcdq(module, args, export_path=str(tmp), dynamo=False, opset_version=OPSET,
                          input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
         proto = onnx.load(str(tmp))
@@ -204,13 +238,21 @@ def quantize_with_ort(float_path: Path, out_dynamic: Path, out_static: Path, cal
         def get_next(self):
             return next(self.it, None)
 
-    with atomic_path(out_dynamic) as tmp, _quiet():
-        quantize_dynamic(str(float_path), str(tmp), weight_type=QuantType.QInt8)
-    with atomic_path(out_static) as tmp, _quiet():
-        quantize_static(str(float_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out_dynamic.with_name(float_path.stem + ".preprocessed.onnx")
+    with atomic_path(pre) as tmp_pre, _quiet():
+        quant_pre_process(str(float_path), str(tmp_pre))  # ORT's recommended shape inference + optimization
+        with atomic_path(out_dynamic) as tmp:
+            quantize_dynamic(str(tmp_pre), str(tmp), weight_type=QuantType.QInt8)
+        with atomic_path(out_static) as tmp:
+            quantize_static(str(tmp_pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul", "Gemm"])
-    return {"tool": "onnxruntime.quantization", "dynamic": "quantize_dynamic, QInt8 weights",
+                            op_types_to_quantize=["MatMul", "Gemm"])
+        pre_ok = True
+    if pre.exists():
+        pre.unlink()
+    return {"tool": "onnxruntime.quantization (after quant_pre_process)", "preprocessed": pre_ok, "dynamic": "quantize_dynamic, QInt8 weights",
             "static": f"quantize_static QDQ, QUInt8 activations / QInt8 weights, MatMul+Gemm, {len(calib)} calibration batches"}
 
 

@@ -1,0 +1,124 @@
+"""export: float ONNX (dynamic shapes), QONNX (bit-exact), QCDQ (integer kernels), and clear errors."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli, tiny_train_config
+from jetdeploy.errors import JetDeployError
+from jetdeploy.export import graphs
+from jetdeploy.export.verify import export_run
+from jetdeploy.train import checkpoint as ckpt
+from jetdeploy.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def runs(synth_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-runs")
+    out = {}
+    for scheme, extra in [("float", {}), ("fpga", {"quant.weight_bits": 5, "quant.act_bits": 7}),
+                          ("int8", {"quant.bias_bits": 32, "quant.weight_bits": 8, "quant.act_bits": 8})]:
+        cfg = tiny_train_config(**{"quant.scheme": scheme, "train.epochs": 2, "train.batch_size": 8,
+                                   "model.norm": "layernorm" if scheme == "int8" else "batchnorm", **extra})
+        train(cfg, synth_file, root / scheme, progress=False)
+        out[scheme] = root / scheme
+    return out
+
+
+def test_float_onnx_dynamic_shapes_match_torch(runs):
+    r = export_run(runs["float"], n_verify=80, progress=False)
+    assert r["ok"], r["checks"]
+    path = runs["float"] / "export" / "model.onnx"
+    proto = onnx.load(str(path))
+    assert r["files"]["model.onnx"]["opset"] >= 17
+    assert not {i.name for i in proto.graph.input} & {i.name for i in proto.graph.initializer}
+    model, _ = ckpt.load_model(runs["float"])
+    module = graphs.deployable(model, "transformer")
+    sess = graphs.ort_session(path)
+    g = torch.Generator().manual_seed(3)
+    for B in (1, 3, 256):
+        for N in (4, 9, 16):
+            x = torch.randn(B, N, 3, generator=g)
+            mask = (torch.rand(B, N, generator=g) > 0.3).float()
+            mask[:, 0] = 1.0
+            x = x * mask[..., None]
+            got = sess.run(None, {"x": x.numpy(), "mask": mask.numpy()})[0]
+            with torch.no_grad():
+                ref = module(x, mask).numpy()
+            assert got.shape == (B, 5)
+            assert np.abs(got - ref).max() <= 1e-5, (B, N)
+    checks = {c["check"]: c for c in json.loads((runs["float"] / "export" / "verify.json").read_text())["checks"]}
+    assert checks["float ONNX (ORT) vs torch"]["max_abs_diff"] <= 1e-5
+    assert checks["model.int8-dynamic.onnx integer kernels"]["ok"]
+    assert checks["model.int8-static.onnx integer kernels"]["n_integer_kernels"] > 0
+
+
+def test_qonnx_is_bit_exact_and_fixed_point(runs):
+    r = export_run(runs["fpga"], n_verify=80, progress=False)
+    assert r["ok"], r["checks"]
+    for c in r["checks"]:
+        assert c["max_abs_diff"] == 0.0 and c["argmax_agreement"] == 1.0
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    mw = ModelWrapper(str(runs["fpga"] / "export" / "model.qonnx.onnx"))
+    assert [d.dim_value for d in mw.graph.input[0].type.tensor_type.shape.dim] == [1, 16, 3]
+    quants = [n for n in mw.graph.node if n.op_type == "Quant"]
+    assert len(quants) == r["files"]["model.qonnx.onnx"]["quant_nodes"] > 10
+    bits = set()
+    for q in quants:
+        scale = mw.get_initializer(q.input[1])
+        e = np.log2(scale)
+        assert np.array_equal(e, np.round(e)), q.name
+        bits.add(float(mw.get_initializer(q.input[3])))
+    assert {5.0, 7.0} <= bits
+
+
+def test_qcdq_runs_integer_kernels_and_agrees_with_brevitas(runs, tmp_path):
+    r = export_run(runs["int8"], n_verify=80, progress=False)
+    assert r["ok"], r["checks"]
+    checks = {c["check"]: c for c in r["checks"]}
+    kern = checks["QCDQ integer kernels"]
+    # every QuantLinear (embed, q/k/v/o, fc1/fc2, 2 head layers) and both attention matmuls run in integers
+    assert kern["float_matmul_on_dequantized_weights"] == 0
+    assert kern["n_integer_kernels"] >= 1 + 6 + 2 + 2
+    assert checks["QCDQ (ORT) vs Brevitas fake-quant"]["argmax_agreement"] >= 0.995
+    # the check can fail: a float graph has no integer kernels
+    assert not graphs.kernel_report(runs["float"] / "export" / "model.onnx", tmp_path)["ok"]
+
+
+def test_export_errors_are_clear(runs, synth_file, tmp_path):
+    mlp = tmp_path / "mlp"
+    train(tiny_train_config(**{"quant.scheme": "float", "model.arch": "mlp", "train.epochs": 1}), synth_file, mlp,
+          progress=False)
+    with pytest.raises(JetDeployError, match="without a deployment path"):
+        export_run(mlp, progress=False)
+    model, _ = ckpt.load_model(runs["float"])
+    model.blocks[0].fc1 = nn.LSTM(8, 16)
+    with pytest.raises(JetDeployError, match=r"layer 'blocks.0.fc1' \(LSTM\) has no verified ONNX export path"):
+        graphs.deployable(model, "transformer")
+    # a checkpoint that does not match its config
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    rec = ckpt.load(runs["float"] / "model.pt")
+    rec["config"]["model"]["dim"] = 12
+    rec["config"]["model"]["heads"] = 2
+    ckpt.save(rec, bad / "model.pt")
+    with pytest.raises(JetDeployError, match="weights do not fit this model"):
+        export_run(bad, data=str(synth_file), progress=False)
+    assert not (bad / "export" / "verify.json").exists()
+
+
+def test_cli_export_exit_status(runs, monkeypatch):
+    r = run_cli("export", "--run", str(runs["int8"]), "--n-verify", "40", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "[ok] QCDQ integer kernels" in r.stdout
+    import jetdeploy.export.verify as v
+
+    monkeypatch.setattr(v, "QCDQ_AGREEMENT", 1.01)  # an unreachable threshold must fail loudly
+    res = v.export_run(runs["int8"], n_verify=40, progress=False)
+    assert not res["ok"]
+    assert json.loads((runs["int8"] / "export" / "verify.json").read_text())["ok"] is False
