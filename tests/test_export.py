@@ -122,3 +122,16 @@ def test_cli_export_exit_status(runs, monkeypatch):
     res = v.export_run(runs["int8"], n_verify=40, progress=False)
     assert not res["ok"]
     assert json.loads((runs["int8"] / "export" / "verify.json").read_text())["ok"] is False
+
+
+def test_no_verify_writes_files_and_says_so(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(runs["int8"], run)
+    shutil.rmtree(run / "export", ignore_errors=True)
+    r = run_cli("export", "--run", str(run), "--no-verify", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "NOT checked" in r.stdout
+    v = json.loads((run / "export" / "verify.json").read_text())
+    assert v["verified"] is False and v["checks"] == [] and (run / "export" / "model.qcdq.onnx").exists()

@@ -119,7 +119,10 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export.verify import export_run
 
-    r = export_run(args.run, data=args.data, n_verify=args.n_verify, exporter=args.exporter, progress=not args.quiet)
+    r = export_run(args.run, data=args.data, n_verify=args.n_verify, exporter=args.exporter, progress=not args.quiet,
+                   verify=args.verify)
+    if not args.verify:
+        print("warning: --no-verify: the files were written but NOT checked against their source")
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['check']}")
     print(f"wrote {', '.join(r['files'])} and verify.json to {os.path.join(args.run, 'export')}")
@@ -252,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--run", required=True, help="run folder with model.pt")
     x.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test' split)")
     x.add_argument("--n-verify", type=int, default=2000, help="held-out jets per check")
+    x.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="check every file against its source (on by default)")
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"], help="float ONNX exporter")
     x.add_argument("--quiet", action="store_true", help="only the summary")
     x.set_defaults(func=_cmd_export)

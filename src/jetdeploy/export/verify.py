@@ -55,7 +55,7 @@ def _qonnx_logits(path: Path, x: np.ndarray, mask: np.ndarray, batch: int) -> np
 
 
 def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 2000, exporter: str = "torchscript",
-               qonnx_batch: int = 250, progress: bool = True) -> dict:
+               qonnx_batch: int = 250, progress: bool = True, verify: bool = True) -> dict:
     run = Path(run_dir)
     model, rec = ckpt.load_model(run)
     cfg = rec["config"]
@@ -84,12 +84,13 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
         if scheme == "float":
             p = out / "model.onnx"
             files[p.name] = graphs.export_float(module, F, N, p, exporter)
-            sess = graphs.ort_session(p)
-            got = graphs.run_ort(sess, x, mask)
-            diff = float(np.abs(got - ref).max())
-            checks.append(_check("float ONNX (ORT) vs torch", diff <= FLOAT_TOL, max_abs_diff=diff, tolerance=FLOAT_TOL,
-                                 argmax_agreement=_agreement(got, ref), n_jets=n, tool="onnxruntime"))
-            say(f"{p.name}: ORT vs torch max |diff| {diff:.2e} on {n} jets")
+            if verify:
+                got = graphs.run_ort(graphs.ort_session(p), x, mask)
+                diff = float(np.abs(got - ref).max())
+                checks.append(_check("float ONNX (ORT) vs torch", diff <= FLOAT_TOL, max_abs_diff=diff,
+                                     tolerance=FLOAT_TOL, argmax_agreement=_agreement(got, ref), n_jets=n,
+                                     tool="onnxruntime"))
+                say(f"{p.name}: ORT vs torch max |diff| {diff:.2e} on {n} jets")
             calib_in = load_inputs(data, cfg.model, "train", max_jets=1024)
             calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
                      for i in range(0, len(calib_in), 128)]
@@ -97,6 +98,8 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
             info = graphs.quantize_with_ort(p, dyn, sta, calib)
             for q in (dyn, sta):
                 files[q.name] = info
+                if not verify:
+                    continue
                 got = graphs.run_ort(graphs.ort_session(q), x, mask)
                 kern = graphs.kernel_report(q, tmp)
                 acc = float((got.argmax(1) == labels).mean())
@@ -107,9 +110,10 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
                                      note="reported, no threshold: the INT8 alternative to Brevitas QAT"))
                 say(f"{q.name}: agreement with float {_agreement(got, ref):.4f}, accuracy {acc:.4f} "
                     f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
-        elif scheme == "fpga":
+        if scheme == "fpga":
             p = out / "model.qonnx.onnx"
             files[p.name] = graphs.export_qonnx(module, F, N, p, batch=1)
+        if scheme == "fpga" and verify:
             few = min(n, 32)
             got1 = _qonnx_logits(p, x[:few], mask[:few], 1)
             d1 = float(np.abs(got1 - ref[:few]).max())
@@ -125,9 +129,10 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
                                  max_abs_diff=d, argmax_agreement=_agreement(got, ref[:len(got)]), n_jets=len(got),
                                  same_graph_as_file=same_ops, tool="qonnx.core.onnx_exec"))
             say(f"{p.name}: qonnx vs Brevitas max |diff| {d1:.1e} on {few} jets (file), {d:.1e} on {len(got)} (twin)")
-        elif scheme == "int8":
+        if scheme == "int8":
             p = out / "model.qcdq.onnx"
             files[p.name] = graphs.export_qcdq(module, F, N, p)
+        if scheme == "int8" and verify:
             got = graphs.run_ort(graphs.ort_session(p), x, mask)
             agree = _agreement(got, ref)
             kern = graphs.kernel_report(p, tmp)
@@ -137,9 +142,9 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
                                  tool="onnxruntime"))
             checks.append(_check("QCDQ integer kernels", kern.pop("ok"), **kern))
             say(f"{p.name}: ORT vs Brevitas agreement {agree:.4f} on {n} jets; integer kernels {kern['integer_kernels']}")
-        else:
+        if scheme not in ("float", "fpga", "int8"):
             raise JetDeployError(f"export: no path for quant scheme '{scheme}'")
-    result = {"ok": all(c["ok"] for c in checks), "run": str(run), "config_hash": rec["config_hash"],
+    result = {"ok": all(c["ok"] for c in checks), "verified": verify, "run": str(run), "config_hash": rec["config_hash"],
               "arch": arch, "quant": scheme, "data": str(data), "files": files, "checks": checks,
               "wall_s": time.perf_counter() - t0, "tools": _tools()}
     write_json(out / "verify.json", result)

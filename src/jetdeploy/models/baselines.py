@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .transformer import Normalizer, masked_pool, mlp
+from .transformer import Normalizer, masked_pool, mlp, prepare_inputs
 
 
 class ObservableMLP(nn.Module):
@@ -33,8 +33,5 @@ class DeepSets(nn.Module):
         self.rho = mlp([cfg.dim, *cfg.head_hidden, n_classes], final_act=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
-        m = mask.bool() if self.cfg.mask else None
-        x = self.normalizer(x)
-        if m is not None:
-            x = x * m[..., None].to(x.dtype)
+        x, m = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
         return self.rho(masked_pool(self.phi(x), m, self.cfg.pooling))

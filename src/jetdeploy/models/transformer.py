@@ -36,6 +36,13 @@ class Normalizer(nn.Module):
         return (x - self.mean) / self.std
 
 
+def prepare_inputs(normalizer: Normalizer, x: torch.Tensor, mask: torch.Tensor, use_mask: bool):
+    """Standardised features with padded slots zeroed, and the bool mask (None when masking is off)."""
+    m = mask.bool() if use_mask else None
+    x = normalizer(x)
+    return (x if m is None else x * m[..., None].to(x.dtype)), m
+
+
 class TokenNorm(nn.Module):
     """LayerNorm, BatchNorm over real (unpadded) tokens, or nothing, on [B, N, D]."""
 
@@ -185,10 +192,7 @@ class TransformerTagger(nn.Module):
         self.head = mlp([cfg.dim, *cfg.head_hidden, n_classes], final_act=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
-        mask = mask.bool() if self.cfg.mask else None
-        x = self.normalizer(x)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
         h = self.embed(x)
         pair = self.pair(p4) if self.pair is not None else None
         if self.cls is not None:

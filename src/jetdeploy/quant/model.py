@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig, QuantConfig
 from ..errors import JetDeployError
-from ..models.transformer import MASK_FILL, Normalizer, TokenNorm, clipped_softmax, masked_pool
+from ..models.transformer import MASK_FILL, Normalizer, TokenNorm, clipped_softmax, masked_pool, prepare_inputs
 from .quantizers import QuantFactory
 
 
@@ -113,10 +113,7 @@ class QuantTransformerTagger(nn.Module):
         self.layout = qf.layout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
-        mask = mask.bool() if self.cfg.mask else None
-        x = self.normalizer(x)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
         h = self.embed(self.input_quant(x))  # ends in a QuantReLU: already quantized
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
