@@ -238,21 +238,19 @@ def quantize_with_ort(float_path: Path, out_dynamic: Path, out_static: Path, cal
         def get_next(self):
             return next(self.it, None)
 
+    import tempfile
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = out_dynamic.with_name(float_path.stem + ".preprocessed.onnx")
-    with atomic_path(pre) as tmp_pre, _quiet():
-        quant_pre_process(str(float_path), str(tmp_pre))  # ORT's recommended shape inference + optimization
+    with tempfile.TemporaryDirectory() as tmpdir, _quiet():
+        pre = str(Path(tmpdir) / "preprocessed.onnx")
+        quant_pre_process(str(float_path), pre)  # ORT's recommended shape inference + optimization
         with atomic_path(out_dynamic) as tmp:
-            quantize_dynamic(str(tmp_pre), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(pre, str(tmp), weight_type=QuantType.QInt8)
         with atomic_path(out_static) as tmp:
-            quantize_static(str(tmp_pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["MatMul", "Gemm"])
-        pre_ok = True
-    if pre.exists():
-        pre.unlink()
-    return {"tool": "onnxruntime.quantization (after quant_pre_process)", "preprocessed": pre_ok, "dynamic": "quantize_dynamic, QInt8 weights",
+            quantize_static(pre, str(tmp), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    return {"tool": "onnxruntime.quantization (after quant_pre_process)", "dynamic": "quantize_dynamic, QInt8 weights",
             "static": f"quantize_static QDQ, QUInt8 activations / QInt8 weights, MatMul+Gemm, {len(calib)} calibration batches"}
 
 
