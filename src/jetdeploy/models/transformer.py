@@ -154,9 +154,11 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, key_bias, pair_bias=None):
-        x = x + self.drop(self.attn(self.norm1(x, mask), key_bias, pair_bias))
-        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
+    def forward(self, x, mask, key_bias, pair_bias=None, return_attention: bool = False):
+        a, probs = self.attn(self.norm1(x, mask), key_bias, pair_bias, return_attention=True)
+        x = x + self.drop(a)
+        x = x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
+        return (x, probs) if return_attention else x
 
 
 def mlp(sizes: list[int], final_act: bool) -> nn.Sequential:
@@ -191,9 +193,16 @@ class TransformerTagger(nn.Module):
         self.norm = TokenNorm(cfg.norm, cfg.dim)
         self.head = mlp([cfg.dim, *cfg.head_hidden, n_classes], final_act=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embedded particles [B, N, D] and the bool mask: what the blocks see (token pruning starts here)."""
         x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
-        h = self.embed(x)
+        return self.embed(x), mask
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        h, mask = self.tokens(x, mask)
         pair = self.pair(p4) if self.pair is not None else None
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
@@ -206,4 +215,4 @@ class TransformerTagger(nn.Module):
             h = block(h, mask, key_bias, pair)
         h = self.norm(h, mask)
         pooled = h[:, 0] if self.cls is not None else masked_pool(h, mask, self.cfg.pooling)
-        return self.head(pooled)
+        return self.classify(pooled)

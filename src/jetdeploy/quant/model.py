@@ -87,10 +87,12 @@ class QuantBlock(nn.Module):
         self.res2_quant = qf.act(f"{p}.res2_quant")
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, key_bias, pair_bias=None):
-        x = self.res1_quant(x + self.drop(self.attn(self.norm1(x, mask), key_bias)))
+    def forward(self, x, mask, key_bias, pair_bias=None, return_attention: bool = False):
+        a, probs = self.attn(self.norm1(x, mask), key_bias, return_attention=True)
+        x = self.res1_quant(x + self.drop(a))
         h = self.fc2(self.relu(self.fc1(self.ffn_quant(self.norm2(x, mask)))))
-        return self.res2_quant(x + self.drop(h))
+        x = self.res2_quant(x + self.drop(h))
+        return (x, probs) if return_attention else x
 
 
 class QuantTransformerTagger(nn.Module):
@@ -112,9 +114,16 @@ class QuantTransformerTagger(nn.Module):
         qf.check_overrides()
         self.layout = qf.layout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embedded particles [B, N, D] and the bool mask (the float model's interface, for token pruning)."""
         x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
-        h = self.embed(self.input_quant(x))  # ends in a QuantReLU: already quantized
+        return self.embed(self.input_quant(x)), mask  # embed ends in a QuantReLU: already quantized
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.output_quant(self.head(self.head_quant(pooled)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        h, mask = self.tokens(x, mask)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
             if mask is not None:
@@ -124,7 +133,7 @@ class QuantTransformerTagger(nn.Module):
             h = block(h, mask, key_bias)
         h = self.norm(h, mask)
         pooled = h[:, 0] if self.cls is not None else masked_pool(h, mask, self.cfg.pooling)
-        return self.output_quant(self.head(self.head_quant(pooled)))
+        return self.classify(pooled)
 
 
 def load_float_weights(qmodel: QuantTransformerTagger, float_state: dict[str, torch.Tensor]) -> list[str]:

@@ -1,0 +1,1 @@
+"""CPU / edge deployment: token pruning, ONNX Runtime sessions, INT8, benchmarks."""

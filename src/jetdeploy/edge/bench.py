@@ -1,0 +1,315 @@
+"""`jetdeploy edge bench`: every deployment variant of a float run on ONNX Runtime, side by side.
+
+Variants (each exported to RUN/edge/onnx/, checked against its PyTorch twin, timed in the same
+interleaved loop, and scored on the held-out `test` split):
+
+  float-padded     the unpruned model on padded inputs (N = model.n_particles): the baseline
+  float-nopad      unpruned; padding slots are dropped (batch 1: the jet's real particles only)
+  ztp[...]         Zero-TPrune at each token-budget schedule
+  ltp              Learned Token Pruning (RUN/edge/ltp.pt, from `jetdeploy edge ltp`)
+  *+int8           onnxruntime.quantization dynamic INT8 of the graph above
+  qcdq             the Brevitas INT8 run's QCDQ graph (--int8-run), unpruned
+  random[...]      random pruning at the Zero-TPrune budgets: the accuracy control (PyTorch only; its
+                   graph would time like ztp's I-stage)
+
+Timing: ONNX Runtime CPU, one intra-op thread, spinning off, ORT_ENABLE_ALL; batch 1 latency
+(p50 / p99 over single jets) and batch-256 throughput (median over batches of the test split in file
+order, i.e. mixed multiplicities). Rounds interleave the variants, so drifts in machine load hit all
+alike. PyTorch eager (one thread) of the unpruned model is timed in the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import JetDeployError
+from ..io import write_json
+from ..train import checkpoint as ckpt
+from ..train.dataset import load_inputs
+from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
+
+VERIFY_TOL = 1e-4        # max |logit difference| torch vs ORT, pruned or not
+VERIFY_AGREEMENT = 0.999  # argmax agreement (a near-tie in a TopK may flip one token of a rare jet)
+DEFAULT_FINAL_KEEP = (0.6, 0.4, 0.3)
+
+
+def geometric_schedule(final: float, n_blocks: int) -> list[float]:
+    """keep[i] = final^(i / (L-1)): the budget shrinks by the same factor at every step."""
+    if n_blocks < 2:
+        raise JetDeployError("token pruning needs a model with at least 2 blocks (it prunes between blocks)")
+    return [round(final ** (i / (n_blocks - 1)), 3) for i in range(n_blocks)]
+
+
+def _torch_logits(mod, x: torch.Tensor, mask: torch.Tensor, batch: int = 500):
+    """Logits and analytic MACs per jet (from the tokens each block computed)."""
+    outs, macs = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(mod(x[i:i + batch], mask[i:i + batch]))
+            macs.append(macs_per_jet(mod.model, mod.last_counts))
+    return torch.cat(outs).numpy(), torch.cat(macs).numpy()
+
+
+def _trim(x: np.ndarray, mask: np.ndarray, i: int):
+    n = max(1, int(mask[i].sum()))
+    return {"x": x[i:i + 1, :n], "mask": mask[i:i + 1, :n]}
+
+
+def verify_pruned(session, module, x: np.ndarray, mask: np.ndarray, n: int = 200) -> dict:
+    """Pruned (or not) torch vs its ONNX graph: batch 1 on each jet's real particles, and batches of 3
+    jets of different lengths on padded inputs."""
+    from ..export.graphs import Deployable
+
+    dep = Deployable(module).eval()
+    n = min(n, len(x))
+    with torch.no_grad():
+        ref = dep(torch.from_numpy(x[:n]), torch.from_numpy(mask[:n])).numpy()
+    one = np.concatenate([session.run(None, _trim(x, mask, i))[0] for i in range(n)])
+    three = np.concatenate([session.run(None, {"x": x[i:min(i + 3, n)], "mask": mask[i:min(i + 3, n)]})[0]
+                            for i in range(0, n, 3)])
+    d1, d3 = float(np.abs(one - ref).max()), float(np.abs(three - ref).max())
+    agree = float(min((one.argmax(1) == ref.argmax(1)).mean(), (three.argmax(1) == ref.argmax(1)).mean()))
+    return {"n_jets": n, "max_abs_diff_batch1": d1, "max_abs_diff_batch3": d3, "argmax_agreement": agree,
+            "tolerance": VERIFY_TOL, "min_agreement": VERIFY_AGREEMENT,
+            "ok": max(d1, d3) <= VERIFY_TOL or agree >= VERIFY_AGREEMENT and max(d1, d3) <= 100 * VERIFY_TOL,
+            "tool": "onnxruntime vs torch"}
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]] | None = None,
+               int8_run: str | Path | None = None, n_test: int | None = None, n_latency: int = 300,
+               n_batches: int = 8, rounds: int = 3, batch: int = 256, progress: bool = True) -> dict:
+    from ..export import graphs
+    from .ltp import load_ltp
+
+    run = Path(run_dir)
+    say = print if progress else (lambda *a, **k: None)
+    model, rec = ckpt.load_model(run)
+    cfg = rec["config"]
+    if cfg.quant.scheme != "float" or cfg.model.arch != "transformer":
+        raise JetDeployError(f"{run}: edge bench takes a float transformer run (got {cfg.model.arch}, "
+                             f"{cfg.quant.scheme}); pass the INT8 QAT run with --int8-run")
+    inp = load_inputs(data, cfg.model, "test", n_test)
+    x, mask_b, labels = inp.x, inp.mask, inp.labels.numpy()
+    xn, mn = x.numpy(), mask_b.numpy().astype(np.float32)
+    N, F = cfg.model.n_particles, x.shape[-1]
+    L = len(model.blocks)
+    keeps = keeps or [geometric_schedule(f, L) for f in DEFAULT_FINAL_KEEP]
+    out = run / "edge"
+    onnx_dir = out / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- the variants and their torch twins ------------------------------------------------------
+    torch_mods: dict[str, torch.nn.Module] = {"float-padded": model,
+                                              "float-nopad": PrunedTagger(model, PruneSpec(method="none"))}
+    for k in keeps:
+        spec = PruneSpec(method="zerotprune", keep=k)
+        torch_mods[spec.label()] = PrunedTagger(model, spec)
+    ltp_path = out / "ltp.pt"
+    if ltp_path.exists():
+        torch_mods["ltp"] = load_ltp(run)
+    else:
+        say(f"{ltp_path}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {run}`)")
+
+    variants: dict[str, dict] = {}
+    checks = []
+    with torch.no_grad():
+        plain = torch.cat([model(x[i:i + 500], mask_b[i:i + 500]) for i in range(0, len(x), 500)]).numpy()
+    acc_float = _accuracy(plain, labels)
+    variants["float-padded"] = {"method": "none", "keep": None, "accuracy_torch": acc_float,
+                                "macs_per_jet": padded_macs(model, N), "macs_tool": "analytic, N slots per jet"}
+    for name, mod in list(torch_mods.items())[1:]:
+        logits, macs = _torch_logits(mod, x, mask_b)
+        variants[name] = {"method": mod.spec.method, "keep": mod.spec.keep if mod.spec.method != "none" else None,
+                          "accuracy_torch": _accuracy(logits, labels), "macs_per_jet": float(macs.mean()),
+                          "macs_tool": "analytic, from the real tokens each block computes"}
+        if mod.spec.method == "ltp":
+            variants[name]["thresholds"] = mod.thresholds.tolist()
+    for k in keeps:  # the control: random tokens at the same budgets
+        spec = PruneSpec(method="random", keep=k)
+        logits, macs = _torch_logits(PrunedTagger(model, spec), x, mask_b)
+        variants[spec.label()] = {"method": "random", "keep": k, "accuracy_torch": _accuracy(logits, labels),
+                                  "macs_per_jet": float(macs.mean()), "timed": False,
+                                  "note": "accuracy control, PyTorch only"}
+    say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))
+
+    # ---- export, verify, INT8 ----------------------------------------------------------------
+    sessions: dict[str, Path] = {}
+    feeds_padded = {"float-padded", "float-padded+int8", "qcdq"}
+    for name, mod in torch_mods.items():
+        path = onnx_dir / f"{name}.onnx"
+        graphs.export_float(graphs.Deployable(mod).eval(), F, N, path)
+        variants[name]["onnx"] = str(path)
+        chk = verify_pruned(graphs.ort_session(path, threads=2), mod, xn, mn)
+        checks.append({"name": f"{name}: ONNX (ORT) vs torch", **chk})
+        if not chk["ok"]:
+            raise JetDeployError(f"{path}: ORT differs from the torch model (max |diff| "
+                                 f"{max(chk['max_abs_diff_batch1'], chk['max_abs_diff_batch3']):.2e}, agreement "
+                                 f"{chk['argmax_agreement']:.4f})")
+        sessions[name] = path
+        say(f"{path.name}: verified against torch (max |diff| "
+            f"{max(chk['max_abs_diff_batch1'], chk['max_abs_diff_batch3']):.1e})")
+    with tempfile.TemporaryDirectory() as tmp:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        for name in [n for n in list(sessions) if n != "float-nopad"]:
+            src = sessions[name]
+            dst = onnx_dir / f"{name}+int8.onnx"
+            pre = Path(tmp) / f"{name}.pre.onnx"
+            with graphs._quiet():
+                quant_pre_process(str(src), str(pre))
+                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+            sessions[f"{name}+int8"] = dst
+            variants[f"{name}+int8"] = {**{k: v for k, v in variants[name].items() if k not in ("accuracy_torch", "onnx")},
+                                        "onnx": str(dst), "int8": "onnxruntime.quantization.quantize_dynamic, QInt8"}
+    if int8_run is not None:
+        q = Path(int8_run) / "export" / "model.qcdq.onnx"
+        if not q.exists():
+            raise JetDeployError(f"{q}: missing; export the INT8 run first (jetdeploy export --run {int8_run})")
+        sessions["qcdq"] = q
+        variants["qcdq"] = {"method": "none", "keep": None, "macs_per_jet": padded_macs(model, N),
+                            "onnx": str(q), "int8": "Brevitas QAT, QCDQ export", "source_run": str(int8_run)}
+
+    # ---- accuracy of every ORT graph on the test split ----------------------------------------
+    for name, path in sessions.items():
+        s = graphs.ort_session(path, threads=2)
+        logits = graphs.run_ort(s, xn, mn)
+        variants[name]["accuracy"] = _accuracy(logits, labels)
+        variants[name]["accuracy_change"] = variants[name]["accuracy"] - acc_float
+        variants[name]["timed"] = True
+        say(f"{name}: accuracy {variants[name]['accuracy']:.4f} ({variants[name]['accuracy_change']:+.4f})")
+
+    # ---- timing, interleaved -------------------------------------------------------------------
+    timed = {name: graphs.ort_session(path, threads=1) for name, path in sessions.items()}
+    torch.set_num_threads(1)
+    nb = max(1, min(n_batches, len(xn) // batch))
+    if len(xn) < batch:
+        raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {batch}")
+    t_batch = {k: [] for k in [*timed, "torch-eager"]}
+    t_one = {k: [] for k in [*timed, "torch-eager"]}
+    total = rounds * nb
+    bar_t0 = time.perf_counter()
+    for r in range(rounds):
+        for b in range(nb):
+            sl = slice(b * batch, (b + 1) * batch)
+            for name, s in timed.items():
+                t0 = time.perf_counter()
+                s.run(None, {"x": xn[sl], "mask": mn[sl]})
+                t_batch[name].append(time.perf_counter() - t0)
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                model(x[sl], mask_b[sl])
+                t_batch["torch-eager"].append(time.perf_counter() - t0)
+            if progress and (r * nb + b + 1) % max(1, total // 4) == 0:
+                say(f"  batch {batch}: {r * nb + b + 1}/{total} rounds ({time.perf_counter() - bar_t0:.0f} s)")
+    n1 = min(n_latency, len(xn))
+    for i in range(n1):
+        for name, s in timed.items():
+            feed = {"x": xn[i:i + 1], "mask": mn[i:i + 1]} if name in feeds_padded else _trim(xn, mn, i)
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            t_one[name].append(time.perf_counter() - t0)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            model(x[i:i + 1], mask_b[i:i + 1])
+            t_one["torch-eager"].append(time.perf_counter() - t0)
+    variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,
+                               "macs_per_jet": padded_macs(model, N), "timed": True,
+                               "note": "the unpruned model in PyTorch eager, padded inputs"}
+    for name in t_batch:
+        v = variants[name]
+        v["throughput_jets_per_s"] = batch / float(np.median(t_batch[name]))
+        v["latency_ms_p50"] = 1e3 * float(np.percentile(t_one[name], 50))
+        v["latency_ms_p99"] = 1e3 * float(np.percentile(t_one[name], 99))
+    base, eager = variants["float-padded"], variants["torch-eager"]
+    for v in variants.values():
+        if v.get("timed"):
+            v["throughput_vs_float_padded"] = v["throughput_jets_per_s"] / base["throughput_jets_per_s"]
+            v["latency_p50_gain_vs_float_padded"] = base["latency_ms_p50"] / v["latency_ms_p50"]
+            v["throughput_vs_torch_eager"] = v["throughput_jets_per_s"] / eager["throughput_jets_per_s"]
+        v["macs_vs_float_padded"] = v["macs_per_jet"] / base["macs_per_jet"]
+        if "accuracy" not in v:
+            v["accuracy"] = v["accuracy_torch"]
+            v["accuracy_change"] = v["accuracy"] - acc_float
+    import onnxruntime
+
+    result = {"run": str(run), "config_hash": rec["config_hash"], "data": str(data), "n_test_jets": len(xn),
+              "accuracy_float": acc_float, "variants": variants, "checks": checks,
+              "timing": {"tool": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+                         "intra_op_threads": 1, "inter_op_threads": 1, "spinning": False,
+                         "graph_optimization": "ORT_ENABLE_ALL", "batch": batch, "batches": nb, "rounds": rounds,
+                         "latency_jets": n1, "torch": f"torch {torch.__version__} eager, 1 thread",
+                         "batch1_inputs": "float-padded: N slots; all others: the jet's real particles"},
+              "ok": all(c["ok"] for c in checks)}
+    write_json(out / "bench.json", result)
+    (out / "bench.md").write_text(bench_table(result))
+    plot_pareto(result, out / "pareto.png")
+    return result
+
+
+def bench_table(res: dict) -> str:
+    rows = ["| variant | accuracy | Δacc | MACs/jet (×padded) | batch-256 jets/s | ×float-padded | ×torch eager | "
+            "batch-1 p50 ms | p99 ms | p50 gain |", "|" + "---|" * 10]
+    for name, v in res["variants"].items():
+        if v.get("timed"):
+            rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | "
+                        f"{v['throughput_jets_per_s']:.0f} | {v['throughput_vs_float_padded']:.2f} | "
+                        f"{v['throughput_vs_torch_eager']:.2f} | {v['latency_ms_p50']:.3f} | {v['latency_ms_p99']:.3f} | "
+                        f"{v['latency_p50_gain_vs_float_padded']:.2f} |")
+        else:
+            rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | – | – | – | – | – | – |")
+    t = res["timing"]
+    head = (f"# Edge benchmark: {res['run']}\n\n{res['n_test_jets']} test jets of {res['data']}; timing: {t['tool']}, "
+            f"{t['intra_op_threads']} intra-op thread, spinning off, {t['graph_optimization']}; batch {t['batch']} "
+            f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median); batch 1 over {t['latency_jets']} "
+            f"jets ({t['batch1_inputs']}). Random = accuracy control (PyTorch).\n\n")
+    checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
+                       f"{max(c['max_abs_diff_batch1'], c['max_abs_diff_batch3']):.1e}, agreement {c['argmax_agreement']:.4f}"
+                       for c in res["checks"])
+    return head + "\n".join(rows) + "\n\n## Checks (pruned torch vs ONNX, batch 1 and 3)\n" + checks + "\n"
+
+
+def plot_pareto(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    timed = {k: v for k, v in res["variants"].items() if v.get("timed")}
+    for ax, key, label in ((axes[0], "throughput_jets_per_s", "throughput, batch 256 [jets/s]"),
+                           (axes[1], "latency_ms_p50", "latency p50, batch 1 [ms]")):
+        pts = sorted((v[key], v["accuracy"], k) for k, v in timed.items())
+        for xv, yv, k in pts:
+            marker = "s" if "int8" in k or k == "qcdq" else ("^" if k.startswith("ltp") else "o")
+            ax.scatter(xv, yv, marker=marker)
+            ax.annotate(k, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        # Pareto front: better = more throughput / less latency, more accuracy
+        front, best = [], -1.0
+        for xv, yv, k in (sorted(pts, reverse=True) if key == "throughput_jets_per_s" else pts):
+            if yv > best:
+                front.append((xv, yv))
+                best = yv
+        if front:
+            ax.plot(*zip(*sorted(front)), "k--", lw=0.8, label="Pareto front")
+        ax.axhline(res["accuracy_float"] - 0.005, color="grey", lw=0.6, ls=":", label="float − 0.5%")
+        ax.set_xlabel(label + " (ORT, 1 thread)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    axes[0].set_title("accuracy vs throughput")
+    axes[1].set_title("accuracy vs latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

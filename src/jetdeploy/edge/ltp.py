@@ -1,0 +1,175 @@
+"""Learned Token Pruning (Kim et al., KDD 2022) for a trained float tagger.
+
+Stage 1 (soft): every token carries a mask m in [0, 1]. After block l a token's importance s (attention
+received, 1.0 = an average share; see prune.received_attention) gives m <- m * sigmoid((s - theta_l) / T).
+The mask enters the next blocks as a key bias log(m) and the pooling as a weight (with "carry"
+pooling, a token's state is counted with the mask it loses at each step). Loss = cross-entropy +
+lambda x the mean kept fraction; theta_l and the model's weights are trained together.
+Stage 2 (hard): the thresholds are frozen and the model is fine-tuned with real pruning (the
+PrunedTagger of inference), so training sees exactly what deployment does.
+
+Writes RUN/edge/ltp.pt (fine-tuned weights + thresholds, loadable with weights_only=True) and
+RUN/edge/ltp.json (history: loss, accuracy, kept fraction, thresholds per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from ..errors import JetDeployError
+from ..io import write_json
+from ..train import checkpoint as ckpt
+from ..train.dataset import load_inputs
+from .prune import PrunedTagger, PruneSpec, key_bias_of, received_attention
+
+LTP_FORMAT = "jetdeploy-ltp-1"
+
+
+class LTPConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lam: float = Field(0.3, ge=0.0, description="weight of the kept-fraction penalty")
+    temperature: float = Field(0.05, gt=0.0)
+    soft_epochs: int = Field(2, ge=1)
+    hard_epochs: int = Field(1, ge=0)
+    lr: float = Field(2e-4, gt=0.0)
+    threshold_lr: float = Field(2e-2, gt=0.0)
+    batch_size: int = Field(256, ge=8)
+    max_train_jets: int | None = Field(None, ge=1)
+    budget: list[float] = Field(default_factory=lambda: [1.0], description="token budget cap (PruneSpec.keep)")
+    seed: int = 0
+
+
+def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperature: float):
+    """Logits and the mean kept fraction (over pruning steps and jets) with soft masks, no compaction."""
+    m = pt.model
+    h, mask = m.tokens(x, mask)
+    real = mask.to(h.dtype)
+    n_real = real.sum(1).clamp(min=1)
+    soft, carried, kept = real, torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype), []
+    bias = key_bias_of(mask, h.dtype)
+    for i, block in enumerate(m.blocks):
+        kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
+        h, probs = block(h, mask, kb, return_attention=True)
+        if i + 1 == len(m.blocks):
+            break
+        s = received_attention(probs, soft)
+        new = soft * torch.sigmoid((s - pt.thresholds[i]) / temperature)
+        carried = carried + (m.norm(h, mask) * (soft - new)[..., None]).sum(1)
+        soft = new
+        kept.append(soft.sum(1) / n_real)
+    total = (m.norm(h, mask) * soft[..., None]).sum(1) + carried
+    return m.classify(total / n_real[:, None]), torch.stack(kept).mean()
+
+
+def kept_fraction(counts: list[torch.Tensor]) -> tuple[float, float]:
+    """(tokens kept after the pruning steps, real tokens x steps) of one call's PrunedTagger.last_counts."""
+    if len(counts) < 2:
+        return 0.0, 0.0
+    return float(sum(c.sum() for c in counts[1:])), float(counts[0].sum()) * (len(counts) - 1)
+
+
+@torch.no_grad()
+def _evaluate(pt: PrunedTagger, inp, batch: int = 1000) -> dict:
+    pt.eval()
+    correct, kept, real = 0, 0.0, 0.0
+    for i in range(0, len(inp), batch):
+        x, msk, y = inp.x[i:i + batch], inp.mask[i:i + batch], inp.labels[i:i + batch]
+        correct += int((pt(x, msk).argmax(1) == y).sum())
+        k, r = kept_fraction(pt.last_counts)
+        kept, real = kept + k, real + r
+    return {"accuracy": correct / len(inp), "kept_fraction": kept / real if real else 1.0}
+
+
+def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: bool = True) -> dict:
+    run = Path(run_dir)
+    model, rec = ckpt.load_model(run)
+    tcfg = rec["config"]
+    if tcfg.quant.scheme != "float":
+        raise JetDeployError(f"{run}: LTP fine-tunes a float run (this one is '{tcfg.quant.scheme}')")
+    torch.manual_seed(cfg.seed)
+    train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
+    val_in = load_inputs(data, tcfg.model, "val", 5000)
+    n_steps = len(model.blocks) - 1
+    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=cfg.budget), thresholds=torch.zeros(n_steps))
+    theta = torch.nn.Parameter(torch.zeros(n_steps))
+    pt.thresholds = theta
+    base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
+    say = print if progress else (lambda *a, **k: None)
+    say(f"unpruned: val accuracy {base['accuracy']:.4f}")
+    history, t0 = [], time.perf_counter()
+    n, bs = len(train_in), cfg.batch_size
+    for epoch in range(cfg.soft_epochs + cfg.hard_epochs):
+        hard = epoch >= cfg.soft_epochs
+        params = [{"params": list(model.parameters()), "lr": cfg.lr}]
+        if not hard:
+            params.append({"params": [theta], "lr": cfg.threshold_lr})
+        opt = torch.optim.Adam(params)
+        theta.requires_grad_(not hard)
+        model.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        steps = math.ceil(n / bs)
+        bar = tqdm(range(steps), desc=f"ltp {'hard' if hard else 'soft'} {epoch + 1}", disable=(not progress) or None,
+                   leave=False, unit="batch")
+        loss_sum, kept_sum = 0.0, 0.0
+        for i in bar:
+            idx = order[i * bs:(i + 1) * bs]
+            x, msk, y = train_in.x[idx], train_in.mask[idx], train_in.labels[idx]
+            if hard:
+                logits, kept = pt(x, msk), torch.tensor(0.0)
+                loss = F.cross_entropy(logits, y)
+            else:
+                logits, kept = soft_forward(pt, x, msk, cfg.temperature)
+                loss = F.cross_entropy(logits, y) + cfg.lam * kept
+            if not torch.isfinite(loss):
+                raise JetDeployError(f"LTP: loss is {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum, kept_sum = loss_sum + loss.item(), kept_sum + float(kept.detach())
+        ev = _evaluate(pt, val_in)
+        row = {"epoch": epoch + 1, "stage": "hard" if hard else "soft", "train_loss": loss_sum / steps,
+               "soft_kept_fraction": None if hard else kept_sum / steps, "val_accuracy": ev["accuracy"],
+               "val_kept_fraction": ev["kept_fraction"], "thresholds": theta.detach().tolist(),
+               "elapsed_s": time.perf_counter() - t0}
+        history.append(row)
+        say(f"ltp epoch {epoch + 1} ({row['stage']}): val accuracy {ev['accuracy']:.4f}, "
+            f"kept {ev['kept_fraction']:.3f} of the real tokens per pruned block, thresholds "
+            f"{[round(t, 3) for t in row['thresholds']]}")
+    model.eval()
+    out = run / "edge"
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.save({"format": LTP_FORMAT, "source_config_hash": rec["config_hash"], "ltp": cfg.model_dump(),
+               "thresholds": theta.detach().clone(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
+              out / "ltp.pt")
+    summary = {"source_run": str(run), "source_config_hash": rec["config_hash"], "config": cfg.model_dump(),
+               "unpruned_val_accuracy": base["accuracy"], "history": history, "thresholds": theta.detach().tolist(),
+               "train_s": time.perf_counter() - t0}
+    write_json(out / "ltp.json", summary)
+    return summary
+
+
+def load_ltp(run_dir: str | Path) -> PrunedTagger:
+    """The LTP-pruned model of RUN/edge/ltp.pt (eval mode)."""
+    run = Path(run_dir)
+    path = run / "edge" / "ltp.pt"
+    if not path.exists():
+        raise JetDeployError(f"{path}: missing; train the LTP thresholds first (jetdeploy edge ltp --run {run})")
+    rec = ckpt.load(path)
+    if rec.get("format") != LTP_FORMAT:
+        raise JetDeployError(f"{path}: format {rec.get('format')!r}, expected {LTP_FORMAT!r}")
+    model, src = ckpt.load_model(run)
+    if src["config_hash"] != rec["source_config_hash"]:
+        raise JetDeployError(f"{path}: made from another model (config {rec['source_config_hash']}, the run now has "
+                             f"{src['config_hash']}); run `jetdeploy edge ltp` again")
+    ckpt.load_state(model, rec["state_dict"], str(path))
+    model.eval()
+    budget = LTPConfig.model_validate(rec["ltp"]).budget
+    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget), thresholds=rec["thresholds"]).eval()
