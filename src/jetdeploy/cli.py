@@ -140,6 +140,46 @@ def _cmd_bench_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated fractions, e.g. 0.8,0.6,0.45,0.35") from None
+
+
+def _cmd_edge_ltp(args: argparse.Namespace) -> int:
+    from .edge.ltp import LTPConfig, train_ltp
+
+    try:
+        cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
+                        hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
+                        budget=args.budget, seed=args.seed)
+    except Exception as e:  # pydantic names the field
+        raise JetDeployError(f"edge ltp: {e}") from None
+    r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
+    last = r["history"][-1]
+    print(f"LTP: val accuracy {last['val_accuracy']:.4f} (unpruned {r['unpruned_val_accuracy']:.4f}), "
+          f"{last['val_kept_fraction']:.3f} of the real tokens kept per block, thresholds "
+          f"{[round(t, 3) for t in r['thresholds']]}, {r['train_s']:.0f} s")
+    print(f"wrote {os.path.join(args.run, 'edge', 'ltp.pt')} and ltp.json")
+    return 0
+
+
+def _cmd_edge_bench(args: argparse.Namespace) -> int:
+    from .edge.bench import edge_bench
+
+    r = edge_bench(args.run, args.data, keeps=args.keep, int8_run=args.int8_run, n_test=args.n_test,
+                   n_latency=args.n_latency, n_batches=args.batches, rounds=args.rounds, batch=args.batch,
+                   progress=not args.quiet)
+    out = os.path.join(args.run, "edge")
+    print(open(os.path.join(out, "bench.md")).read())
+    print(f"wrote {out}/bench.json, bench.md, pareto.png and the graphs in {out}/onnx/")
+    if not r["ok"]:
+        print("error: a torch vs ONNX check failed (see bench.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -260,6 +300,49 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"], help="float ONNX exporter")
     x.add_argument("--quiet", action="store_true", help="only the summary")
     x.set_defaults(func=_cmd_export)
+
+    ed = sub.add_parser("edge", formatter_class=fmt, help="CPU / edge deployment: token pruning, INT8, ORT benchmark",
+                        description="Token pruning (Zero-TPrune, Learned Token Pruning) and INT8 for ONNX Runtime.")
+    esub = ed.add_subparsers(dest="edge_command", required=True, metavar="WHAT")
+    el = esub.add_parser(
+        "ltp", formatter_class=fmt, help="learn the LTP thresholds and fine-tune a float run",
+        description="Learned Token Pruning: one threshold per block on the attention each token receives, trained "
+                    "with soft masks and a penalty on the kept fraction, then hard fine-tuning with the thresholds "
+                    "frozen. Writes RUN/edge/ltp.pt and ltp.json (the float run itself is not changed).")
+    el.add_argument("--run", required=True, help="float transformer run folder")
+    el.add_argument("--data", required=True, help="jetdeploy HDF5 jet file (train / val splits)")
+    el.add_argument("--lam", type=float, default=0.1, help="weight of the kept-fraction penalty (more = fewer tokens)")
+    el.add_argument("--temperature", type=float, default=0.05, help="soft-mask temperature T")
+    el.add_argument("--budget", type=_fractions, default=None,
+                    help="token budget cap per block (fractions of model.n_particles, e.g. 0.8,0.6,0.45,0.35); "
+                         "keeps large batches rectangular")
+    el.add_argument("--soft-epochs", type=int, default=2, help="epochs with soft masks (thresholds learned)")
+    el.add_argument("--hard-epochs", type=int, default=2, help="epochs of fine-tuning with real pruning")
+    el.add_argument("--lr", type=float, default=2e-4, help="model learning rate (cosine decay)")
+    el.add_argument("--max-train-jets", type=int, default=None, help="use only this many training jets")
+    el.add_argument("--seed", type=int, default=0)
+    el.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    el.set_defaults(func=_cmd_edge_ltp)
+    eb = esub.add_parser(
+        "bench", formatter_class=fmt, help="every pruning / INT8 variant on ONNX Runtime, side by side",
+        description="Export the unpruned, Zero-TPrune, LTP (if trained) and random-control variants of a float run, "
+                    "plus their onnxruntime dynamic-INT8 twins and (--int8-run) the Brevitas QCDQ graph; check each "
+                    "ONNX graph against its PyTorch model; score them on the 'test' split; time them interleaved "
+                    "(ORT CPU, 1 thread, spinning off): batch-1 p50/p99 latency and batch-256 throughput. Writes "
+                    "RUN/edge/bench.json, bench.md, pareto.png and onnx/.")
+    eb.add_argument("--run", required=True, help="float transformer run folder")
+    eb.add_argument("--data", required=True, help="jetdeploy HDF5 jet file ('test' split)")
+    eb.add_argument("--int8-run", default=None, help="Brevitas INT8 run whose export/model.qcdq.onnx is benchmarked too")
+    eb.add_argument("--keep", type=_fractions, action="append", default=None,
+                    help="a Zero-TPrune budget schedule, one fraction per block (repeatable; default: three "
+                         "geometric schedules ending at 0.5, 0.35, 0.25)")
+    eb.add_argument("--n-test", type=int, default=None, help="score on this many test jets (default: all)")
+    eb.add_argument("--n-latency", type=int, default=300, help="jets timed one by one")
+    eb.add_argument("--batch", type=int, default=256, help="batch size of the throughput figure")
+    eb.add_argument("--batches", type=int, default=8, help="batches per round")
+    eb.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    eb.add_argument("--quiet", action="store_true", help="only the table")
+    eb.set_defaults(func=_cmd_edge_bench)
 
     b = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (run as separate commands, not as tests)",
                        description="Benchmarks that time this machine. Machines are shared and noisy: variants are "

@@ -1,6 +1,6 @@
 """Learned Token Pruning (Kim et al., KDD 2022) for a trained float tagger.
 
-Stage 1 (soft): every token carries a mask m in [0, 1]. After block l a token's importance s (attention
+Stage 1 (soft): every token carries a mask m in [0, 1]. After block l's attention a token's importance s (attention
 received, 1.0 = an average share; see prune.received_attention) gives m <- m * sigmoid((s - theta_l) / T).
 The mask enters the next blocks as a key bias log(m) and the pooling as a weight (with "carry"
 pooling, a token's state is counted with the mask it loses at each step). Loss = cross-entropy +
@@ -35,15 +35,15 @@ LTP_FORMAT = "jetdeploy-ltp-1"
 class LTPConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lam: float = Field(0.3, ge=0.0, description="weight of the kept-fraction penalty")
+    lam: float = Field(0.1, ge=0.0, description="weight of the kept-fraction penalty")
     temperature: float = Field(0.05, gt=0.0)
     soft_epochs: int = Field(2, ge=1)
-    hard_epochs: int = Field(1, ge=0)
+    hard_epochs: int = Field(2, ge=0)
     lr: float = Field(2e-4, gt=0.0)
     threshold_lr: float = Field(2e-2, gt=0.0)
     batch_size: int = Field(256, ge=8)
     max_train_jets: int | None = Field(None, ge=1)
-    budget: list[float] = Field(default_factory=lambda: [1.0], description="token budget cap (PruneSpec.keep)")
+    budget: list[float] | None = Field(None, description="token budget cap per block (PruneSpec.keep); none: no cap")
     seed: int = 0
 
 
@@ -57,14 +57,13 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
     bias = key_bias_of(mask, h.dtype)
     for i, block in enumerate(m.blocks):
         kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
-        h, probs = block(h, mask, kb, return_attention=True)
-        if i + 1 == len(m.blocks):
-            break
+        h, probs = block.attend(h, mask, kb)
         s = received_attention(probs, soft)
         new = soft * torch.sigmoid((s - pt.thresholds[i]) / temperature)
         carried = carried + (m.norm(h, mask) * (soft - new)[..., None]).sum(1)
         soft = new
         kept.append(soft.sum(1) / n_real)
+        h = block.feed_forward(h, mask)
     total = (m.norm(h, mask) * soft[..., None]).sum(1) + carried
     return m.classify(total / n_real[:, None]), torch.stack(kept).mean()
 
@@ -97,8 +96,9 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     torch.manual_seed(cfg.seed)
     train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
     val_in = load_inputs(data, tcfg.model, "val", 5000)
-    n_steps = len(model.blocks) - 1
-    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=cfg.budget), thresholds=torch.zeros(n_steps))
+    n_steps = len(model.blocks)
+    budget = cfg.budget or [1.0] * n_steps
+    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget), thresholds=torch.zeros(n_steps))
     theta = torch.nn.Parameter(torch.zeros(n_steps))
     pt.thresholds = theta
     base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
@@ -106,20 +106,21 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     say(f"unpruned: val accuracy {base['accuracy']:.4f}")
     history, t0 = [], time.perf_counter()
     n, bs = len(train_in), cfg.batch_size
-    for epoch in range(cfg.soft_epochs + cfg.hard_epochs):
+    epochs = cfg.soft_epochs + cfg.hard_epochs
+    steps = math.ceil(n / bs)
+    opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": cfg.lr, "base": cfg.lr},
+                            {"params": [theta], "lr": cfg.threshold_lr, "base": cfg.threshold_lr}])
+    for epoch in range(epochs):
         hard = epoch >= cfg.soft_epochs
-        params = [{"params": list(model.parameters()), "lr": cfg.lr}]
-        if not hard:
-            params.append({"params": [theta], "lr": cfg.threshold_lr})
-        opt = torch.optim.Adam(params)
         theta.requires_grad_(not hard)
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        steps = math.ceil(n / bs)
         bar = tqdm(range(steps), desc=f"ltp {'hard' if hard else 'soft'} {epoch + 1}", disable=(not progress) or None,
                    leave=False, unit="batch")
         loss_sum, kept_sum = 0.0, 0.0
         for i in bar:
+            for g in opt.param_groups:  # cosine decay over both stages
+                g["lr"] = 0.5 * g["base"] * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
             idx = order[i * bs:(i + 1) * bs]
             x, msk, y = train_in.x[idx], train_in.mask[idx], train_in.labels[idx]
             if hard:
@@ -130,7 +131,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
                 loss = F.cross_entropy(logits, y) + cfg.lam * kept
             if not torch.isfinite(loss):
                 raise JetDeployError(f"LTP: loss is {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum, kept_sum = loss_sum + loss.item(), kept_sum + float(kept.detach())
@@ -171,5 +172,5 @@ def load_ltp(run_dir: str | Path) -> PrunedTagger:
                              f"{src['config_hash']}); run `jetdeploy edge ltp` again")
     ckpt.load_state(model, rec["state_dict"], str(path))
     model.eval()
-    budget = LTPConfig.model_validate(rec["ltp"]).budget
+    budget = LTPConfig.model_validate(rec["ltp"]).budget or [1.0] * len(model.blocks)
     return PrunedTagger(model, PruneSpec(method="ltp", keep=budget), thresholds=rec["thresholds"]).eval()

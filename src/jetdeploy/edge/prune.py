@@ -46,12 +46,13 @@ NEG = -1e9  # score of a token that must not be kept (padding, already pruned)
 
 
 class PruneSpec(BaseModel):
-    """How a tagger is pruned. Block i computes at most keep[i] x model.n_particles tokens of a jet."""
+    """How a tagger is pruned. After its attention, block i keeps at most ceil(keep[i] x model.n_particles)
+    tokens of a jet for its FFN and every later block (one entry per block; 1.0 = no pruning there)."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["none", "zerotprune", "ltp", "random"] = "zerotprune"
-    keep: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.3, 0.2])
+    keep: list[float] = Field(default_factory=lambda: [0.8, 0.6, 0.4, 0.3])
     similarity_fraction: float = Field(0.5, ge=0.0, le=1.0)
     wpr_iterations: int = Field(3, ge=1, le=100)
     pool: Literal["carry", "drop"] = "carry"
@@ -60,8 +61,8 @@ class PruneSpec(BaseModel):
     @field_validator("keep")
     @classmethod
     def _keep(cls, v: list[float]) -> list[float]:
-        if not v or v[0] != 1.0:
-            raise ValueError("keep[0] must be 1.0 (the first block sees every particle)")
+        if not v:
+            raise ValueError("keep needs one fraction per block")
         if any(not 0.0 < a <= 1.0 for a in v) or any(b > a for a, b in zip(v, v[1:])):
             raise ValueError(f"keep must be fractions in (0, 1], non-increasing; got {v}")
         return v
@@ -80,15 +81,18 @@ class PruneSpec(BaseModel):
         return f"{self.method}[{','.join(f'{k:g}' for k in self.keep)}]"
 
 
-def weighted_pagerank(probs: torch.Tensor, mask: torch.Tensor, iterations: int) -> torch.Tensor:
+def weighted_pagerank(probs: torch.Tensor, mask: torch.Tensor | None, iterations: int) -> torch.Tensor:
     """Per-head importance [B, H, N] from attention probs [B, H, N, N] (rows: queries, columns: keys).
 
     s_j <- sum_i A_ij s_i: a token is important when important tokens attend to it. Starts from the
     uniform distribution over real tokens; padded tokens start at 0 and receive no attention, so they
     stay at 0. Each row of A sums to 1, so the total importance is conserved."""
-    m = mask.to(probs.dtype)
-    s = (m / m.sum(-1, keepdim=True).clamp(min=1.0))[:, None, None, :].expand(-1, probs.shape[1], -1, -1)
-    for _ in range(iterations):
+    if mask is None:  # every token real: the first step from the uniform start is the column mean
+        s = probs.mean(-2, keepdim=True)
+    else:
+        m = mask.to(probs.dtype)
+        s = (m / m.sum(-1, keepdim=True).clamp(min=1.0))[:, None, None, :] @ probs
+    for _ in range(iterations - 1):
         s = s @ probs  # [B, H, 1, N] @ [B, H, N, N]
     return s[:, :, 0, :]
 
@@ -128,8 +132,8 @@ class PrunedTagger(nn.Module):
     forward(x [B, N, F], mask [B, N] bool) -> logits, the tagger's own signature. A pruning step after
     block i keeps at most keep[i+1] x model.n_particles tokens of each jet (a token budget: the tensors
     stay rectangular with no slack, and a jet with fewer particles than the budget loses none), or, for
-    LTP, the tokens above the learned threshold. `last_counts` holds the real tokens each block computed
-    in the last call ([B] per block)."""
+    LTP, the tokens above the learned threshold. `last_counts` holds the real tokens of the last call:
+    entering block 0, then after each block's pruning step ([B] each, L + 1 entries)."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, thresholds: torch.Tensor | None = None):
         super().__init__()
@@ -140,27 +144,30 @@ class PrunedTagger(nn.Module):
             raise JetDeployError("token pruning needs model.pooling mean|sum, model.mask true and no pair_bias "
                                  f"(got pooling={cfg.pooling}, mask={cfg.mask}, pair_bias={cfg.pair_bias})")
         n_blocks = len(model.blocks)
-        if spec.method != "none" and len(spec.keep) != n_blocks and not (spec.method == "ltp" and spec.keep == [1.0]):
+        if spec.method != "none" and len(spec.keep) != n_blocks:
             raise JetDeployError(f"prune keep has {len(spec.keep)} entries; the model has {n_blocks} blocks "
-                                 "(one fraction per block, the first 1.0; LTP: [1.0] for no token budget)")
+                                 "(one fraction per block; 1.0 where a block prunes nothing)")
         if spec.method == "ltp":
-            if thresholds is None or thresholds.numel() != n_blocks - 1:
-                raise JetDeployError(f"LTP needs {n_blocks - 1} learned thresholds (one between each pair of "
-                                     "blocks); train them with `jetdeploy edge ltp`")
+            if thresholds is None or thresholds.numel() != n_blocks:
+                raise JetDeployError(f"LTP needs {n_blocks} learned thresholds (one per block); train them with "
+                                     "`jetdeploy edge ltp`")
             self.register_buffer("thresholds", thresholds.detach().clone().float().reshape(-1))
         else:
             self.thresholds = None
         self.model, self.spec = model, spec
-        self.budgets = [max(1, math.ceil(k * cfg.n_particles)) for k in spec.keep] if len(spec.keep) == n_blocks \
+        self.budgets = [max(1, math.ceil(k * cfg.n_particles)) for k in spec.keep] if spec.method != "none" \
             else [cfg.n_particles] * n_blocks
+        # blocks with a pruning step: LTP everywhere, budgets where they shrink
+        self.steps = [spec.method == "ltp" or (spec.method != "none" and b < ([cfg.n_particles] + self.budgets)[i])
+                      for i, b in enumerate(self.budgets)]
         self.last_counts: list[torch.Tensor] = []
 
     def _select(self, step: int, h, probs, mask, generator=None):
-        """(score, k): the tokens that block `step` computes score > NEG/2; k = slots of the new batch."""
+        """(score, k): the tokens block `step` keeps (after its attention) score > NEG/2; k = slots of the new batch."""
         spec = self.spec
         if spec.method == "ltp":
             s = received_attention(probs, mask.to(probs.dtype))
-            keep = mask & (s >= self.thresholds[step - 1])
+            keep = mask & (s >= self.thresholds[step])
             sm = _masked(s, mask)
             keep = keep | (sm >= sm.amax(1, keepdim=True)) & mask  # never an empty jet
             # the batch is cut to its largest kept count, and never beyond the token budget (if set)
@@ -197,44 +204,84 @@ class PrunedTagger(nn.Module):
         full = torch.full_like(imp, NEG).scatter(1, idx, score)
         return full, k
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+    def _select_single(self, step: int, h, probs, generator=None) -> torch.Tensor:
+        """Indices [B, k] of the tokens block `step` keeps, when every token is real (one jet, or
+        jets of equal length): the same choice as _select, without any mask arithmetic."""
+        spec = self.spec
+        n = torch._shape_as_tensor(h)[1]
+        if spec.method == "ltp":
+            s = received_attention(probs, torch.ones_like(probs[:, 0, 0, :]))
+            count = (s >= self.thresholds[step]).sum(1).max().clamp(min=1, max=self.budgets[step])
+            return torch.topk(s, count, dim=1).indices
+        budget = self.budgets[step]
+        k = torch.clamp(n, max=budget)
+        if spec.method == "random":
+            return torch.topk(torch.rand(h.shape[:2], generator=generator, device=h.device), k, dim=1).indices
+        imp = combine_heads(weighted_pagerank(probs, None, spec.wpr_iterations))
+        if spec.similarity_fraction == 0.0:
+            return torch.topk(imp, k, dim=1).indices
+        r = torch.minimum(torch.floor((n - k).to(h.dtype) * spec.similarity_fraction).to(k.dtype), k)
+        _, idx = torch.topk(imp, k + r, dim=1)                                    # I-stage
+        nb = torch.div(k + r + 1, 2, rounding_mode="floor")                       # group B: the more important half
+        hs = torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
+        hn = hs / hs.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        redundancy = (hn[:, nb:] @ hn[:, :nb].transpose(1, 2)).amax(-1)         # group A's best match in B
+        keep_a = torch.topk(-redundancy, k - nb, dim=1).indices                   # drop the r most redundant
+        return torch.cat([idx[:, :nb], torch.gather(idx[:, nb:], 1, keep_a)], dim=1)
+
+    def _pool(self, total: torch.Tensor, n_real: torch.Tensor, n_kept: torch.Tensor) -> torch.Tensor:
         m = self.model
+        if m.cfg.pooling == "sum":  # masked sum / N, as the tagger pools its N padded slots
+            return total / m.cfg.n_particles
+        denom = n_real if self.spec.pool == "carry" else n_kept
+        return total / denom.clamp(min=1).to(total.dtype)[:, None]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, p4: torch.Tensor | None = None) -> torch.Tensor:
+        """mask None: every particle of x is real (the single-jet graph: no padding, no mask arithmetic)."""
+        m = self.model
+        carry = self.spec.pool == "carry"
+        gen = torch.Generator(device=x.device).manual_seed(self.spec.seed) if self.spec.method == "random" else None
+        n_blocks = len(m.blocks)
+        if mask is None:
+            ones = torch.ones_like(x[..., 0], dtype=torch.bool)
+            h, _ = m.tokens(x, ones)
+            n_real = torch.ones_like(x[:, 0, 0], dtype=torch.long) * torch._shape_as_tensor(x)[1]
+            carried, counts = 0.0, [n_real]
+            for i, block in enumerate(m.blocks):
+                h, probs = block.attend(h, None, None)
+                if self.steps[i]:
+                    idx = self._select_single(i, h, probs, gen)
+                    new_h = torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
+                    if carry:  # the final-norm states of the pruned tokens: all minus kept
+                        carried = carried + m.norm(h, None).sum(1) - m.norm(new_h, None).sum(1)
+                    h = new_h
+                counts.append(torch.ones_like(n_real) * torch._shape_as_tensor(h)[1])
+                h = block.feed_forward(h, None)
+            self.last_counts = counts
+            return m.classify(self._pool(m.norm(h, None).sum(1) + carried, n_real, counts[-1]))
+
         mask = mask if mask.dtype == torch.bool else mask > 0.5
-        n_in = x.shape[1]
         # padding is not pruning: drop the padded columns that no jet in the batch needs
         mask, x, _ = compact(_masked(torch.zeros_like(mask, dtype=x.dtype), mask), mask.sum(1).max().clamp(min=1), x)
         n_real = mask.sum(1)
         h, _ = m.tokens(x, mask)
-        carried = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype, device=h.device)
-        gen = torch.Generator(device=h.device).manual_seed(self.spec.seed) if self.spec.method == "random" else None
-        counts = [n_real]
-        n_blocks = len(m.blocks)
+        carried, counts = 0.0, [n_real]
         for i, block in enumerate(m.blocks):
-            h, probs = block(h, mask, key_bias_of(mask, h.dtype), return_attention=True)
-            if self.spec.method == "none" or i + 1 == n_blocks:
-                continue
-            score, k = self._select(i + 1, h, probs, mask, gen)
-            new_mask, new_h, idx = compact(score, k, h)
-            if self.spec.pool == "carry":  # add the final-norm state of the tokens this step prunes
-                kept = torch.zeros_like(mask).scatter(1, idx, new_mask)
-                gone = (mask & ~kept).to(h.dtype)[..., None]
-                carried = carried + (m.norm(h, mask) * gone).sum(1)
-            mask, h = new_mask, new_h
+            h, probs = block.attend(h, mask, key_bias_of(mask, h.dtype))
+            if self.steps[i]:
+                score, k = self._select(i, h, probs, mask, gen)
+                if carry:  # the final-norm states of the pruned tokens: all minus kept
+                    nh = m.norm(h, mask)
+                    new_mask, new_h, new_nh, _ = compact(score, k, h, nh)
+                    carried = carried + (nh * mask[..., None]).sum(1) - (new_nh * new_mask[..., None]).sum(1)
+                else:
+                    new_mask, new_h, _ = compact(score, k, h)
+                mask, h = new_mask, new_h
             counts.append(mask.sum(1))
+            h = block.feed_forward(h, mask)
         self.last_counts = counts
         total = (m.norm(h, mask) * mask.to(h.dtype)[..., None]).sum(1) + carried
-        if m.cfg.pooling == "sum":
-            pooled = total / n_in
-        else:
-            denom = n_real if self.spec.pool == "carry" else mask.sum(1)
-            pooled = total / denom.clamp(min=1).to(h.dtype)[:, None]
-        return m.classify(pooled)
-
-
-def block_macs(n: torch.Tensor, dim: int, ffn: int) -> torch.Tensor:
-    """Multiply-accumulates of one encoder block on n tokens: q/k/v/o, FFN, and the two attention matmuls."""
-    n = n.to(torch.float64)
-    return n * (4 * dim * dim + 2 * dim * ffn) + 2 * n * n * dim
+        return m.classify(self._pool(total, n_real, counts[-1]))
 
 
 def _linear_macs(seq: nn.Module) -> int:
@@ -242,13 +289,18 @@ def _linear_macs(seq: nn.Module) -> int:
 
 
 def macs_per_jet(model: nn.Module, counts: list[torch.Tensor]) -> torch.Tensor:
-    """Analytic MACs per jet from the tokens each block computed (counts[i]: [B] tokens entering block i;
-    blocks after the last pruning step see the last count). Embedding and head included; norms, softmax
-    and the pruning scores (a few % at most) are not counted."""
+    """Analytic multiply-accumulates per jet. counts[0]: tokens entering block 0; counts[i + 1]: tokens
+    kept by block i's pruning step (its FFN and the next block's attention see them); a short list
+    repeats its last entry. Block i costs counts[i] x 4d^2 (q/k/v/o) + 2 counts[i]^2 d (the attention
+    matmuls) + counts[i+1] x 2 d f (FFN); embedding and head included; norms, softmax and the pruning
+    scores are not counted."""
     cfg = model.cfg
-    total = counts[0].to(torch.float64) * _linear_macs(model.embed) + _linear_macs(model.head)
-    for i in range(len(model.blocks)):
-        total = total + block_macs(counts[min(i, len(counts) - 1)], cfg.dim, cfg.ffn_dim)
+    L = len(model.blocks)
+    c = [counts[min(i, len(counts) - 1)].to(torch.float64) for i in range(L + 1)]
+    d, f = cfg.dim, cfg.ffn_dim
+    total = c[0] * _linear_macs(model.embed) + _linear_macs(model.head)
+    for i in range(L):
+        total = total + c[i] * 4 * d * d + 2 * c[i] * c[i] * d + c[i + 1] * 2 * d * f
     return total
 
 

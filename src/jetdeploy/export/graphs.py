@@ -119,13 +119,21 @@ def _example(n_features: int, n_particles: int, batch: int) -> tuple[torch.Tenso
 _DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particles"}, OUTPUT: {0: "batch"}}
 
 
-def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript") -> dict:
-    """Float ONNX with dynamic batch and particle count, opset >= 17, no initializer inputs."""
-    args = _example(n_features, n_particles, 2)
+def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript",
+                 single: bool = False) -> dict:
+    """Float ONNX with dynamic batch and particle count, opset >= 17, no initializer inputs.
+    single: the module takes x only (every particle real: a single-jet graph without a mask input)."""
+    args = _example(n_features, n_particles, 1 if single else 2)
+    if single:
+        args, names, dyn = (args[0][:, : n_particles // 2],), ["x"], {"x": _DYNAMIC["x"], OUTPUT: _DYNAMIC[OUTPUT]}
+    else:
+        names, dyn = list(INPUTS), _DYNAMIC
     with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
         if exporter == "torchscript":
-            torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
-                              output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
+            torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=names,
+                              output_names=[OUTPUT], dynamic_axes=dyn)
+        elif single:
+            raise JetDeployError("the single-jet graph is exported with the torchscript exporter")
         elif exporter == "dynamo":
             B, N = torch.export.Dim("batch", min=1), torch.export.Dim("particles", min=2)
             prog = torch.onnx.export(module, args, dynamo=True, opset_version=max(OPSET, 18),

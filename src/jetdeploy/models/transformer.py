@@ -154,11 +154,18 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, key_bias, pair_bias=None, return_attention: bool = False):
+    def attend(self, x, mask, key_bias, pair_bias=None):
+        """The attention half: x + Attn(Norm(x)), and the attention probabilities [B, H, N, N]."""
         a, probs = self.attn(self.norm1(x, mask), key_bias, pair_bias, return_attention=True)
-        x = x + self.drop(a)
-        x = x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
-        return (x, probs) if return_attention else x
+        return x + self.drop(a), probs
+
+    def feed_forward(self, x, mask):
+        """The per-token half: x + FFN(Norm(x)) (token pruning sits between the two halves)."""
+        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
+
+    def forward(self, x, mask, key_bias, pair_bias=None):
+        x, _ = self.attend(x, mask, key_bias, pair_bias)
+        return self.feed_forward(x, mask)
 
 
 def mlp(sizes: list[int], final_act: bool) -> nn.Sequential:

@@ -87,12 +87,17 @@ class QuantBlock(nn.Module):
         self.res2_quant = qf.act(f"{p}.res2_quant")
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, key_bias, pair_bias=None, return_attention: bool = False):
+    def attend(self, x, mask, key_bias, pair_bias=None):
         a, probs = self.attn(self.norm1(x, mask), key_bias, return_attention=True)
-        x = self.res1_quant(x + self.drop(a))
+        return self.res1_quant(x + self.drop(a)), probs
+
+    def feed_forward(self, x, mask):
         h = self.fc2(self.relu(self.fc1(self.ffn_quant(self.norm2(x, mask)))))
-        x = self.res2_quant(x + self.drop(h))
-        return (x, probs) if return_attention else x
+        return self.res2_quant(x + self.drop(h))
+
+    def forward(self, x, mask, key_bias, pair_bias=None):
+        x, _ = self.attend(x, mask, key_bias)
+        return self.feed_forward(x, mask)
 
 
 class QuantTransformerTagger(nn.Module):

@@ -1,0 +1,228 @@
+"""edge: weighted PageRank, Zero-TPrune's S-stage, LTP training, pruned ONNX graphs == pruned torch."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, tiny_train_config
+from jetdeploy.config import ModelConfig
+from jetdeploy.edge.bench import SingleJet, geometric_schedule, verify_pruned
+from jetdeploy.edge.ltp import LTPConfig, load_ltp, train_ltp
+from jetdeploy.edge.prune import (PrunedTagger, PruneSpec, compact, macs_per_jet, padded_macs, received_attention,
+                                  weighted_pagerank)
+from jetdeploy.errors import JetDeployError
+from jetdeploy.export import graphs
+from jetdeploy.models.transformer import TransformerTagger
+from jetdeploy.train.trainer import train
+
+
+def tagger(n_particles=8, blocks=2, dim=8, heads=2, seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch="transformer", n_particles=n_particles, features=["deta", "dphi", "log_pt_rel"], dim=dim,
+                      heads=heads, blocks=blocks, ffn_dim=16, norm="layernorm", pooling="mean")
+    return TransformerTagger(cfg, 3, 5).eval()
+
+
+# ---- weighted PageRank ----------------------------------------------------------------------------
+def test_wpr_stationary_distribution_of_hand_made_graphs():
+    # every query attends with the same distribution p: p is stationary after one step
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    A = p.expand(4, 4)[None, None]
+    s = weighted_pagerank(A, torch.ones(1, 4, dtype=torch.bool), 1)[0, 0]
+    assert torch.allclose(s, p, atol=1e-6)
+    # a two-state chain [[1-a, a], [b, 1-b]] converges to (b, a) / (a + b), whatever the start
+    a, b = 0.2, 0.6
+    A = torch.tensor([[1 - a, a], [b, 1 - b]])[None, None]
+    s = weighted_pagerank(A, torch.ones(1, 2, dtype=torch.bool), 60)[0, 0]
+    assert torch.allclose(s, torch.tensor([b, a]) / (a + b), atol=1e-5)
+    # a cycle keeps the uniform distribution; importance is conserved
+    A = torch.roll(torch.eye(3), 1, dims=1)[None, None]
+    s = weighted_pagerank(A, torch.ones(1, 3, dtype=torch.bool), 7)[0, 0]
+    assert torch.allclose(s, torch.full((3,), 1 / 3), atol=1e-6)
+
+
+def test_wpr_padding_gets_no_importance():
+    A = torch.softmax(torch.randn(1, 2, 5, 5), -1)
+    mask = torch.tensor([[True, True, True, False, False]])
+    A = A * mask[:, None, None, :]  # padded keys receive no attention (as with the -1e4 key bias)
+    A = A / A.sum(-1, keepdim=True)
+    s = weighted_pagerank(A, mask, 5)
+    assert torch.all(s[..., 3:] == 0) and torch.allclose(s.sum(-1), torch.ones(1, 2))
+    # unmasked call on the real tokens alone gives the same importance
+    s_real = weighted_pagerank(A[:, :, :3, :3] / A[:, :, :3, :3].sum(-1, keepdim=True), None, 5)
+    assert torch.allclose(s[..., :3], s_real, atol=1e-6)
+
+
+# ---- Zero-TPrune S-stage -----------------------------------------------------------------------------
+def _duplicate_setup():
+    """8 tokens ranked by importance 0..7; tokens 4 and 5 duplicate tokens 0 and 1."""
+    torch.manual_seed(3)
+    h = torch.linalg.qr(torch.randn(8, 8))[0][:, :8].T[None].clone()  # orthonormal token states
+    h[0, 4], h[0, 5] = h[0, 0] * 2.0, h[0, 1] * 0.5                     # same direction: cosine 1
+    w = torch.tensor([8.0, 7, 6, 5, 4, 3, 2, 1])
+    probs = (w / w.sum()).expand(8, 8)[None, None].expand(1, 2, 8, 8)
+    return h, probs
+
+
+def _kept(pt, h, probs):
+    score, k = pt._select(0, h, probs, torch.ones(1, 8, dtype=torch.bool))
+    batched = set(torch.topk(score, int(k), 1).indices[0].tolist())
+    single = set(pt._select_single(0, h, probs).tolist()[0])
+    return batched, single
+
+
+def test_s_stage_prunes_the_duplicate_tokens():
+    model = tagger(n_particles=8)
+    h, probs = _duplicate_setup()
+    # budget 6 of 8: the I-stage alone drops the two least important tokens (6, 7) ...
+    i_only = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.75, 0.75], similarity_fraction=0.0))
+    assert _kept(i_only, h, probs) == ({0, 1, 2, 3, 4, 5}, {0, 1, 2, 3, 4, 5})
+    # ... the S-stage (all pruning by similarity) drops the duplicates 4 and 5 instead
+    s_all = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.75, 0.75], similarity_fraction=1.0))
+    assert _kept(s_all, h, probs) == ({0, 1, 2, 3, 6, 7}, {0, 1, 2, 3, 6, 7})
+
+
+def test_compact_keeps_the_best_tokens_and_masks_the_rest():
+    score = torch.tensor([[0.1, 0.9, -1e9, 0.5], [-1e9, -1e9, 0.3, -1e9]])
+    h = torch.arange(8.0).reshape(2, 4, 1)
+    mask, hk, idx = compact(score, torch.tensor(2), h)
+    assert mask.tolist() == [[True, True], [True, False]]
+    assert hk[0, :, 0].tolist() == [1.0, 3.0] and hk[1, 0, 0].item() == 6.0
+
+
+# ---- pruned torch == pruned ONNX ---------------------------------------------------------------------
+def _jets(lengths, n_particles=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(n_particles)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(len(lengths), n_particles, 3, generator=g) * mask[..., None]
+    return x.numpy(), mask.numpy().astype(np.float32)
+
+
+@pytest.mark.parametrize("spec", [PruneSpec(method="zerotprune", keep=[0.75, 0.5], similarity_fraction=0.5),
+                                  PruneSpec(method="zerotprune", keep=[1.0, 0.25], similarity_fraction=0.0),
+                                  PruneSpec(method="ltp", keep=[1.0, 0.75])], ids=["ztp", "ztp-i", "ltp"])
+def test_exported_pruned_graph_equals_torch(spec, tmp_path):
+    model = tagger()
+    pt = PrunedTagger(model, spec, thresholds=torch.tensor([0.9, 1.0]) if spec.method == "ltp" else None)
+    batched, single = tmp_path / "b.onnx", tmp_path / "s.onnx"
+    graphs.export_float(graphs.Deployable(pt).eval(), 3, 8, batched)
+    graphs.export_float(SingleJet(pt).eval(), 3, 8, single, single=True)
+    # batches of 3 jets of different lengths, including jets shorter than the budget (1 and 2 particles)
+    x, mask = _jets([8, 5, 2, 1, 7, 3, 8, 6, 4])
+    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), pt, x, mask)
+    assert chk["ok"] and chk["argmax_agreement"] == 1.0, chk
+    assert chk["max_abs_diff_batch1"] < 1e-5 and chk["max_abs_diff_batch3"] < 1e-5
+    # and the pruning really happened: fewer tokens than particles in the later blocks
+    with torch.no_grad():
+        pt(torch.from_numpy(x), torch.from_numpy(mask) > 0.5)
+    assert pt.last_counts[0].tolist() == [8, 5, 2, 1, 7, 3, 8, 6, 4]
+    assert int(pt.last_counts[-1].max()) < 8
+
+
+def test_short_jets_lose_nothing_under_the_budget_and_never_nan():
+    model = tagger()
+    pt = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.5, 0.5], similarity_fraction=0.5))  # budget 4
+    x, mask = _jets([1, 2, 4, 8])
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5
+    with torch.no_grad():
+        out = pt(xt, mt)
+        counts = [c.tolist() for c in pt.last_counts]
+        plain = model(xt, mt)
+    assert torch.isfinite(out).all()
+    assert counts[1] == [1, 2, 4, 4]  # budget 4: only the 8-particle jet is pruned
+    assert torch.allclose(out[:3], plain[:3], atol=1e-5)  # nothing pruned: identical to the unpruned tagger
+    with torch.no_grad():  # one jet alone, with its real particles only, gives the batch's answer
+        for i, n in enumerate([1, 2, 4, 8]):
+            assert torch.allclose(pt(xt[i:i + 1, :n]), out[i:i + 1], atol=1e-5)
+
+
+def test_unpruned_and_carry_pooling_semantics():
+    model = tagger()
+    x, mask = _jets([8, 3, 6])
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5
+    with torch.no_grad():
+        plain = model(xt, mt)
+        assert torch.allclose(PrunedTagger(model, PruneSpec(method="none"))(xt, mt), plain, atol=1e-5)
+        carry = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.5, 0.5]))(xt, mt)
+        drop = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.5, 0.5], pool="drop"))(xt, mt)
+    assert torch.allclose(carry[1], plain[1], atol=1e-5)  # 3 particles < budget 4: untouched
+    assert not torch.allclose(carry[0], drop[0])          # the 8-particle jet: carried states count
+
+
+def test_macs_follow_the_kept_tokens():
+    model = tagger()
+    full = padded_macs(model, 8)
+    counts = [torch.tensor([8]), torch.tensor([4]), torch.tensor([2])]
+    assert macs_per_jet(model, counts)[0] < full
+    assert macs_per_jet(model, [torch.tensor([8])])[0] == pytest.approx(full)
+    assert geometric_schedule(0.25, 2) == [0.5, 0.25]
+
+
+def test_pruning_errors_are_clear():
+    model = tagger()
+    with pytest.raises(JetDeployError, match="keep has 3 entries"):
+        PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.9, 0.8, 0.7]))
+    with pytest.raises(JetDeployError, match="LTP needs 2 learned thresholds"):
+        PrunedTagger(model, PruneSpec(method="ltp", keep=[1.0, 1.0]))
+    with pytest.raises(ValueError, match="non-increasing"):
+        PruneSpec(keep=[0.5, 0.8])
+    cls_cfg = model.cfg.model_copy(update={"pooling": "cls"})
+    with pytest.raises(JetDeployError, match="pooling"):
+        PrunedTagger(TransformerTagger(cls_cfg, 3, 5), PruneSpec(method="zerotprune", keep=[1.0, 0.5]))
+
+
+def test_received_attention_is_one_for_uniform_attention():
+    probs = torch.full((1, 2, 4, 4), 0.25)
+    assert torch.allclose(received_attention(probs, torch.ones(1, 4)), torch.ones(1, 4))
+
+
+# ---- LTP training and the bench command ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def float_run(synth_file, tmp_path_factory):
+    run = tmp_path_factory.mktemp("edge") / "float"
+    cfg = tiny_train_config(**{"quant.scheme": "float", "model.blocks": 2, "model.norm": "layernorm",
+                               "model.pooling": "mean", "train.epochs": 2, "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    return run
+
+
+def test_ltp_thresholds_move_and_reload(float_run, synth_file):
+    cfg = LTPConfig(soft_epochs=1, hard_epochs=1, lam=1.0, threshold_lr=0.05, batch_size=16, budget=[1.0, 0.75])
+    r = train_ltp(float_run, synth_file, cfg, progress=False)
+    theta = r["thresholds"]
+    assert len(theta) == 2 and all(abs(t) > 1e-3 for t in theta), theta  # learned, not left at 0
+    assert r["history"][0]["soft_kept_fraction"] < 1.0
+    pt = load_ltp(float_run)
+    assert torch.allclose(pt.thresholds, torch.tensor(theta))
+    assert pt.budgets == [16, 12]
+
+
+def test_cli_edge_bench_end_to_end(float_run, synth_file):
+    res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.75,0.5",
+                  "--batch", "16", "--batches", "2", "--rounds", "1", "--n-latency", "10", "--quiet")
+    assert res.returncode == 0, res.stderr
+    bench = json.loads((float_run / "edge" / "bench.json").read_text())
+    assert bench["ok"] and all(c["ok"] for c in bench["checks"])
+    v = bench["variants"]
+    for name in ("float-padded", "float-nopad", "zerotprune[0.75,0.5]", "zerotprune[0.75,0.5]+int8",
+                 "random[0.75,0.5]", "torch-eager", "float-padded+int8"):
+        assert name in v, name
+    assert v["zerotprune[0.75,0.5]"]["macs_per_jet"] < v["float-nopad"]["macs_per_jet"] < v["float-padded"]["macs_per_jet"]
+    assert v["float-padded"]["throughput_vs_float_padded"] == 1.0
+    assert v["zerotprune[0.75,0.5]"]["throughput_jets_per_s"] > 0 and v["zerotprune[0.75,0.5]"]["latency_ms_p99"] > 0
+    assert v["random[0.75,0.5]"]["timed"] is False
+    assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
+    assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
+
+
+def test_cli_edge_errors(float_run, synth_file, tmp_path):
+    res = run_cli("edge", "bench", "--run", str(tmp_path / "nope"), "--data", str(synth_file))
+    assert res.returncode == 2 and "model.pt" in res.stderr
+    res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.5,x")
+    assert res.returncode == 2 and "comma-separated fractions" in res.stderr
+    res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.5,0.4,0.3")
+    assert res.returncode == 2 and "keep has 3 entries" in res.stderr
+    with pytest.raises(JetDeployError, match="ltp.pt: missing"):
+        load_ltp(tmp_path)
