@@ -26,7 +26,10 @@ INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=8 --set quant.act
 TRAIN_ARGS  ?=
 QAT_ARGS    ?=
 
-.PHONY: help install data train evaluate baselines export bench-train bench-onnx demo test clean clean-data
+EDGE_ARGS   ?=
+LTP_ARGS    ?=
+
+.PHONY: help install data train evaluate baselines export edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -41,6 +44,9 @@ help:
 	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
 	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
 	@echo "make export   ONNX (float run + ORT INT8), QONNX (fpga run), QCDQ (int8 run), verified -> RUN/export/verify.json"
+	@echo "make edge     Learned Token Pruning of the float run (-> FLOAT_RUN/edge/ltp.pt; LTP_ARGS= extra flags)"
+	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8, on ORT"
+	@echo "              (-> FLOAT_RUN/edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
 	@echo "make bench-onnx   ORT speed of the TorchScript vs dynamo float export (-> runs/bench/onnx.json)"
 	@echo "make bench-train  training jets/s per preset, float vs QAT, on this machine (-> runs/bench/train.json)"
 	@echo "make clean    remove the venv; make clean-data removes data/"
@@ -98,6 +104,17 @@ $(BASE_MLP)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
 baselines: evaluate $(BASE_DS)/metrics.json $(BASE_MLP)/metrics.json
 	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(INT8_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
 
+# edge: LTP thresholds for the float run, then every pruning / INT8 variant side by side on ORT
+$(FLOAT_RUN)/edge/ltp.pt: $(FLOAT_RUN)/model.pt $(DATA_FILE)
+	$(JD) edge ltp --run $(FLOAT_RUN) --data $(DATA_FILE) $(LTP_ARGS)
+
+$(FLOAT_RUN)/edge/bench.json: $(FLOAT_RUN)/edge/ltp.pt $(INT8_RUN)/export/verify.json
+	$(JD) edge bench --run $(FLOAT_RUN) --data $(DATA_FILE) --int8-run $(INT8_RUN) $(EDGE_ARGS)
+
+edge: $(FLOAT_RUN)/edge/ltp.pt
+
+bench: $(FLOAT_RUN)/edge/bench.json
+
 bench-onnx: $(FLOAT_RUN)/model.pt
 	$(JD) bench onnx --run $(FLOAT_RUN) --data $(DATA_FILE) --out runs/bench/onnx.json
 
@@ -106,7 +123,7 @@ bench-train: $(DATA_FILE) | $(STAMP)
 
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export DATA_PRESET=default TRAIN_PRESET=default
+	$(MAKE) baselines export bench DATA_PRESET=default TRAIN_PRESET=default
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
