@@ -213,6 +213,7 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file):
     assert v["float-padded"]["throughput_vs_float_padded"] == 1.0
     assert v["zerotprune[0.75,0.5]"]["throughput_jets_per_s"] > 0 and v["zerotprune[0.75,0.5]"]["latency_ms_p99"] > 0
     assert v["random[0.75,0.5]"]["timed"] is False
+    assert v["float-nopad"]["throughput_bucketed_jets_per_s"] > 0
     assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
     assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
 
@@ -226,3 +227,23 @@ def test_cli_edge_errors(float_run, synth_file, tmp_path):
     assert res.returncode == 2 and "keep has 3 entries" in res.stderr
     with pytest.raises(JetDeployError, match="ltp.pt: missing"):
         load_ltp(tmp_path)
+
+
+def test_bench_with_the_qat_twin_prunes_its_qcdq_graph(float_run, synth_file, tmp_path_factory):
+    from jetdeploy.edge.bench import edge_bench
+    from jetdeploy.export.verify import export_run
+
+    int8 = tmp_path_factory.mktemp("edge-int8") / "int8"
+    cfg = tiny_train_config(**{"quant.scheme": "int8", "quant.weight_bits": 8, "quant.act_bits": 8,
+                               "quant.bias_bits": 32, "quant.init_from": str(float_run), "model.blocks": 2,
+                               "model.norm": "layernorm", "model.pooling": "mean", "train.epochs": 1,
+                               "train.batch_size": 16})
+    train(cfg, synth_file, int8, progress=False)
+    export_run(int8, synth_file, n_verify=50, progress=False)
+    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]], int8_run=int8, n_latency=5, n_batches=2, rounds=1,
+                   batch=16, progress=False)
+    names = {c["name"]: c for c in r["checks"]}
+    chk = names["qcdq+zerotprune[0.75,0.5]: ONNX (ORT) vs Brevitas"]
+    assert chk["ok"] and chk["argmax_agreement"] >= 0.995
+    v = r["variants"]["qcdq+zerotprune[0.75,0.5]"]
+    assert v["macs_per_jet"] < r["variants"]["qcdq"]["macs_per_jet"] and 0 < v["accuracy"] <= 1

@@ -9,13 +9,15 @@ interleaved loop, and scored on the held-out `test` split):
   ltp              Learned Token Pruning (RUN/edge/ltp.pt, from `jetdeploy edge ltp`)
   *+int8           onnxruntime.quantization dynamic INT8 of the graph above
   qcdq             the Brevitas INT8 run's QCDQ graph (--int8-run), unpruned
+  qcdq+ztp[...]    that QAT model with Zero-TPrune at each budget, exported QCDQ by Brevitas
   random[...]      random pruning at the Zero-TPrune budgets: the accuracy control (PyTorch only; its
                    graph would time like ztp's I-stage)
 
 Timing: ONNX Runtime CPU, one intra-op thread, spinning off, ORT_ENABLE_ALL; batch 1 latency
-(p50 / p99 over single jets) and batch-256 throughput (median over batches of the test split in file
-order, i.e. mixed multiplicities). Rounds interleave the variants, so drifts in machine load hit all
-alike. PyTorch eager (one thread) of the unpruned model is timed in the same loop.
+(p50 / p99 over single jets) and batch-256 throughput (jets / summed batch time, median over rounds)
+on the first batches of the test split, in file order (mixed multiplicities in every batch) and
+bucketed (the same jets sorted by multiplicity first). Rounds interleave the variants, so drifts in
+machine load hit all alike. PyTorch eager (one thread) of the unpruned model is timed in the same loop.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..train.dataset import load_inputs
 from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
 
 VERIFY_TOL = 1e-4        # max |logit difference| torch vs ORT, pruned or not
+QCDQ_AGREEMENT = 0.995   # QCDQ vs Brevitas (as in jetdeploy export)
 VERIFY_AGREEMENT = 0.999  # argmax agreement (a near-tie in a TopK may flip one token of a rare jet)
 DEFAULT_FINAL_KEEP = (0.5, 0.35, 0.25)
 
@@ -197,6 +200,28 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
         graphs_of["qcdq"] = {"batched": q}
         variants["qcdq"] = {"method": "none", "keep": None, "macs_per_jet": padded_macs(model, N),
                             "onnx": {"batched": str(q)}, "int8": "Brevitas QAT, QCDQ export", "source_run": str(int8_run)}
+        qmodel, qrec = ckpt.load_model(int8_run)
+        if qrec["config"].model != cfg.model:
+            raise JetDeployError(f"{int8_run}: its model config differs from {run}'s; --int8-run needs the QAT twin")
+        for k in keeps:  # Zero-TPrune needs no training: it applies to the QAT model as it is
+            spec = PruneSpec(method="zerotprune", keep=k)
+            name = f"qcdq+{spec.label()}"
+            path = onnx_dir / f"{name}.onnx"
+            qpt = PrunedTagger(qmodel, spec).eval()
+            graphs.export_qcdq(graphs.Deployable(qpt), F, N, path)
+            chk = verify_pruned(graphs.ort_session(path, threads=2), None, qpt, xn, mn)
+            chk["ok"] = chk["argmax_agreement"] >= QCDQ_AGREEMENT
+            chk["min_agreement"], chk["note"] = QCDQ_AGREEMENT, "QCDQ vs Brevitas: agreement threshold (integer rounding)"
+            checks.append({"name": f"{name}: ONNX (ORT) vs Brevitas", **chk})
+            if not chk["ok"]:
+                raise JetDeployError(f"{path}: ORT agrees with the pruned Brevitas model on only "
+                                     f"{chk['argmax_agreement']:.4f} of the jets (< {QCDQ_AGREEMENT})")
+            _, macs = _torch_logits(qpt, x[:1000], mask_b[:1000])
+            graphs_of[name] = {"batched": path}
+            variants[name] = {"method": "zerotprune", "keep": k, "macs_per_jet": float(macs.mean()),
+                              "macs_tool": "analytic, on the first 1000 test jets", "onnx": {"batched": str(path)},
+                              "int8": "Brevitas QAT, QCDQ export", "source_run": str(int8_run)}
+            say(f"{name}: ONNX verified against Brevitas (agreement {chk['argmax_agreement']:.4f})")
 
     # ---- accuracy of every ORT graph on the test split ----------------------------------------
     for name, g in graphs_of.items():
@@ -214,28 +239,35 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
     nb = max(1, min(n_batches, len(xn) // batch))
     if len(xn) < batch:
         raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {batch}")
-    t_batch = {k: [] for k in [*timed, "torch-eager"]}
+    # file order (mixed multiplicities in every batch) and bucketed (the same jets sorted by multiplicity
+    # before batching: a batch's padded columns are mostly empty, and graphs that drop them gain)
+    order = {"file": np.arange(nb * batch), "bucketed": np.argsort(mn[:nb * batch].sum(1), kind="stable")}
+    t_batch = {mode: {k: np.zeros(rounds) for k in [*timed, "torch-eager"]} for mode in order}
     t_one = {k: [] for k in [*timed, "torch-eager"]}
-    total = rounds * nb
-    bar_t0 = time.perf_counter()
+    bar_t0, done = time.perf_counter(), 0
     for r in range(rounds):
-        for b in range(nb):
-            sl = slice(b * batch, (b + 1) * batch)
-            for name, s in timed.items():
-                t0 = time.perf_counter()
-                s.run(None, {"x": xn[sl], "mask": mn[sl]})
-                t_batch[name].append(time.perf_counter() - t0)
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                model(x[sl], mask_b[sl])
-                t_batch["torch-eager"].append(time.perf_counter() - t0)
-            if progress and (r * nb + b + 1) % max(1, total // 4) == 0:
-                say(f"  batch {batch}: {r * nb + b + 1}/{total} rounds ({time.perf_counter() - bar_t0:.0f} s)")
+        for mode, idx in order.items():
+            for b in range(nb):
+                sel = idx[b * batch:(b + 1) * batch]
+                xb, mb = xn[sel], mn[sel]
+                for name, s in timed.items():
+                    t0 = time.perf_counter()
+                    s.run(None, {"x": xb, "mask": mb})
+                    t_batch[mode][name][r] += time.perf_counter() - t0
+                with torch.no_grad():
+                    xt, mt = torch.from_numpy(xb), torch.from_numpy(mb) > 0.5
+                    t0 = time.perf_counter()
+                    model(xt, mt)
+                    t_batch[mode]["torch-eager"][r] += time.perf_counter() - t0
+        done += 1
+        say(f"  batch {batch}: round {done}/{rounds} ({time.perf_counter() - bar_t0:.0f} s)")
     n1 = min(n_latency, len(xn))
     for i in range(n1):
         for name, s in timed.items():
             if name in timed_one:
                 s, feed = timed_one[name], _trim(xn, mn, i)
+            elif name.startswith("qcdq+"):  # pruned QCDQ: the batched graph on the jet's real particles
+                feed = _trim(xn, mn, i, with_mask=True)
             else:  # the padded baselines: the jet in its N slots
                 feed = {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
             t0 = time.perf_counter()
@@ -248,15 +280,17 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
     variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,
                                "macs_per_jet": padded_macs(model, N), "timed": True,
                                "note": "the unpruned model in PyTorch eager, padded inputs"}
-    for name in t_batch:
+    for name in t_batch["file"]:
         v = variants[name]
-        v["throughput_jets_per_s"] = batch / float(np.median(t_batch[name]))
+        v["throughput_jets_per_s"] = nb * batch / float(np.median(t_batch["file"][name]))
+        v["throughput_bucketed_jets_per_s"] = nb * batch / float(np.median(t_batch["bucketed"][name]))
         v["latency_ms_p50"] = 1e3 * float(np.percentile(t_one[name], 50))
         v["latency_ms_p99"] = 1e3 * float(np.percentile(t_one[name], 99))
     base, eager = variants["float-padded"], variants["torch-eager"]
     for v in variants.values():
         if v.get("timed"):
             v["throughput_vs_float_padded"] = v["throughput_jets_per_s"] / base["throughput_jets_per_s"]
+            v["throughput_bucketed_vs_float_padded"] = v["throughput_bucketed_jets_per_s"] / base["throughput_jets_per_s"]
             v["latency_p50_gain_vs_float_padded"] = base["latency_ms_p50"] / v["latency_ms_p50"]
             v["throughput_vs_torch_eager"] = v["throughput_jets_per_s"] / eager["throughput_jets_per_s"]
         v["macs_vs_float_padded"] = v["macs_per_jet"] / base["macs_per_jet"]
@@ -272,6 +306,7 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
                          "graph_optimization": "ORT_ENABLE_ALL", "batch": batch, "batches": nb, "rounds": rounds,
                          "latency_jets": n1, "torch": f"torch {torch.__version__} eager, 1 thread",
                          "batch1_inputs": "float-padded(+int8), qcdq: the batched graph, the jet in N padded slots; "
+                                          "qcdq+zerotprune: the batched graph on the jet's real particles; "
                                           "all others: the single-jet graph on the jet's real particles"},
               "ok": all(c["ok"] for c in checks)}
     write_json(out / "bench.json", result)
@@ -282,22 +317,23 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
 
 def bench_table(res: dict) -> str:
     rows = [f"| variant | accuracy | Δacc | MACs/jet (×padded) | batch-{res['timing']['batch']} jets/s | ×float-padded | "
-            "×torch eager | "
-            "batch-1 p50 ms | p99 ms | p50 gain |", "|" + "---|" * 10]
+            "×torch eager | bucketed jets/s (×float-padded) | batch-1 p50 ms | p99 ms | p50 gain |", "|" + "---|" * 11]
     for name, v in res["variants"].items():
         if v.get("timed"):
             rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
                         f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | "
                         f"{v['throughput_jets_per_s']:.0f} | {v['throughput_vs_float_padded']:.2f} | "
-                        f"{v['throughput_vs_torch_eager']:.2f} | {v['latency_ms_p50']:.3f} | {v['latency_ms_p99']:.3f} | "
+                        f"{v['throughput_vs_torch_eager']:.2f} | {v['throughput_bucketed_jets_per_s']:.0f} "
+                        f"({v['throughput_bucketed_vs_float_padded']:.2f}) | {v['latency_ms_p50']:.3f} | {v['latency_ms_p99']:.3f} | "
                         f"{v['latency_p50_gain_vs_float_padded']:.2f} |")
         else:
             rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
-                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | – | – | – | – | – | – |")
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | – | – | – | – | – | – | – |")
     t = res["timing"]
     head = (f"# Edge benchmark: {res['run']}\n\n{res['n_test_jets']} test jets of {res['data']}; timing: {t['tool']}, "
             f"{t['intra_op_threads']} intra-op thread, spinning off, {t['graph_optimization']}; batch {t['batch']} "
-            f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median); batch 1 over {t['latency_jets']} "
+            f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median), in file order and bucketed by "
+            f"multiplicity; batch 1 over {t['latency_jets']} "
             f"jets ({t['batch1_inputs']}). Random = accuracy control (PyTorch).\n\n")
     checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
                        f"{c['max_abs_diff']:.1e}, agreement {c['argmax_agreement']:.4f}"
