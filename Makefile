@@ -26,6 +26,10 @@ INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=8 --set quant.act
 TRAIN_ARGS  ?=
 QAT_ARGS    ?=
 
+# edge: a float run of EDGE_PRESET (pruned by Zero-TPrune / LTP) and its INT8 QAT twin
+EDGE_PRESET ?= edge32
+EDGE_FLOAT  := $(RUN_DIR)/$(EDGE_PRESET)-float
+EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
@@ -44,9 +48,10 @@ help:
 	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
 	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
 	@echo "make export   ONNX (float run + ORT INT8), QONNX (fpga run), QCDQ (int8 run), verified -> RUN/export/verify.json"
-	@echo "make edge     Learned Token Pruning of the float run (-> FLOAT_RUN/edge/ltp.pt; LTP_ARGS= extra flags)"
-	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8, on ORT"
-	@echo "              (-> FLOAT_RUN/edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
+	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
+	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
+	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
+	@echo "              twin's QCDQ), on ORT (-> .../edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
 	@echo "make bench-onnx   ORT speed of the TorchScript vs dynamo float export (-> runs/bench/onnx.json)"
 	@echo "make bench-train  training jets/s per preset, float vs QAT, on this machine (-> runs/bench/train.json)"
 	@echo "make clean    remove the venv; make clean-data removes data/"
@@ -104,16 +109,24 @@ $(BASE_MLP)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
 baselines: evaluate $(BASE_DS)/metrics.json $(BASE_MLP)/metrics.json
 	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(INT8_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
 
-# edge: LTP thresholds for the float run, then every pruning / INT8 variant side by side on ORT
-$(FLOAT_RUN)/edge/ltp.pt: $(FLOAT_RUN)/model.pt $(DATA_FILE)
-	$(JD) edge ltp --run $(FLOAT_RUN) --data $(DATA_FILE) $(LTP_ARGS)
+# edge: LTP thresholds for the edge float run, then every pruning / INT8 variant side by side on ORT
+ifneq ($(EDGE_PRESET),$(TRAIN_PRESET))
+$(EDGE_FLOAT)/model.pt: configs/$(EDGE_PRESET).yaml $(DATA_FILE) | $(STAMP)
+	$(JD) train --config $(EDGE_PRESET) --data $(DATA_FILE) --run $(EDGE_FLOAT) --set quant.scheme=float $(TRAIN_ARGS)
 
-$(FLOAT_RUN)/edge/bench.json: $(FLOAT_RUN)/edge/ltp.pt $(INT8_RUN)/export/verify.json
-	$(JD) edge bench --run $(FLOAT_RUN) --data $(DATA_FILE) --int8-run $(INT8_RUN) $(EDGE_ARGS)
+$(EDGE_INT8)/model.pt: $(EDGE_FLOAT)/model.pt
+	$(JD) train --config $(EDGE_PRESET) --data $(DATA_FILE) --run $(EDGE_INT8) --init-from $(EDGE_FLOAT) $(INT8_SET) $(QAT_ARGS)
+endif
 
-edge: $(FLOAT_RUN)/edge/ltp.pt
+$(EDGE_FLOAT)/edge/ltp.pt: $(EDGE_FLOAT)/model.pt $(DATA_FILE)
+	$(JD) edge ltp --run $(EDGE_FLOAT) --data $(DATA_FILE) $(LTP_ARGS)
 
-bench: $(FLOAT_RUN)/edge/bench.json
+$(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(EDGE_INT8)/export/verify.json
+	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --int8-run $(EDGE_INT8) $(EDGE_ARGS)
+
+edge: $(EDGE_FLOAT)/edge/ltp.pt
+
+bench: $(EDGE_FLOAT)/edge/bench.json
 
 bench-onnx: $(FLOAT_RUN)/model.pt
 	$(JD) bench onnx --run $(FLOAT_RUN) --data $(DATA_FILE) --out runs/bench/onnx.json

@@ -148,8 +148,19 @@ def _fractions(text: str) -> list[float]:
 
 
 def _cmd_edge_ltp(args: argparse.Namespace) -> int:
+    from .edge.bench import geometric_schedule
     from .edge.ltp import LTPConfig, train_ltp
+    from .train.checkpoint import load_model
 
+    if args.budget == "auto":
+        args.budget = geometric_schedule(0.35, len(load_model(args.run)[0].blocks))
+    elif args.budget == "none":
+        args.budget = None
+    else:
+        try:
+            args.budget = _fractions(args.budget)
+        except argparse.ArgumentTypeError as e:
+            raise JetDeployError(f"--budget {e}") from None
     try:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
@@ -313,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument("--data", required=True, help="jetdeploy HDF5 jet file (train / val splits)")
     el.add_argument("--lam", type=float, default=0.1, help="weight of the kept-fraction penalty (more = fewer tokens)")
     el.add_argument("--temperature", type=float, default=0.05, help="soft-mask temperature T")
-    el.add_argument("--budget", type=_fractions, default=None,
-                    help="token budget cap per block (fractions of model.n_particles, e.g. 0.8,0.6,0.45,0.35); "
-                         "keeps large batches rectangular")
+    el.add_argument("--budget", default="auto",
+                    help="token budget cap per block, fractions of model.n_particles (e.g. 0.8,0.6,0.45,0.35): keeps "
+                         "large batches compact; 'auto' = a geometric schedule ending at 0.35, 'none' = no cap")
     el.add_argument("--soft-epochs", type=int, default=2, help="epochs with soft masks (thresholds learned)")
     el.add_argument("--hard-epochs", type=int, default=2, help="epochs of fine-tuning with real pruning")
     el.add_argument("--lr", type=float, default=2e-4, help="model learning rate (cosine decay)")
