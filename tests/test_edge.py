@@ -214,6 +214,7 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file):
     assert v["zerotprune[0.75,0.5]"]["throughput_jets_per_s"] > 0 and v["zerotprune[0.75,0.5]"]["latency_ms_p99"] > 0
     assert v["random[0.75,0.5]"]["timed"] is False
     assert v["float-nopad"]["throughput_bucketed_jets_per_s"] > 0
+    assert ("ltp-weights-unpruned" in v) == (float_run / "edge" / "ltp.pt").exists()
     assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
     assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
 
@@ -247,3 +248,19 @@ def test_bench_with_the_qat_twin_prunes_its_qcdq_graph(float_run, synth_file, tm
     assert chk["ok"] and chk["argmax_agreement"] >= 0.995
     v = r["variants"]["qcdq+zerotprune[0.75,0.5]"]
     assert v["macs_per_jet"] < r["variants"]["qcdq"]["macs_per_jet"] and 0 < v["accuracy"] <= 1
+
+
+def test_bench_compares_the_methods_at_ltp_budget(float_run, synth_file):
+    from jetdeploy.edge.bench import edge_bench
+
+    if not (float_run / "edge" / "ltp.pt").exists():
+        train_ltp(float_run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=0, batch_size=16, budget=[1.0, 0.75]),
+                  progress=False)
+    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]], n_latency=3, n_batches=1, rounds=1, batch=16,
+                   progress=False)
+    v = r["variants"]
+    budget = load_ltp(float_run).spec.keep
+    label = ",".join(f"{k:g}" for k in budget)
+    assert f"random[{label}]" in v and f"zerotprune[{label}]" in v and "ltp" in v
+    assert v["ltp"]["macs_per_jet"] <= v[f"random[{label}]"]["macs_per_jet"] + 1e-6  # LTP keeps at most the budget
+    assert 0 < v["ltp-weights-unpruned"]["accuracy"] <= 1

@@ -150,12 +150,22 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
                           "macs_tool": "analytic, from the real tokens each block computes"}
         if mod.spec.method == "ltp":
             variants[name]["thresholds"] = mod.thresholds.tolist()
-    for k in keeps:  # the control: random tokens at the same budgets
-        spec = PruneSpec(method="random", keep=k)
+    controls = [("random", k, "accuracy control at a Zero-TPrune budget, PyTorch only") for k in keeps]
+    if "ltp" in torch_mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
+        lk = torch_mods["ltp"].spec.keep
+        if lk not in keeps and any(f < 1.0 for f in lk):
+            controls.append(("zerotprune", lk, "Zero-TPrune at LTP's token budget (LTP keeps at most this), PyTorch only"))
+        controls.append(("random", lk, "random pruning at LTP's token budget, PyTorch only"))
+    for method, k, note in controls:
+        spec = PruneSpec(method=method, keep=k)
         logits, macs = _torch_logits(PrunedTagger(model, spec), x, mask_b)
-        variants[spec.label()] = {"method": "random", "keep": k, "accuracy_torch": _accuracy(logits, labels),
-                                  "macs_per_jet": float(macs.mean()), "timed": False,
-                                  "note": "accuracy control, PyTorch only"}
+        variants[spec.label()] = {"method": method, "keep": k, "accuracy_torch": _accuracy(logits, labels),
+                                  "macs_per_jet": float(macs.mean()), "timed": False, "note": note}
+    if "ltp" in torch_mods:  # is LTP's accuracy pruning, or just the extra fine-tuning?
+        logits, macs = _torch_logits(PrunedTagger(torch_mods["ltp"].model, PruneSpec(method="none")), x, mask_b)
+        variants["ltp-weights-unpruned"] = {"method": "none", "keep": None, "accuracy_torch": _accuracy(logits, labels),
+                                            "macs_per_jet": float(macs.mean()), "timed": False,
+                                            "note": "LTP's fine-tuned weights without pruning, PyTorch only"}
     say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))
 
     # ---- export, verify, INT8 ----------------------------------------------------------------
