@@ -62,7 +62,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q "$(PYTHIA)" -e ".[test,root]"
+	$(BIN)/pip install -q "$(PYTHIA)" -e ".[test,root,dask]"
 	touch $@
 
 # Regenerated only when the preset changes (and jetdeploy itself skips a file made from the same config).

@@ -19,7 +19,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.seed is not None:
         cfg = cfg.model_copy(update={"seed": args.seed})
     out = args.out or os.path.join("data", f"{cfg.name}.h5")
-    stats = generate(cfg, out, workers=args.workers, force=args.force, progress=not args.quiet)
+    stats = generate(cfg, out, workers=args.workers, force=args.force, progress=not args.quiet, dask=args.dask)
     if stats["up_to_date"]:
         print(f"{out}: up to date (config {stats['config_hash']}); --force regenerates")
         return 0
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default="default", help="tiny | default | full, or a path to a data YAML")
     g.add_argument("--seed", type=int, default=None, help="run seed (default: the preset's)")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    g.add_argument("--dask", default=None, metavar="SCHEDULER",
+                   help="run the shards as Dask tasks: 'local' (a LocalCluster of --workers processes) or a scheduler "
+                        "address such as tcp://host:8786 (e.g. a dask-jobqueue HTCondor/Slurm cluster); the file is "
+                        "byte-identical to the local run")
     g.add_argument("--out", default=None, help="output HDF5 file (default: data/PRESET.h5)")
     g.add_argument("--force", action="store_true", help="regenerate even if the output is up to date")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -242,14 +242,59 @@ def generate_shard(cfg: DataConfig, shard: Shard) -> dict[str, np.ndarray]:
     }
 
 
+def _save_shard(arrays: dict[str, np.ndarray], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
 def _run_shard(cfg_json: str, shard: Shard, path: str) -> tuple[Shard, np.ndarray]:
     """Worker entry point: generate one shard and save it atomically as .npz."""
     cfg = DataConfig.model_validate_json(cfg_json)
     arrays = generate_shard(cfg, shard)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    _save_shard(arrays, path)
     return shard, arrays["stats"]
+
+
+def _shard_task(cfg_json: str, shard: Shard) -> dict[str, np.ndarray]:
+    """Dask task: one shard's arrays, returned to the client (workers need no shared file system)."""
+    return generate_shard(DataConfig.model_validate_json(cfg_json), shard)
+
+
+def dask_client(address: str, workers: int):
+    """A distributed.Client: 'local' starts a LocalCluster of `workers` single-threaded processes on
+    loopback; anything else is a scheduler address (tcp://host:8786, or a dask-jobqueue cluster's)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise JetDeployError("--dask needs dask.distributed: pip install 'jetdeploy[dask]'") from None
+    if address == "local":
+        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        return Client(cluster)
+    try:
+        return Client(address, timeout="20s")
+    except OSError as e:
+        raise JetDeployError(f"--dask {address}: cannot reach the Dask scheduler ({e})") from None
+
+
+def _run_on_dask(client, cfg_json: str, todo: list[Shard], shard_dir: Path, bar) -> None:
+    """Submit every missing shard; save each as it arrives, so a lost worker only costs its shard
+    (the scheduler re-runs it elsewhere) and an interrupted run resumes from the saved ones."""
+    from distributed import as_completed as dask_completed
+
+    futs = {client.submit(_shard_task, cfg_json, sh, key=f"jetdeploy-shard-{sh.name}-{sh.seed}", retries=2): sh
+            for sh in todo}
+    for fut in dask_completed(futs):
+        sh = futs[fut]
+        try:
+            arrays = fut.result()
+        except JetDeployError:
+            raise
+        except Exception as e:  # a task that failed on every retry
+            raise JetDeployError(f"shard {sh.name} failed on the Dask cluster: {type(e).__name__}: {e}") from None
+        _save_shard(arrays, shard_dir / f"{sh.name}.npz")
+        bar.update(sh.n_jets)
 
 
 def _load_shard(path: Path, shard: Shard) -> dict[str, np.ndarray] | None:
@@ -269,10 +314,12 @@ def _load_shard(path: Path, shard: Shard) -> dict[str, np.ndarray] | None:
 
 
 def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, dask: str | None = None, client=None) -> dict:
     """Generate the sample described by `cfg` into `out` (HDF5); returns the run statistics.
 
-    If `out` already holds a file made from the same config (hash), nothing is done.
+    If `out` already holds a file made from the same config (hash), nothing is done. `dask`: run the
+    shards as Dask tasks ('local' for a LocalCluster of `workers` processes, or a scheduler address);
+    `client`: an existing distributed.Client. The file is the same, byte for byte, either way.
     """
     from tqdm import tqdm
 
@@ -299,8 +346,20 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
     t_wall = time.perf_counter()
     cfg_json = cfg.model_dump_json()
     bar = tqdm(total=sum(s.n_jets for s in todo), unit="jet", desc=f"generate {cfg.name}", disable=not progress)
+    runner = "client" if client is not None else dask  # recorded in the stats (None: local processes)
     if todo:
-        if workers <= 1:
+        if dask is not None or client is not None:
+            own = client is None
+            client = client if client is not None else dask_client(dask, workers)
+            try:
+                _run_on_dask(client, cfg_json, todo, shard_dir, bar)
+            finally:
+                if own:
+                    cluster = getattr(client, "cluster", None)
+                    client.close()
+                    if cluster is not None:
+                        cluster.close()
+        elif workers <= 1:
             for sh in todo:
                 _run_shard(cfg_json, sh, str(shard_dir / f"{sh.name}.npz"))
                 bar.update(sh.n_jets)
@@ -364,7 +423,7 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
         }
     stats = {
         "ok": True, "up_to_date": False, "out": str(out), "config_hash": chash, "n_jets": n,
-        "workers": workers, "wall_s": round(wall, 2), "resumed_shards": resumed, "generated_shards": len(todo),
+        "workers": workers, "dask": runner, "wall_s": round(wall, 2), "resumed_shards": resumed, "generated_shards": len(todo),
         "per_class": per_class, "tools": tool_versions(), "config": cfg.model_dump(mode="json"),
         "note": "per-class CPU figures include shards resumed from an earlier run" if resumed else "",
     }
