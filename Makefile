@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install data train evaluate baselines export edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -138,7 +138,16 @@ demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
 	$(MAKE) baselines export bench DATA_PRESET=default TRAIN_PRESET=default
 
-test: $(STAMP)
+# Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+rtl-tools:
+	@command -v iverilog >/dev/null && command -v yosys >/dev/null || { \
+	  echo "installing iverilog and yosys with apt-get"; \
+	  $(SUDO) apt-get install -y -q iverilog yosys >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q iverilog yosys >/dev/null; } || \
+	  { echo "error: could not install iverilog + yosys; install them (Debian: apt-get install iverilog yosys)"; exit 1; }; }
+
+test: $(STAMP) rtl-tools
 	$(BIN)/python -m pytest -q
 
 clean:

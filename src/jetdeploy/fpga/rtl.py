@@ -1,0 +1,240 @@
+"""Open-source RTL back end: a da4ml design -> pipelined Verilog -> cycle latency measured in an RTL
+simulator (Icarus Verilog) -> resource estimate from an open-source synthesizer (Yosys).
+
+Every figure is labelled with the tool that produced it:
+  * `da4ml` — the generator's own pipeline depth and adder cost (an estimate, not a measurement);
+  * `iverilog` — the latency in clock cycles, measured: a new input vector is applied at every clock
+    edge (II = 1) and the latency is the cycle offset at which every output matches the da4ml
+    interpreter, bit for bit, for every vector;
+  * `yosys synth_xilinx` — LUT / FF / CARRY / DSP counts of an open-source synthesis for UltraScale+
+    (`-family xcup`): an estimate, not a vendor place-and-route, and no timing closure.
+
+The QONNX -> da4ml translation of a whole model builds on this module (see the RTL issue).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import JetDeployError
+from ..io import write_json
+
+INSTALL_HINT = {"iverilog": "apt-get install iverilog (Debian/Ubuntu) or https://steveicarus.github.io/iverilog/",
+                "vvp": "apt-get install iverilog (vvp comes with it)",
+                "yosys": "apt-get install yosys (Debian/Ubuntu) or https://yosyshq.net/yosys/"}
+
+
+def require_tool(name: str, env: str | None = None) -> str:
+    """Path of an executable (or $env if set); a missing one is an error naming it and how to get it."""
+    exe = os.environ.get(env) if env else None
+    exe = exe or shutil.which(name)
+    if not exe:
+        hint = INSTALL_HINT.get(name, "")
+        raise JetDeployError(f"'{name}' was not found on PATH{f' (or ${env})' if env else ''}: {hint}")
+    return exe
+
+
+def _io_widths(comb) -> tuple[int, int, int, int, int, int]:
+    """(n_in, bw_in, f_in, n_out, bw_out, f_out) of da4ml's uniform-width wrapper."""
+    from da4ml.codegen.rtl.rtl_model import get_io_kifs
+
+    kin, kout = get_io_kifs(comb)
+    k, i, f = (int(np.max(a)) for a in kin)
+    ko, io, fo = (int(np.max(a)) for a in kout)
+    n_in, n_out = comb.shape
+    return n_in, k + i + f, f, n_out, ko + io + fo, fo
+
+
+def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, clock_ns: float = 5.0,
+                  part: str = "xcvu13p-flga2577-2-e") -> dict:
+    """Pipelined Verilog of a da4ml combinational design (II = 1), in OUT/src (+ src/static, memfiles)."""
+    from da4ml.codegen import RTLModel
+
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    model = RTLModel(comb, name, out, latency_cutoff=latency_cutoff, clock_period=clock_ns, part_name=part,
+                     print_latency=False)
+    model.write()
+    # Icarus Verilog rejects the attribute expression on the lookup-table ROM; it only steers Vivado's
+    # ROM inference, so it is dropped for simulation and Yosys alike
+    lut = out / "src" / "static" / "lookup_table.v"
+    if lut.exists():
+        lut.write_text(re.sub(r"\(\*\s*rom_style\s*=.*?\*\)", "", lut.read_text()))
+    meta = json.loads((out / "metadata.json").read_text())
+    return {"path": str(out), "top": f"{name}_wrapper", "stages": int(meta["latency"]), "cost_adders": meta["cost"],
+            "clock_ns": clock_ns, "latency_cutoff": latency_cutoff, "part": part,
+            "tool": "da4ml (pipeline depth and adder cost are the generator's own figures)"}
+
+
+def _sources(rtl_dir: Path) -> list[Path]:
+    rtl_dir = rtl_dir.resolve()
+    return sorted((rtl_dir / "src").glob("*.v")) + sorted((rtl_dir / "src" / "static").glob("*.v"))
+
+
+def _to_uint(values: np.ndarray, bw: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64) & ((1 << bw) - 1)
+
+
+def _pack(rows: np.ndarray, bw: int) -> list[str]:
+    """Each row's elements, element 0 in the lowest bits, as one hex word per row."""
+    words = []
+    for row in rows:
+        v = 0
+        for j, e in enumerate(row):
+            v |= int(e) << (j * bw)
+        words.append(f"{v:x}")
+    return words
+
+
+def _unpack(word: str, n: int, bw: int) -> list[int] | None:
+    if "x" in word.lower() or "z" in word.lower():
+        return None
+    v = int(word, 16)
+    out = []
+    for j in range(n):
+        e = (v >> (j * bw)) & ((1 << bw) - 1)
+        out.append(e)
+    return out
+
+
+TESTBENCH = """`timescale 1ns/1ps
+module jetdeploy_tb;
+  reg clk = 0;
+  reg [{win}:0] inp;
+  wire [{wout}:0] out;
+  reg [{win}:0] vecs [0:{last}];
+  integer t, fd;
+  {top} dut(.clk(clk), .model_inp(inp), .model_out(out));
+  initial begin
+    $readmemh("{inputs}", vecs);
+    fd = $fopen("{outputs}", "w");
+    for (t = 0; t < {cycles}; t = t + 1) begin
+      inp = (t < {n}) ? vecs[t] : 0;   // a new jet every clock (II = 1), then zeros to drain
+      #{half} clk = 1;
+      #{half} clk = 0;
+      $fwrite(fd, "%h\\n", out);      // what the outputs hold after clock edge t
+    end
+    $fclose(fd);
+    $finish;
+  end
+endmodule
+"""
+
+
+def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeout_s: float = 1800) -> dict:
+    """Feed `inputs` [n, n_in] (one vector per clock) to the RTL in Icarus Verilog; measure the cycle
+    offset at which the outputs equal the da4ml interpreter's, and check every vector bit for bit."""
+    iverilog, vvp = require_tool("iverilog", "JETDEPLOY_IVERILOG"), require_tool("vvp", "JETDEPLOY_VVP")
+    rtl_dir = Path(rtl["path"])
+    n_in, bw_in, f_in, n_out, bw_out, f_out = _io_widths(comb)
+    x = np.asarray(inputs, dtype=np.float64).reshape(-1, n_in)
+    n = len(x)
+    ints_in = np.floor(x * 2.0 ** f_in).astype(np.int64)   # the wrapper's input convention (LSB = 2^-f_in)
+    expect = np.asarray(comb.predict(ints_in * 2.0 ** -f_in), dtype=np.float64).reshape(n, n_out)
+    expect_int = _to_uint(np.round(expect * 2.0 ** f_out), bw_out)
+    sim = rtl_dir / "sim" / "iverilog"
+    sim.mkdir(parents=True, exist_ok=True)
+    (sim / "inputs.hex").write_text("\n".join(_pack(_to_uint(ints_in, bw_in), bw_in)) + "\n")
+    half = rtl["clock_ns"] / 2
+    cycles = n + max(rtl["stages"], 1) + 8
+    (sim / "tb.v").write_text(TESTBENCH.format(win=n_in * bw_in - 1, wout=n_out * bw_out - 1, last=n - 1,
+                                               top=rtl["top"], cycles=cycles, n=n, half=half,
+                                               inputs=(sim / "inputs.hex").resolve(),
+                                               outputs=(sim / "outputs.hex").resolve()))
+    t0 = time.perf_counter()
+    cmd = [iverilog, "-g2012", "-s", "jetdeploy_tb", "-o", "sim.vvp", "tb.v", *map(str, _sources(rtl_dir))]
+    r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise JetDeployError(f"iverilog could not compile {rtl_dir}: {r.stderr.strip()[:800]}")
+    memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
+    r = subprocess.run([vvp, "-n", str(sim / "sim.vvp")], cwd=memdir if memdir.exists() else sim,
+                       capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0 or not (sim / "outputs.hex").exists():
+        raise JetDeployError(f"vvp failed on {sim / 'sim.vvp'}: {(r.stderr or r.stdout).strip()[:800]}")
+    sim_s = time.perf_counter() - t0
+    words = (sim / "outputs.hex").read_text().split()
+    got = [_unpack(w, n_out, bw_out) for w in words]
+    latency = None
+    for lat in range(0, min(max_latency, len(got) - n + 1)):
+        window = got[lat:lat + n]
+        if all(g is not None and g == list(e) for g, e in zip(window, expect_int)):
+            latency = lat
+            break
+    if latency is None:
+        first = next((i for i, g in enumerate(got) if g is not None), None)
+        raise JetDeployError(f"RTL simulation of {rtl_dir} never matched the da4ml interpreter on all {n} vectors "
+                             f"(first defined output at cycle {first}); the design or the harness is wrong")
+    # latency t means: the vector applied before clock edge 0 is visible after edge t -> t clock cycles
+    return {"latency_cycles": latency, "latency_ns": latency * rtl["clock_ns"], "clock_ns": rtl["clock_ns"],
+            "ii": 1, "n_vectors": n, "bit_exact_vs_da4ml": True, "sim_s": round(sim_s, 2),
+            "tool": f"{_version([iverilog, '-V'])} (measured: first cycle offset at which all outputs match)",
+            "ns_note": "latency_ns = cycles x the configured clock period; no timing closure was run"}
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (r.stdout or r.stderr).splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return cmd[0]
+
+
+STAT_KEYS = {"LUT": r"LUT\d|INV",  # INV: a LUT1 that Vivado would absorb
+             "FF": r"FD[A-Z]*", "CARRY": r"CARRY\d*", "DSP": r"DSP48E\d*", "BRAM": r"RAMB\d+\w*",
+             "LUTRAM": r"RAM\d+[MSXD]\w*", "MUXF": r"MUXF\d"}
+
+
+def parse_yosys_stat(text: str) -> dict:
+    """Cell counts by kind from the last `stat` of a Yosys log (synth_xilinx cell names)."""
+    block = text[text.rfind("Number of cells"):] if "Number of cells" in text else text
+    cells: dict[str, int] = {}
+    for name, count in re.findall(r"^\s+(\S+)\s+(\d+)\s*$", block, flags=re.M):
+        cells[name] = cells.get(name, 0) + int(count)
+    out = {k: sum(c for n, c in cells.items() if re.fullmatch(pat, n)) for k, pat in STAT_KEYS.items()}
+    out["cells"] = cells
+    return out
+
+
+def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: float = 7200,
+                    progress: bool = False) -> dict:
+    """Yosys `synth_xilinx -family xcup` of the design; results are cached by a hash of the sources."""
+    yosys = require_tool("yosys", "JETDEPLOY_YOSYS")
+    rtl_dir = Path(rtl["path"])
+    srcs = _sources(rtl_dir)
+    tables = sorted((rtl_dir / "src" / "memfiles").glob("*"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in srcs + tables) + rtl["top"].encode()).hexdigest()[:16]
+    cache = (Path(cache_dir) if cache_dir else rtl_dir / "yosys").resolve()
+    cached = cache / f"{digest}.json"
+    if cached.exists():
+        return {**json.loads(cached.read_text()), "cached": True}
+    cache.mkdir(parents=True, exist_ok=True)
+    script = (f"read_verilog -defer {' '.join(map(str, srcs))}; "
+              f"synth_xilinx -family xcup -flatten -top {rtl['top']}; stat")
+    log = cache / f"{digest}.log"
+    t0 = time.perf_counter()
+    if progress:
+        print(f"yosys synth_xilinx on {len(srcs)} files (large designs take minutes to hours)...", flush=True)
+    memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
+    with open(log, "w") as fh:
+        r = subprocess.run([yosys, "-q", "-l", str(log.with_suffix(".full.log").resolve()), "-p", script],
+                           cwd=memdir if memdir.exists() else rtl_dir,
+                           stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+    full = log.with_suffix(".full.log").read_text() if log.with_suffix(".full.log").exists() else log.read_text()
+    if r.returncode != 0:
+        raise JetDeployError(f"yosys failed on {rtl_dir} (log {log}): {full.strip()[-600:]}")
+    res = parse_yosys_stat(full)
+    out = {**{k: v for k, v in res.items() if k != "cells"}, "cells": res["cells"], "design_hash": digest,
+           "synth_s": round(time.perf_counter() - t0, 1), "tool": f"{_version([yosys, '-V'])} synth_xilinx -family xcup",
+           "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)"}
+    write_json(cached, out)
+    return {**out, "cached": False}

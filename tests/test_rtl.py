@@ -1,0 +1,81 @@
+"""The open-source RTL back end: da4ml -> Verilog -> Icarus Verilog (measured latency, bit-exact) -> Yosys."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jetdeploy.errors import JetDeployError
+from jetdeploy.fpga import rtl
+
+da4ml = pytest.importorskip("da4ml", reason="da4ml is a core dependency; reinstall jetdeploy")
+from da4ml.trace import FixedVariableArrayInput, comb_trace  # noqa: E402
+from da4ml.trace.ops import quantize, relu  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+def small_design():
+    """A quantized 4 -> 6 -> 3 MLP with a tanh lookup table in the middle."""
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.integers(-8, 8, (4, 6)) / 8.0, rng.integers(-8, 8, (6, 3)) / 8.0
+    inp = FixedVariableArrayInput((4,))
+    x = quantize(inp, 1, 3, 4)
+    h = quantize(relu(x @ w1), 0, 4, 3)
+    t = quantize(np.tanh(h[:2]), 1, 0, 5)               # a nonlinearity: a ROM in the RTL
+    y = quantize(np.concatenate([h[2:], t]) @ w2, 1, 6, 4)
+    return comb_trace(inp, y)
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    comb = small_design()
+    out = tmp_path_factory.mktemp("rtl") / "mlp"
+    return comb, rtl.write_verilog(comb, out, "mlp", latency_cutoff=2, clock_ns=5.0)
+
+
+def test_rtl_simulation_is_bit_exact_and_measures_latency(design):
+    comb, r = design
+    assert not any("rom_style" in p.read_text() for p in (Path(r["path"]) / "src").rglob("*.v"))
+    x = np.random.default_rng(1).normal(size=(200, 4)) * 3
+    sim = rtl.simulate(comb, r, x)
+    assert sim["bit_exact_vs_da4ml"] and sim["n_vectors"] == 200 and sim["ii"] == 1
+    # every stage is registered, plus the input register: the measured offset is the pipeline depth
+    assert sim["latency_cycles"] == r["stages"] and sim["latency_ns"] == 5.0 * r["stages"]
+    assert "Icarus Verilog" in sim["tool"]
+
+
+def test_a_wrong_design_fails_the_simulation_check(design, tmp_path):
+    comb, r = design
+    other = rtl.write_verilog(comb, tmp_path / "broken", "mlp", latency_cutoff=2)
+    stage = tmp_path / "broken" / "src" / "mlp_stage0.v"
+    text = stage.read_text()
+    assert re.search(r", 0\) op_", text)
+    stage.write_text(re.sub(r", 0\) op_", ", 1) op_", text, count=1))  # one adder becomes a subtractor
+    with pytest.raises(JetDeployError, match="never matched the da4ml interpreter"):
+        rtl.simulate(comb, other, np.random.default_rng(2).normal(size=(100, 4)) * 3)
+
+
+def test_yosys_resources_and_cache(design):
+    _, r = design
+    res = rtl.yosys_resources(r)
+    assert res["LUT"] > 0 and res["FF"] > 0 and res["DSP"] == 0 and not res["cached"]
+    assert "synth_xilinx -family xcup" in res["tool"] and "estimate" in res["note"]
+    again = rtl.yosys_resources(r)
+    assert again["cached"] and again["LUT"] == res["LUT"]
+
+
+def test_yosys_stat_parsing_on_a_sample():
+    res = rtl.parse_yosys_stat((DATA / "yosys_stat_sample.log").read_text())
+    assert res["LUT"] == 238 + 38 + 29 + 5 + 9 + 14 and res["FF"] == 252 and res["CARRY"] == 91
+    assert res["DSP"] == 0 and res["cells"]["IBUF"] == 33
+
+
+def test_missing_tools_are_clear_errors(design, monkeypatch):
+    comb, r = design
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(JetDeployError, match="'iverilog' was not found.*apt-get install iverilog"):
+        rtl.simulate(comb, r, np.zeros((2, 4)))
+    with pytest.raises(JetDeployError, match="'yosys' was not found.*apt-get install yosys"):
+        rtl.yosys_resources({**r, "path": r["path"]}, cache_dir=Path(r["path"]) / "fresh-cache")
