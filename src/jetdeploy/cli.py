@@ -191,6 +191,26 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
+    from .fpga.flow import rtl_run
+
+    r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
+                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet)
+    for c in r["checks"]:
+        print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
+    lat = r["latency"]
+    print(f"latency (iverilog, measured): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at "
+          f"{lat['clock_ns']} ns/cycle, II = 1")
+    res = r["resources"]
+    print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, CARRY {res['CARRY']}, "
+                                                         f"DSP {res['DSP']}" if res else r["resources_note"]))
+    print(f"wrote {os.path.join(args.run, 'fpga', 'rtl.json')} and the Verilog in {os.path.join(args.run, 'fpga', 'rtl')}")
+    if not r["ok"]:
+        print("error: a check failed (see rtl.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -358,6 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
     eb.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     eb.add_argument("--quiet", action="store_true", help="only the table")
     eb.set_defaults(func=_cmd_edge_bench)
+
+    fp = sub.add_parser("fpga", formatter_class=fmt, help="FPGA back ends (open-source RTL today; hls4ml planned)",
+                        description="FPGA firmware from an fpga (fixed-point QAT) run's QONNX.")
+    fsub = fp.add_subparsers(dest="fpga_command", required=True, metavar="WHAT")
+    fr = fsub.add_parser(
+        "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (iverilog), Yosys resources",
+        description="Trace RUN/export/model.qonnx.onnx with da4ml (distributed arithmetic), check its interpreter "
+                    "against qonnx execution on held-out jets (bit-exact except where the softmax lookup tables "
+                    "approximate), write pipelined Verilog (II=1), simulate it in Icarus Verilog against the "
+                    "interpreter to measure the latency, and optionally (--synth) estimate resources with Yosys. "
+                    "Writes RUN/fpga/rtl.json and RUN/fpga/rtl/. The RTL input is the first Quant on each input "
+                    "(standardisation is host-side) plus one mask bit per particle.")
+    fr.add_argument("--run", required=True, help="fpga run folder (after jetdeploy export)")
+    fr.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test')")
+    fr.add_argument("--n-check", type=int, default=1000, help="held-out jets: da4ml interpreter vs qonnx")
+    fr.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation (one per clock)")
+    fr.add_argument("--latency-cutoff", type=float, default=5.0, help="da4ml pipelining: adder delays per stage")
+    fr.add_argument("--clock-ns", type=float, default=5.0, help="clock period for the ns figure and constraints")
+    fr.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
+                    help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
+    fr.add_argument("--quiet", action="store_true", help="only the summary")
+    fr.set_defaults(func=_cmd_fpga_rtl)
 
     b = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (run as separate commands, not as tests)",
                        description="Benchmarks that time this machine. Machines are shared and noisy: variants are "

@@ -1,0 +1,139 @@
+"""`jetdeploy fpga rtl`: QONNX of an fpga run -> da4ml -> Verilog -> measured latency and resources.
+
+Checks, each with its tool:
+  1. da4ml interpreter vs qonnx execution of the same QONNX on held-out jets: per jet bit-exactness of
+     the logits, argmax agreement, max |diff|, and a per-tensor trace (bit-exact up to the first tensor
+     that depends on a lookup-table approximation; the report names it);
+  2. RTL simulation (Icarus Verilog) vs the da4ml interpreter: bit-exact on every vector, and the
+     measured latency at II = 1;
+  3. (--synth) Yosys synth_xilinx resources, labelled as an open-source estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import JetDeployError
+from ..io import write_json
+from . import rtl
+from .trace import SoftmaxTables, trace_qonnx
+
+AGREEMENT_MIN = 0.995  # argmax agreement da4ml vs qonnx where a nonlinearity is approximated
+
+
+def _reference(run: Path, data: str, n: int, batch: int = 250) -> tuple[dict, list[str]]:
+    """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from ..export import graphs
+    from ..train import checkpoint as ckpt
+    from ..train.dataset import load_inputs
+
+    model, rec = ckpt.load_model(run)
+    cfg = rec["config"]
+    inp = load_inputs(data, cfg.model, "test", n)
+    n = len(inp) - len(inp) % min(batch, len(inp))
+    batch = min(batch, len(inp))
+    module = graphs.deployable(model, cfg.model.arch)
+    ctxs: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = Path(tmp) / "twin.qonnx.onnx"
+        graphs.export_qonnx(module, inp.x.shape[-1], cfg.model.n_particles, twin, batch=batch)
+        mw = ModelWrapper(str(twin))
+        for i in range(0, n, batch):
+            ctx = execute_onnx(mw, {"x": inp.x[i:i + batch].numpy(), "mask": inp.mask[i:i + batch].numpy().astype(np.float32)},
+                               return_full_exec_context=True)
+            for k, v in ctx.items():
+                ctxs.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) if v[0].ndim else np.asarray(v) for k, v in ctxs.items()}, list(map(str, range(n)))
+
+
+def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
+            latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
+            progress: bool = True) -> dict:
+    from da4ml.trace import comb_trace
+
+    run = Path(run_dir)
+    say = print if progress else (lambda *a, **k: None)
+    qonnx_path = run / "export" / "model.qonnx.onnx"
+    if not qonnx_path.exists():
+        raise JetDeployError(f"{qonnx_path}: missing; export the fpga run first (jetdeploy export --run {run})")
+    if data is None:
+        data = json.loads((run / "train.json").read_text())["data"]["file"]
+    out = run / "fpga"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tr = trace_qonnx(qonnx_path, tables)
+    ins = [v for a in tr.inputs for v in a._vars.ravel()]
+    comb = comb_trace(ins, list(tr.outputs._vars.ravel()))
+    trace_s = time.perf_counter() - t0
+    say(f"da4ml: traced {qonnx_path.name} in {trace_s:.0f} s: {comb.shape[0]} inputs -> {comb.shape[1]} outputs, "
+        f"adder cost {comb.cost:.0f}; approximated: {', '.join(tr.approximations) or 'nothing'}")
+
+    # 1. da4ml interpreter vs qonnx execution
+    ref, _ = _reference(run, data, n_check)
+    missing = [nm for nm in tr.input_names + [tr.output_name] if nm not in ref]
+    if missing:
+        raise JetDeployError(f"{qonnx_path}: the batched twin has no tensors {missing}; re-export the run")
+    n = len(ref[tr.output_name])
+    feed = np.concatenate([ref[nm].reshape(n, -1).astype(np.float64) for nm in tr.input_names], axis=1)
+    got = np.asarray(comb.predict(feed), dtype=np.float64).reshape(n, -1)
+    want = ref[tr.output_name].reshape(n, -1).astype(np.float64)
+    exact = np.all(got == want, axis=1)
+    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    layers = _per_tensor(tr, ref, feed, min(n, 100))
+    first_bad = next((row for row in layers if row["mismatch_fraction"] > 0), None)
+    check1 = {"name": "da4ml interpreter vs qonnx execution", "n_jets": n, "bit_exact_jets": float(exact.mean()),
+              "argmax_agreement": agree, "max_abs_diff": float(np.abs(got - want).max()),
+              "first_inexact_tensor": first_bad["tensor"] if first_bad else None,
+              "approximations": tr.approximations, "min_agreement": AGREEMENT_MIN,
+              "ok": bool(exact.all()) or (agree >= AGREEMENT_MIN and bool(tr.approximations)),
+              "tool": "da4ml CombLogic.predict vs qonnx.core.onnx_exec"}
+    say(f"da4ml vs qonnx on {n} jets: bit-exact {exact.mean():.1%}, argmax agreement {agree:.4f}, max |diff| "
+        f"{check1['max_abs_diff']:.4g}; first inexact tensor: {check1['first_inexact_tensor']}")
+
+    # 2. RTL simulation
+    design = rtl.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=latency_cutoff, clock_ns=clock_ns)
+    sim = rtl.simulate(comb, design, feed[:n_sim])
+    say(f"iverilog: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {clock_ns} ns, bit-exact vs "
+        f"da4ml on {sim['n_vectors']} jets")
+    result = {"run": str(run), "qonnx": str(qonnx_path), "data": str(data),
+              "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"),
+              "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
+                         "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
+                                         "bit per particle"},
+              "checks": [check1, {"name": "RTL simulation vs da4ml interpreter", **sim,
+                                  "ok": sim["bit_exact_vs_da4ml"]}],
+              "per_tensor": layers, "latency": sim,
+              "resources": None if not synth else rtl.yosys_resources(design, progress=progress),
+              "resources_note": None if synth else "not run (pass --synth: Yosys on a full model takes a long time)"}
+    result["ok"] = all(c["ok"] for c in result["checks"])
+    write_json(out / "rtl.json", result)
+    return result
+
+
+def _per_tensor(tr, ref: dict, feed: np.ndarray, n: int) -> list[dict]:
+    """Mismatch fraction of every traced Quant output, da4ml vs qonnx, in graph order."""
+    from da4ml.trace import comb_trace
+
+    names = [k for k in tr.tensors if k in ref and k.startswith("Quant") or k == tr.output_name]
+    names = [k for k in names if k in ref]
+    if not names:
+        return []
+    ins = [v for a in tr.inputs for v in a._vars.ravel()]
+    outs = [v for k in names for v in tr.tensors[k]._vars.ravel()]
+    comb = comb_trace(ins, outs)
+    got = np.asarray(comb.predict(feed[:n]), dtype=np.float64).reshape(n, -1)
+    rows, o = [], 0
+    for k in names:
+        size = tr.tensors[k]._vars.size
+        g, w = got[:, o:o + size], ref[k][:n].reshape(n, -1).astype(np.float64)
+        o += size
+        rows.append({"tensor": k, "mismatch_fraction": float(np.mean(g != w)), "max_abs_diff": float(np.abs(g - w).max())})
+    return rows

@@ -1,0 +1,281 @@
+"""QONNX -> da4ml: walk a QONNX graph with da4ml's symbolic fixed-point arrays.
+
+The design boundary: the RTL takes the *quantized* model inputs, i.e. the output of the first `Quant`
+on each path from a float graph input (the standardisation before it is host-side arithmetic), and
+one bit per particle for the padding mask (the output of `Greater(mask, c)`). Everything from there
+on is traced:
+
+  Quant            power-of-two scale, zero point 0 -> an exact fixed-point type; ROUND (half to even,
+                   as QONNX and Brevitas round) is built from a half-up rounding of a value nudged by
+                   one input LSB when the truncated result is even; FLOOR is plain truncation;
+                   saturation follows `narrow`
+  MatMul           constant weights -> multiplier-free adder trees (da4ml CMVM); activation x
+                   activation (attention) -> multipliers
+  Add/Sub/Mul/Div  elementwise, with constants or traced arrays; Div only by constants
+  Relu, Reshape, Transpose, Unsqueeze, Squeeze, Flatten, ReduceSum, Cast, Not
+  BatchNormalization (inference) -> x * a + b with the float32 constants a, b (exact products)
+  Softmax (last axis) -> lookup tables: exp(s - max s) over the saturated difference, a sum, a
+                   reciprocal table of the sum, a product. An approximation of the float softmax: the
+                   report gives its agreement with qonnx, never "bit-exact".
+
+Any other op, or a Quant that is not power-of-two / zero-point-0, is an error naming the node.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import JetDeployError
+
+SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
+             "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "Softmax", "Identity")
+
+
+@dataclass
+class SoftmaxTables:
+    """Precision of the softmax built from lookup tables (see module docstring)."""
+
+    diff_int_bits: int = 7      # s - max(s) saturates at -2^7: exp(-128) is 0 at any precision used here
+    exp_frac_bits: int = 15     # exp table output: unsigned, 1 integer bit
+    sum_frac_bits: int = 6      # the row sum is requantized to this many fraction bits before 1/x
+    inv_frac_bits: int = 14     # reciprocal table output
+
+
+@dataclass
+class Traced:
+    inputs: list            # da4ml FixedVariableArrayInput per RTL input, in `input_names` order
+    input_names: list[str]  # the QONNX tensors that are the RTL inputs
+    outputs: object         # da4ml array of the graph output
+    output_name: str
+    approximations: list[str] = field(default_factory=list)
+    input_kif: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)   # every traced tensor by QONNX name (per-layer checks)
+
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _is_sym(v) -> bool:
+    return not isinstance(v, np.ndarray)
+
+
+def quant_kif(scale: float, zero_point: float, bits: float, signed: int, where: str) -> tuple[int, int, int]:
+    """(k, i, f) of a QONNX Quant with a power-of-two scale: i excludes the sign bit, as in da4ml."""
+    if zero_point != 0:
+        raise JetDeployError(f"{where}: zero point {zero_point} (only 0 maps to a plain fixed-point type)")
+    f = -math.log2(scale)
+    if abs(f - round(f)) > 1e-9:
+        raise JetDeployError(f"{where}: scale {scale} is not a power of two")
+    f, b, k = int(round(f)), int(round(bits)), int(bool(signed))
+    return k, b - k - f, f
+
+
+def _round_half_even(v, k, i, f, overflow):
+    """QONNX ROUND (half to even) on da4ml arrays: half-up rounding of v - (one input LSB when the
+    truncated result is even). Exact because v's values are multiples of its own LSB."""
+    kin, _, fin = v.kif
+    fin = np.asarray(fin)
+    if np.all(fin <= f):  # already on the target grid: only the range matters
+        return v.quantize(k, i, f, overflow, "TRN")
+    big = int(np.max(np.asarray(v.kif[1]))) + 2
+    lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")              # the bit of weight 2^-f: 0 or 2^-f
+    lsb_in = 2.0 ** (-fin.astype(np.float64))                       # v's own LSB, per element
+    nudge = lsb_in - lsb_bit * (lsb_in * 2.0 ** f)                  # lsb_in when that bit is 0, else 0
+    w = (v - nudge).quantize(1, big, int(np.max(fin)), "WRAP", "TRN")
+    return w.quantize(k, i, f, overflow, "RND")
+
+
+def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
+    k, i, f = kif
+    overflow = "SAT_SYM" if (narrow and k) else "SAT"
+    if rounding == "ROUND":
+        return _round_half_even(v, k, i, f, overflow)
+    if rounding == "FLOOR":
+        return v.quantize(k, i, f, overflow, "TRN")
+    raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
+
+
+def _softmax(x, tables: SoftmaxTables):
+    """Softmax over the last axis from lookup tables (x: da4ml array)."""
+    from da4ml.trace.ops import quantize
+
+    n = x.shape[-1]
+    f_diff = int(np.max(np.asarray(x.kif[2])))
+    m = np.amax(x, axis=-1, keepdims=True)
+    d = quantize(x - m, 1, tables.diff_int_bits, f_diff, "SAT", "TRN")     # <= 0, saturated below
+    e = quantize(np.exp(d), 0, 1, tables.exp_frac_bits, "SAT", "RND")
+    s = np.sum(e, axis=-1, keepdims=True)                                 # >= 1: the max contributes exp(0)
+    s = quantize(s, 0, int(math.ceil(math.log2(n))) + 1, tables.sum_frac_bits, "SAT", "RND")
+    s = np.maximum(s, 1.0)
+    inv = quantize(np.reciprocal(s), 0, 1, tables.inv_frac_bits, "SAT", "RND")
+    return e * inv
+
+
+def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None) -> Traced:
+    """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated."""
+    from da4ml.trace import FixedVariableArrayInput
+
+    tables = tables or SoftmaxTables()
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError / OSError
+        raise JetDeployError(f"{path}: not a readable ONNX file ({e})") from None
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in g.initializer}
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in [*g.input, *g.value_info, *g.output]}
+    for n in g.node:
+        if n.op_type not in SUPPORTED:
+            raise JetDeployError(f"{path}: node '{n.name or n.output[0]}' is a {n.op_type}, which the RTL path does "
+                                 f"not support (supported: {', '.join(SUPPORTED)})")
+    # which tensors depend on a graph input (the rest is constant-folded)
+    dynamic = {i.name for i in g.input}
+    for n in g.node:
+        if any(x in dynamic for x in n.input):
+            dynamic.update(n.output)
+    # RTL inputs: the first Quant on a path from a float input, and Greater(mask, c)
+    host = {i.name for i in g.input}
+    rtl_inputs: dict[str, tuple] = {}
+    for n in g.node:
+        if not any(x in host for x in n.input):
+            continue
+        if n.op_type == "Quant" and n.input[0] in host:
+            a = _attrs(n)
+            kif = quant_kif(consts[n.input[1]].item(), consts[n.input[2]].item(), consts[n.input[3]].item(),
+                            a.get("signed", 1), f"{path}: {n.name}")
+            rtl_inputs[n.output[0]] = kif
+        elif n.op_type == "Greater" and n.input[0] in {i.name for i in g.input}:
+            rtl_inputs[n.output[0]] = (0, 1, 0)  # one bit
+        else:
+            host.update(n.output)
+    env: dict[str, object] = dict(consts)
+    inputs, names, kifs = [], [], {}
+    producers = {o: n for n in g.node for o in n.output}
+    for name, kif in rtl_inputs.items():
+        shape = _static_shape(name, producers[name], shapes, consts, path)
+        inp = FixedVariableArrayInput(tuple(shape))
+        from da4ml.trace.ops import quantize
+
+        env[name] = quantize(inp, *kif, "WRAP", "TRN")
+        inputs.append(inp)
+        names.append(name)
+        kifs[name] = kif
+    approximations: list[str] = []
+    for n in g.node:
+        if n.output[0] in env or n.output[0] in host:
+            continue
+        where = f"{path}: node '{n.name or n.output[0]}' ({n.op_type})"
+        args = [env.get(x) if x else None for x in n.input]
+        if any(a is None and x for a, x in zip(args, n.input)):
+            missing = [x for a, x in zip(args, n.input) if a is None and x]
+            raise JetDeployError(f"{where}: input {missing} comes from host-side preprocessing, which the RTL "
+                                 "boundary (the first Quant on each input) does not cover")
+        env[n.output[0]] = _apply(n, args, _attrs(n), where, tables, approximations)
+    out = g.output[0].name
+    tensors = {k: v for k, v in env.items() if _is_sym(v)}
+    return Traced(inputs, names, env[out], out, approximations, kifs, tensors)
+
+
+def _static_shape(name, node, shapes, consts, path):
+    for t in (name, node.input[0]):  # the first Quant / Greater keeps the shape of what it reads
+        if t in shapes and shapes[t] and all(d > 0 for d in shapes[t]):
+            return shapes[t]
+    raise JetDeployError(f"{path}: tensor '{name}' has no static shape; export the QONNX with a fixed batch")
+
+
+def _apply(n, args, a, where, tables, approximations):
+    op = n.op_type
+    x = args[0]
+    if op in ("Identity", "Cast"):
+        return x
+    if op == "Quant":
+        scale, zp, bits = (float(np.asarray(v).item()) for v in args[1:4])
+        kif = quant_kif(scale, zp, bits, a.get("signed", 1), where)
+        rounding = a.get("rounding_mode", b"ROUND")
+        rounding = rounding.decode() if isinstance(rounding, bytes) else rounding
+        if not _is_sym(x):  # a constant (weights): fold with QONNX semantics
+            return _quant_const(x, scale, bits, a.get("signed", 1), a.get("narrow", 0), rounding)
+        return quantize_like_qonnx(x, kif, a.get("narrow", 0), rounding, where)
+    if op == "MatMul":
+        y = args[1]
+        if len(x.shape) > 2 and len(y.shape) > 2:  # batched (attention): numpy matmul semantics
+            if x.shape[:-2] != y.shape[:-2]:
+                raise JetDeployError(f"{where}: batched MatMul with broadcast batch dims {x.shape} @ {y.shape}")
+            batch = "abcdefgh"[: len(x.shape) - 2]
+            return np.einsum(f"{batch}ij,{batch}jk->{batch}ik", x, y)
+        return x @ y
+    if op == "Add":
+        return x + args[1] if _is_sym(x) else args[1] + x
+    if op == "Sub":
+        return x - args[1] if _is_sym(x) else args[1] * -1.0 + x
+    if op == "Mul":
+        return x * args[1] if _is_sym(x) else args[1] * x
+    if op == "Div":
+        if _is_sym(args[1]):
+            raise JetDeployError(f"{where}: division by a traced value (only by constants)")
+        return x * (1.0 / np.asarray(args[1], dtype=np.float64))
+    if op == "Relu":
+        return np.maximum(x, 0.0) if not _is_sym(x) else x.relu()
+    if op == "Not":
+        return x * -1.0 + 1.0
+    if op == "Greater":
+        raise JetDeployError(f"{where}: a comparison inside the design (only Greater(mask, c) at the input)")
+    if op == "Reshape":
+        shape = [int(s) for s in np.asarray(args[1]).ravel()]
+        return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    if op == "Transpose":
+        perm = a.get("perm")
+        return x.transpose(perm) if _is_sym(x) else np.transpose(x, perm)
+    if op == "Unsqueeze":
+        axes = [int(v) for v in np.asarray(args[1]).ravel()] if len(args) > 1 else list(a["axes"])
+        shape = list(x.shape)
+        for ax in sorted(ax % (len(shape) + len(axes)) for ax in axes):
+            shape.insert(ax, 1)
+        return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    if op == "Squeeze":
+        axes = [int(v) for v in np.asarray(args[1]).ravel()] if len(args) > 1 else a.get("axes")
+        shape = [d for j, d in enumerate(x.shape) if not (d == 1 and (axes is None or j in axes or j - len(x.shape) in axes))]
+        return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    if op == "Flatten":
+        ax = a.get("axis", 1)
+        shape = (int(np.prod(x.shape[:ax])), int(np.prod(x.shape[ax:])))
+        return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    if op == "ReduceSum":
+        axes = tuple(int(v) for v in np.asarray(args[1]).ravel()) if len(args) > 1 and args[1] is not None else None
+        keep = bool(a.get("keepdims", 1))
+        return np.sum(x, axis=axes, keepdims=keep)
+    if op == "BatchNormalization":
+        gamma, beta, mean, var = (np.asarray(v, dtype=np.float32) for v in args[1:5])
+        eps = np.float32(a.get("epsilon", 1e-5))
+        mult = (gamma / np.sqrt(var + eps)).astype(np.float32).astype(np.float64)
+        add = (beta - mean * (gamma / np.sqrt(var + eps))).astype(np.float32).astype(np.float64)
+        bshape = [1] * len(x.shape)
+        bshape[1] = -1  # channels on axis 1
+        if "BatchNormalization (float32 in qonnx, exact products here)" not in approximations:
+            approximations.append("BatchNormalization (float32 in qonnx, exact products here)")
+        return x * mult.reshape(bshape) + add.reshape(bshape)
+    if op == "Softmax":
+        axis = a.get("axis", -1)
+        if axis not in (-1, len(x.shape) - 1):
+            raise JetDeployError(f"{where}: softmax over axis {axis} (only the last axis)")
+        if "Softmax (lookup tables)" not in approximations:
+            approximations.append("Softmax (lookup tables)")
+        return _softmax(x, tables)
+    raise JetDeployError(f"{where}: not supported")
+
+
+def _quant_const(x, scale, bits, signed, narrow, rounding):
+    q = np.round(x / scale) if rounding == "ROUND" else np.floor(x / scale)
+    if signed:
+        lo, hi = -(2 ** (bits - 1)) + (1 if narrow else 0), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2 ** bits - 1 - (1 if narrow else 0)
+    return np.clip(q, lo, hi) * scale
