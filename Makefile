@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export rtl edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -48,6 +48,8 @@ help:
 	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
 	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
 	@echo "make export   ONNX (float run + ORT INT8), QONNX (fpga run), QCDQ (int8 run), verified -> RUN/export/verify.json"
+	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
+	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
@@ -108,6 +110,13 @@ $(BASE_MLP)/model.pt: configs/$(TRAIN_PRESET).yaml $(DATA_FILE) | $(STAMP)
 
 baselines: evaluate $(BASE_DS)/metrics.json $(BASE_MLP)/metrics.json
 	$(JD) compare $(FLOAT_RUN) $(QAT_RUN) $(INT8_RUN) $(BASE_DS) $(BASE_MLP) --out $(RUN_DIR)/compare
+
+# open-source RTL of the fpga (QAT) run: da4ml -> Verilog -> iverilog latency (+ Yosys with RTL_ARGS=--synth)
+RTL_ARGS    ?=
+$(QAT_RUN)/fpga/rtl.json: $(QAT_RUN)/export/verify.json | rtl-tools
+	$(JD) fpga rtl --run $(QAT_RUN) --data $(DATA_FILE) $(RTL_ARGS)
+
+rtl: $(QAT_RUN)/fpga/rtl.json
 
 # edge: LTP thresholds for the edge float run, then every pruning / INT8 variant side by side on ORT
 ifneq ($(EDGE_PRESET),$(TRAIN_PRESET))
