@@ -43,8 +43,8 @@ class SoftmaxTables:
 
     diff_int_bits: int = 7      # s - max(s) saturates at -2^7: exp(-128) is 0 at any precision used here
     exp_frac_bits: int = 15     # exp table output: unsigned, 1 integer bit
-    sum_frac_bits: int = 6      # the row sum is requantized to this many fraction bits before 1/x
-    inv_frac_bits: int = 14     # reciprocal table output
+    sum_frac_bits: int = 10     # the row sum is requantized to this many fraction bits before 1/x
+    inv_frac_bits: int = 16     # reciprocal table output
 
 
 @dataclass
