@@ -116,6 +116,14 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(ok: bool, failure: str) -> int:
+    """Exit status of a command whose checks passed (0) or failed (1, with the reason on stderr)."""
+    if not ok:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export.verify import export_run
 
@@ -126,10 +134,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['check']}")
     print(f"wrote {', '.join(r['files'])} and verify.json to {os.path.join(args.run, 'export')}")
-    if not r["ok"]:
-        print("error: a verification check failed (see verify.json)", file=sys.stderr)
-        return 1
-    return 0
+    return _status(r["ok"], "a verification check failed (see verify.json)")
 
 
 def _cmd_bench_onnx(args: argparse.Namespace) -> int:
@@ -185,10 +190,7 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
     out = os.path.join(args.run, "edge")
     print(open(os.path.join(out, "bench.md")).read())
     print(f"wrote {out}/bench.json, bench.md, pareto.png and the graphs in {out}/onnx/")
-    if not r["ok"]:
-        print("error: a torch vs ONNX check failed (see bench.json)", file=sys.stderr)
-        return 1
-    return 0
+    return _status(r["ok"], "a torch vs ONNX check failed (see bench.json)")
 
 
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
@@ -205,10 +207,7 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, CARRY {res['CARRY']}, "
                                                          f"DSP {res['DSP']}" if res else r["resources_note"]))
     print(f"wrote {os.path.join(args.run, 'fpga', 'rtl.json')} and the Verilog in {os.path.join(args.run, 'fpga', 'rtl')}")
-    if not r["ok"]:
-        print("error: a check failed (see rtl.json)", file=sys.stderr)
-        return 1
-    return 0
+    return _status(r["ok"], "a check failed (see rtl.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
