@@ -79,15 +79,18 @@ def quant_kif(scale: float, zero_point: float, bits: float, signed: int, where: 
 
 def _round_half_even(v, k, i, f, overflow):
     """QONNX ROUND (half to even) on da4ml arrays: half-up rounding of v - (one input LSB when the
-    truncated result is even). Exact because v's values are multiples of its own LSB."""
-    kin, _, fin = v.kif
-    fin = np.asarray(fin)
+    truncated result is even). Exact because v's values are multiples of its own LSB. The nudge is a
+    multiplexer on the result's last bit, not a product with 2^(f - f_in): da4ml keeps such products
+    as a scale factor, and compounded over many layers (2^-59 was seen) its interpreter overflowed."""
+    from da4ml.trace import FixedVariableArray
+
+    fin = np.asarray(v.kif[2])
     if np.all(fin <= f):  # already on the target grid: only the range matters
         return v.quantize(k, i, f, overflow, "TRN")
     big = int(np.max(np.asarray(v.kif[1]))) + 2
-    lsb_bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")              # the bit of weight 2^-f: 0 or 2^-f
-    lsb_in = 2.0 ** (-fin.astype(np.float64))                       # v's own LSB, per element
-    nudge = lsb_in - lsb_bit * (lsb_in * 2.0 ** f)                  # lsb_in when that bit is 0, else 0
+    bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")                    # the bit of weight 2^-f: 0 or 2^-f
+    nudge = [b.msb_mux(0.0, float(2.0 ** -fi)) for b, fi in zip(bit._vars.ravel(), fin.ravel())]
+    nudge = FixedVariableArray(np.array(nudge, dtype=object).reshape(v.shape), v.solver_options, hwconf=v.hwconf)
     w = (v - nudge).quantize(1, big, int(np.max(fin)), "WRAP", "TRN")
     return w.quantize(k, i, f, overflow, "RND")
 
