@@ -26,7 +26,7 @@ from .trace import SoftmaxTables, trace_qonnx
 AGREEMENT_MIN = 0.995  # argmax agreement da4ml vs qonnx where a nonlinearity is approximated
 
 
-def _reference(run: Path, data: str, n: int, batch: int = 250) -> tuple[dict, list[str]]:
+def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
     """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
@@ -51,7 +51,7 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> tuple[dict, li
                                return_full_exec_context=True)
             for k, v in ctx.items():
                 ctxs.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v) if v[0].ndim else np.asarray(v) for k, v in ctxs.items()}, list(map(str, range(n)))
+    return {k: np.concatenate(v) if v[0].ndim else np.asarray(v) for k, v in ctxs.items()}
 
 
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
@@ -77,7 +77,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
         f"adder cost {comb.cost:.0f}; approximated: {', '.join(tr.approximations) or 'nothing'}")
 
     # 1. da4ml interpreter vs qonnx execution
-    ref, _ = _reference(run, data, n_check)
+    ref = _reference(run, data, n_check)
     missing = [nm for nm in tr.input_names + [tr.output_name] if nm not in ref]
     if missing:
         raise JetDeployError(f"{qonnx_path}: the batched twin has no tensors {missing}; re-export the run")
@@ -122,8 +122,7 @@ def _per_tensor(tr, ref: dict, feed: np.ndarray, n: int) -> list[dict]:
     """Mismatch fraction of every traced Quant output, da4ml vs qonnx, in graph order."""
     from da4ml.trace import comb_trace
 
-    names = [k for k in tr.tensors if k in ref and k.startswith("Quant") or k == tr.output_name]
-    names = [k for k in names if k in ref]
+    names = [k for k in tr.tensors if k in ref and (k.startswith("Quant") or k == tr.output_name)]
     if not names:
         return []
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
