@@ -210,6 +210,39 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     return _status(r["ok"], "a check failed (see rtl.json)")
 
 
+def _hls_kwargs(args: argparse.Namespace) -> dict:
+    from .fpga.hls import SoftmaxConfig
+
+    return {"part": args.part, "clock_ns": args.clock_ns, "reuse_factor": args.reuse_factor,
+            "strategy": args.strategy, "progress": not args.quiet,
+            "softmax": SoftmaxConfig(args.softmax_exp_bits, args.softmax_inv_index_bits, args.softmax_inv_bits)}
+
+
+def _cmd_fpga_hls(args: argparse.Namespace) -> int:
+    from .fpga.hlsflow import hls_run
+
+    r = hls_run(args.run, args.data, n_tb=args.n_tb, **_hls_kwargs(args))
+    print(f"wrote {r['project']} and {os.path.join(args.run, 'fpga', 'hls.json')}")
+    return 0
+
+
+def _cmd_fpga_csim(args: argparse.Namespace) -> int:
+    from .fpga.hlsflow import csim_run
+
+    r = csim_run(args.run, args.data, n_check=args.n_check, n_trace=args.n_trace, **_hls_kwargs(args))
+    print(open(os.path.join(args.run, "fpga", "csim.md")).read())
+    print(f"wrote {os.path.join(args.run, 'fpga', 'csim.json')} and csim.md")
+    return _status(r["ok"], "a C-simulation check failed (see csim.json)")
+
+
+def _cmd_fpga_synth(args: argparse.Namespace) -> int:
+    from .fpga.hlsflow import synth_run
+
+    r = synth_run(args.run, **_hls_kwargs(args))
+    print(f"wrote {os.path.join(args.run, 'fpga', 'synth.json')} ({r['tool']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -378,9 +411,52 @@ def build_parser() -> argparse.ArgumentParser:
     eb.add_argument("--quiet", action="store_true", help="only the table")
     eb.set_defaults(func=_cmd_edge_bench)
 
-    fp = sub.add_parser("fpga", formatter_class=fmt, help="FPGA back ends (open-source RTL today; hls4ml planned)",
+    fp = sub.add_parser("fpga", formatter_class=fmt, help="FPGA back ends: hls4ml (Vitis HLS) and open-source RTL",
                         description="FPGA firmware from an fpga (fixed-point QAT) run's QONNX.")
     fsub = fp.add_subparsers(dest="fpga_command", required=True, metavar="WHAT")
+
+    def hls_args(q, n_check: bool = False):
+        q.add_argument("--run", required=True, help="fpga run folder (after jetdeploy export)")
+        q.add_argument("--part", default="xcvu13p-flga2577-2-e", help="FPGA part")
+        q.add_argument("--clock-ns", type=float, default=5.0, help="clock period (ns)")
+        q.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (1 = fully parallel, II=1)")
+        q.add_argument("--strategy", choices=["Latency", "Resource"], default="Latency", help="hls4ml strategy")
+        q.add_argument("--softmax-exp-bits", type=int, default=16, help="softmax exp table: output fraction bits")
+        q.add_argument("--softmax-inv-index-bits", type=int, default=13,
+                       help="softmax reciprocal table: 2^N entries (the accuracy knob; 12 gives 0.983 agreement "
+                            "on fpga16, 13 gives 0.999)")
+        q.add_argument("--softmax-inv-bits", type=int, default=16, help="softmax reciprocal table: output fraction bits")
+        q.add_argument("--quiet", action="store_true", help="only the summary")
+
+    fh = fsub.add_parser(
+        "hls", formatter_class=fmt, help="QONNX -> hls4ml Vitis HLS project (types from the Quant nodes)",
+        description="Convert RUN/export/model.qonnx.onnx into an hls4ml ModelGraph (Vitis backend, io_parallel) "
+                    "with every ap_fixed type derived from the Quant nodes, check that every ONNX node became a "
+                    "layer that emits code, and write the Vitis HLS project (build_prj.tcl, firmware, testbench "
+                    "and its data) to RUN/fpga/hls/, plus RUN/fpga/hls.json (node -> layer map, types).")
+    hls_args(fh)
+    fh.add_argument("--data", default=None, help="jet file for the testbench vectors (default: the run's)")
+    fh.add_argument("--n-tb", type=int, default=100, help="testbench jets written to tb_data/")
+    fh.set_defaults(func=_cmd_fpga_hls)
+    fc = fsub.add_parser(
+        "csim", formatter_class=fmt, help="hls4ml C-simulation (g++) vs qonnx execution on held-out jets",
+        description="Build the hls4ml project, compile it with g++ (hls4ml compile()), run it on held-out jets and "
+                    "compare with qonnx execution of the same QONNX: argmax agreement (>= 0.995), max |diff| per "
+                    "output, and a per-layer trace that must be bit-exact up to the first lookup table (softmax). "
+                    "Writes RUN/fpga/csim.json and csim.md; exits non-zero when a check fails.")
+    hls_args(fc)
+    fc.add_argument("--data", default=None, help="jet file for the check (default: the run's training file, 'test')")
+    fc.add_argument("--n-check", type=int, default=1000, help="held-out jets compared")
+    fc.add_argument("--n-trace", type=int, default=100, help="jets in the per-layer trace")
+    fc.set_defaults(func=_cmd_fpga_csim)
+    fs = fsub.add_parser(
+        "synth", formatter_class=fmt, help="Vitis HLS C synthesis + report (when vitis-run is installed)",
+        description="Run Vitis HLS C synthesis on the hls4ml project through hls4ml's build() when `vitis-run` is "
+                    "on PATH (or under $JETDEPLOY_VITIS/bin), and parse the report with hls4ml's reader into "
+                    "RUN/fpga/synth.json: latency (cycles, ns), II, LUT/FF/DSP/BRAM. Without the tool it says so, "
+                    "records it in synth.json and exits non-zero; the project stays usable.")
+    hls_args(fs)
+    fs.set_defaults(func=_cmd_fpga_synth)
     fr = fsub.add_parser(
         "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (iverilog), Yosys resources",
         description="Trace RUN/export/model.qonnx.onnx with da4ml (distributed arithmetic), check its interpreter "
