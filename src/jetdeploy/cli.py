@@ -238,7 +238,7 @@ def _cmd_fpga_csim(args: argparse.Namespace) -> int:
 def _cmd_fpga_synth(args: argparse.Namespace) -> int:
     from .fpga.hlsflow import synth_run
 
-    r = synth_run(args.run, **_hls_kwargs(args))
+    r = synth_run(args.run, args.data, **_hls_kwargs(args))
     print(f"wrote {os.path.join(args.run, 'fpga', 'synth.json')} ({r['tool']})")
     return 0
 
@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="FPGA firmware from an fpga (fixed-point QAT) run's QONNX.")
     fsub = fp.add_subparsers(dest="fpga_command", required=True, metavar="WHAT")
 
-    def hls_args(q, n_check: bool = False):
+    def hls_args(q):
         q.add_argument("--run", required=True, help="fpga run folder (after jetdeploy export)")
         q.add_argument("--part", default="xcvu13p-flga2577-2-e", help="FPGA part")
         q.add_argument("--clock-ns", type=float, default=5.0, help="clock period (ns)")
@@ -456,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN/fpga/synth.json: latency (cycles, ns), II, LUT/FF/DSP/BRAM. Without the tool it says so, "
                     "records it in synth.json and exits non-zero; the project stays usable.")
     hls_args(fs)
+    fs.add_argument("--data", default=None, help="jet file for table sizing and testbench (default: the run's)")
     fs.set_defaults(func=_cmd_fpga_synth)
     fr = fsub.add_parser(
         "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (iverilog), Yosys resources",

@@ -19,6 +19,10 @@ hls4ml's Vitis backend implements:
   Relu                           Activation relu
   Softmax (last axis)            Softmax, implementation 'stable', with n_outer = rows; lookup tables
                                  sized so the exp table is indexed exactly (see `SoftmaxConfig`)
+  LayerNormalization (last axis) LayerNormalization (seq_len = rows). Its 1/sqrt(var) table only covers
+                                 variance <= 1, so the input is first scaled by 2^-k (a BatchNormalization
+                                 layer whose scale is a power of two: a free shift), with k from the
+                                 variance measured on held-out jets (`calibration`), else from the type
   Reshape / Unsqueeze / Squeeze  no layer (io_parallel arrays are flat), a Reshape where a Transpose
                                  needs the shape
   Transpose                      Transpose
@@ -49,7 +53,8 @@ from ..errors import JetDeployError
 from .trace import quant_kif
 
 SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
-             "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "Softmax", "Identity")
+             "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "LayerNormalization", "Softmax",
+             "Identity")
 MAX_FRAC = 32          # widest fraction a constant may need to be represented exactly
 SOFTMAX_GAP = 24       # a masked (saturated) logit sits >= this far below the row maximum: exp(-24) ~ 4e-11
 
@@ -294,8 +299,11 @@ def _origin(name: str, producers: dict, graph_inputs: set) -> str:
     return t if t in graph_inputs else name
 
 
-def convert(path: str | Path, softmax: SoftmaxConfig | None = None) -> Converted:
-    """Read a batch-1 QONNX file and build the hls4ml layer list (see the module docstring)."""
+def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration: dict | None = None) -> Converted:
+    """Read a batch-1 QONNX file and build the hls4ml layer list (see the module docstring).
+
+    calibration: QONNX tensor name -> values on held-out jets (qonnx execution), used to size lookup tables
+    from measured ranges (LayerNorm variance); without it the worst case of the type is used."""
     path = Path(path)
     softmax = softmax or SoftmaxConfig()
     try:
@@ -316,6 +324,7 @@ def convert(path: str | Path, softmax: SoftmaxConfig | None = None) -> Converted
             uses[x] = uses.get(x, 0) + 1
     graph_inputs = {i.name for i in g.input}
     b = _Builder(path, softmax)
+    b.calibration = calibration or {}
     env: dict[str, object] = dict(consts)
     wtype: dict[str, Fx] = {}   # quantized constants -> their exact type (from their Quant)
 
@@ -484,6 +493,9 @@ def _convert_node(b: _Builder, n, args, a, where, out, single, wtype, shapes):
 
     if op == "Softmax":
         return _softmax(b, node, x, a, out, where, single)
+
+    if op == "LayerNormalization":
+        return _layernorm(b, node, n, x, args, a, out, where, single)
 
     if op == "Greater":
         raise JetDeployError(f"{where}: a comparison inside the design (only Greater(mask, c) at the input)")
@@ -689,6 +701,65 @@ def _batchnorm(b: _Builder, node, x, args, a, out, where, single):
                  n_in=x.size, n_filt=-1, scale_data=s_full.copy(), bias_data=b_full.copy())
     b.node_map[node] = f"BatchNormalization '{name}' scale {s_fx} bias {b_fx}"
     return Act(name, shape, float(lo.min()), float(hi.max()), frac, single)
+
+
+LN_TABLE_SIZE = 16384
+LN_EPS_POW10 = 5       # the 1/sqrt table starts at variance 1e-5 (of the scaled input)
+
+
+def _layernorm(b: _Builder, node, n, x, args, a, out, where, single):
+    x = b.materialize(x, f"{node}_in", out)
+    axis = a.get("axis", -1)
+    if axis not in (-1, len(x.shape) - 1):
+        raise JetDeployError(f"{where}: LayerNormalization over axis {axis} (only the last axis)")
+    gamma = np.asarray(args[1], dtype=np.float64)
+    beta = np.asarray(args[2], dtype=np.float64) if len(args) > 2 and args[2] is not None else np.zeros_like(gamma)
+    dim = x.shape[-1]
+    rows = x.size // dim
+    # variance of the input rows: measured on held-out jets when available, else the type's worst case
+    measured = b.calibration.get(n.input[0])
+    if measured is not None:
+        var_max = float(np.max(np.var(np.asarray(measured, dtype=np.float64).reshape(-1, dim), axis=1)))
+        var_src = "measured on held-out jets"
+    else:
+        var_max = max(x.lo ** 2, x.hi ** 2)
+        var_src = "worst case of the input type"
+    # scale by 2^-k so that 2 x the largest variance still fits the table's range (variance <= 1)
+    k = max(0, math.ceil(math.log2(max(2.0 * var_max, 1e-12)) / 2))
+    src = x
+    fx_in = b.result_fx.get(x.layer) or Fx.covering(x.lo, x.hi, x.frac)
+    if k > 0:
+        shifted = Fx(fx_in.signed, fx_in.width, fx_in.integer - k)
+        s_full = np.full(x.size, 2.0 ** -k)
+        name = b.add(f"{node}_prescale", "BatchNormalization", [b.shaped(x, where)], b.decl_shape[x.layer],
+                     {"scale": const_fx(s_full, where), "bias": Fx(False, 1, 1), "result": shifted}, None,
+                     n_in=x.size, n_filt=-1, scale_data=s_full, bias_data=np.zeros(x.size))
+        src = Act(name, x.shape, x.lo * 2.0 ** -k, x.hi * 2.0 ** -k, x.frac + k)
+        fx_in = shifted
+    # mean and variance in a saturating accumulator: |x - mean| <= 2 max|x|, so a row's sum of squares is at most
+    # 4 dim max|x|^2; fraction bits for the mean (x / dim) and its square
+    lg = max(0, math.ceil(math.log2(dim)))
+    amax = max(abs(src.lo), abs(src.hi), 2.0 ** -fx_in.frac)
+    acc_int = max(2, math.ceil(math.log2(4 * dim * amax * amax + 1)) + 1)
+    acc_frac = 2 * (fx_in.frac + lg)
+    acc = Fx(True, acc_int + acc_frac, acc_int, "AP_RND_CONV", "AP_SAT")
+    table = Fx(False, 22, max(1, math.ceil(math.log2(10 ** (LN_EPS_POW10 / 2))) + 1), "AP_RND_CONV", "AP_SAT")
+    g_fx, b_fx = const_fx(gamma, where), const_fx(beta, where)
+    # |x - mean| / std <= sqrt(dim - 1); twice that as headroom for the table's error, and saturation beyond
+    out_abs = float(2 * np.max(np.abs(gamma)) * math.sqrt(max(dim - 1, 1)) + np.max(np.abs(beta)))
+    result = Fx.covering(-out_abs, out_abs, 16, rounding="AP_RND_CONV", saturation="AP_SAT")
+    name = b.add(node, "LayerNormalization", [b.shaped(src, where)], b.decl_shape[src.layer],
+                 {"scale": g_fx, "bias": b_fx, "result": result, "accum": acc}, out,
+                 n_in=x.size, seq_len=rows, axis=len(_hls_shape(x.shape)), epsilon_power_of_10=LN_EPS_POW10,
+                 gamma_data=gamma, beta_data=beta, table_range_power2=0, table_size=LN_TABLE_SIZE)
+    b.cfg[name].update({"table_t": str(table), "accum_t": str(acc)})
+    b.luts.add(name)
+    note = "LayerNormalization (1/sqrt lookup table)"
+    if note not in b.approximations:
+        b.approximations.append(note)
+    b.node_map[node] = (f"LayerNormalization '{name}' ({rows} rows of {dim}; input scaled by 2^-{k}: variance up to "
+                        f"{var_max:.3g}, {var_src})")
+    return Act(name, x.shape, -out_abs, out_abs, result.frac, single)
 
 
 def _softmax(b: _Builder, node, x, a, out, where, single):

@@ -51,12 +51,15 @@ def _settings(part, clock_ns, reuse_factor, strategy, softmax) -> dict:
             "reuse_factor": int(reuse_factor), "strategy": strategy, "softmax": asdict(softmax)}
 
 
-def _prepare(run: Path, part, clock_ns, reuse_factor, strategy, softmax, say):
+N_CALIBRATION = 500  # held-out jets whose qonnx tensors size the lookup tables (LayerNorm variance)
+
+
+def _prepare(run: Path, part, clock_ns, reuse_factor, strategy, softmax, say, calibration: dict):
     import hls4ml
 
     qonnx = _qonnx_of(run)
     settings = _settings(part, clock_ns, reuse_factor, strategy, softmax)
-    conv = convert(qonnx, softmax)
+    conv = convert(qonnx, softmax, calibration)
     out = run / "fpga"
     prj = out / "hls"
     if prj.exists():
@@ -98,9 +101,10 @@ def hls_run(run_dir, data=None, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1,
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
     softmax = softmax or SoftmaxConfig()
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say)
+    _qonnx_of(run)
+    ref = _reference(run, _data_of(run, data), max(n_tb, N_CALIBRATION))
+    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
     model.write()
-    ref = _reference(run, _data_of(run, data), n_tb)
     _tb_data(model, conv, ref, n_tb, Path(info["project"]))
     info["testbench_vectors"] = n_tb
     write_json(run / "fpga" / "hls.json", info)
@@ -116,12 +120,13 @@ def csim_run(run_dir, data=None, n_check=1000, n_trace=100, part=DEFAULT_PART, c
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
     softmax = softmax or SoftmaxConfig()
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say)
+    _qonnx_of(run)
+    ref = _reference(run, _data_of(run, data), n_check)
+    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
     t0 = time.perf_counter()
     model.compile()
     compile_s = time.perf_counter() - t0
     say(f"g++ compile (hls4ml compile()): {compile_s:.0f} s")
-    ref = _reference(run, _data_of(run, data), n_check)
     n = len(ref[conv.output_tensor])
     _tb_data(model, conv, ref, min(n, 100), Path(info["project"]))
     feed = [np.ascontiguousarray(ref[t].reshape(n, -1).astype(np.float64)) for t in conv.input_tensors]
@@ -147,7 +152,7 @@ def csim_run(run_dir, data=None, n_check=1000, n_trace=100, part=DEFAULT_PART, c
          "layers_checked": len(exact_layers), "inexact_layers": inexact, "first_lookup_table_layer": first_lut,
          "ok": not inexact and bool(exact_layers), "tool": "hls4ml ModelGraph.trace vs qonnx full execution context"},
     ]
-    result = {**info, "data": _data_of(run, data), "compile_s": round(compile_s, 1),
+    result = {**info, "data": str(_data_of(run, data)), "compile_s": round(compile_s, 1),
               "predict_s_per_jet": predict_s / n, "checks": checks, "per_layer": layers,
               "ok": all(c["ok"] for c in checks)}
     out = run / "fpga"
@@ -250,7 +255,7 @@ def synth_report(prj: str | Path, clock_ns: float) -> dict:
             "utilization": {k: (res[k] / avail[k] if res[k] is not None and avail[k] else None) for k in res}}
 
 
-def synth_run(run_dir, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
+def synth_run(run_dir, data=None, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
               softmax: SoftmaxConfig | None = None, progress=True) -> dict:
     """Vitis HLS C synthesis of the project when the tool exists; a clear error (exit non-zero) otherwise."""
     run = Path(run_dir)
@@ -267,9 +272,14 @@ def synth_run(run_dir, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy
         raise JetDeployError(f"vendor synthesis not run: {result['reason']}. The project in {out / 'hls'} is complete "
                              "and can be built by hand with that command.")
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
+    from .flow import _reference
+
     softmax = softmax or SoftmaxConfig()
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say)
+    _qonnx_of(run)
+    ref = _reference(run, _data_of(run, data), N_CALIBRATION)
+    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
     model.write()
+    _tb_data(model, conv, ref, 100, Path(info["project"]))
     t0 = time.perf_counter()
     say(f"running {exe} (C synthesis) in {info['project']} ...")
     model.build(csim=False, synth=True, export=False, log_to_stdout=False)
