@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export rtl edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -48,6 +48,9 @@ help:
 	@echo "make evaluate metrics.json + ROC of both runs on the held-out 'test' split"
 	@echo "make baselines Deep Sets and observable-MLP at the same N, and a comparison table + ROC ($(RUN_DIR)/compare)"
 	@echo "make export   ONNX (float run + ORT INT8), QONNX (fpga run), QCDQ (int8 run), verified -> RUN/export/verify.json"
+	@echo "make hls      fpga run -> hls4ml Vitis HLS project (types from the Quant nodes) -> \$$(QAT_RUN)/fpga/hls/"
+	@echo "make csim     hls4ml g++ C-simulation vs qonnx on 1000 held-out jets -> \$$(QAT_RUN)/fpga/csim.json"
+	@echo "make synth    Vitis HLS C synthesis + report (needs vitis-run) -> \$$(QAT_RUN)/fpga/synth.json"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
 	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
@@ -118,6 +121,22 @@ $(QAT_RUN)/fpga/rtl.json: $(QAT_RUN)/export/verify.json | rtl-tools
 
 rtl: $(QAT_RUN)/fpga/rtl.json
 
+# hls4ml of the fpga (QAT) run: Vitis HLS project, g++ C-simulation vs qonnx, vendor synthesis when installed
+HLS_ARGS    ?=
+$(QAT_RUN)/fpga/hls.json: $(QAT_RUN)/export/verify.json
+	$(JD) fpga hls --run $(QAT_RUN) --data $(DATA_FILE) $(HLS_ARGS)
+
+$(QAT_RUN)/fpga/csim.json: $(QAT_RUN)/export/verify.json
+	$(JD) fpga csim --run $(QAT_RUN) --data $(DATA_FILE) $(HLS_ARGS)
+
+hls: $(QAT_RUN)/fpga/hls.json
+
+csim: $(QAT_RUN)/fpga/csim.json
+
+# needs Vitis HLS (vitis-run on PATH or JETDEPLOY_VITIS=/path/to/Vitis/<version>); fails with that message otherwise
+synth: $(QAT_RUN)/fpga/hls.json
+	$(JD) fpga synth --run $(QAT_RUN) --data $(DATA_FILE) $(HLS_ARGS)
+
 # edge: LTP thresholds for the edge float run, then every pruning / INT8 variant side by side on ORT
 ifneq ($(EDGE_PRESET),$(TRAIN_PRESET))
 $(EDGE_FLOAT)/model.pt: configs/$(EDGE_PRESET).yaml $(DATA_FILE) | $(STAMP)
@@ -145,7 +164,7 @@ bench-train: $(DATA_FILE) | $(STAMP)
 
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export bench DATA_PRESET=default TRAIN_PRESET=default
+	$(MAKE) baselines export csim bench DATA_PRESET=default TRAIN_PRESET=default
 
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
