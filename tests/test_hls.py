@@ -234,3 +234,25 @@ def test_csynth_report_parsing_on_a_checked_in_sample():
 def test_csim_needs_an_exported_fpga_run(tmp_path):
     res = run_cli("fpga", "csim", "--run", str(tmp_path))
     assert res.returncode == 2 and "model.qonnx.onnx: missing" in res.stderr
+
+
+def test_resource_strategy_keeps_einsum_layers_on_latency(tmp_path):
+    """hls4ml 1.3's Vitis Resource-strategy check crashes on EinsumDense; we keep those layers on Latency.
+    The second half fails when hls4ml fixes it, so the workaround in hls.hls_config can go."""
+    from hls4ml.model.graph import ModelGraph
+    from hls4ml.utils.config import create_config
+
+    from jetdeploy.fpga.hls import hls_config
+
+    conv = convert(attention_qonnx(tmp_path / "attention.onnx"))
+    cfg = hls_config(conv, reuse_factor=2, strategy="Resource")
+    einsum_layers = [d["name"] for d in conv.layers if d["class_name"] in ("EinsumDense", "Einsum")]
+    assert einsum_layers and all(cfg["LayerName"][n]["Strategy"] == "Latency" for n in einsum_layers)
+    model = build_model(conv, tmp_path / "ok", reuse_factor=2, strategy="Resource")
+    assert model.config.get_config_value("HLSConfig")["Model"]["Strategy"] == "Resource"
+
+    plain = create_config(output_dir=str(tmp_path / "plain"), project_name="p", backend="Vitis", io_type="io_parallel")
+    plain["HLSConfig"] = {**cfg, "LayerName": {k: {kk: vv for kk, vv in v.items() if kk != "Strategy"}
+                                               for k, v in cfg["LayerName"].items()}}
+    with pytest.raises(TypeError):
+        ModelGraph.from_layer_list(plain, [dict(d) for d in conv.layers], list(conv.inputs), [conv.output])

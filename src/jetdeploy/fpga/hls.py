@@ -796,11 +796,21 @@ def _softmax(b: _Builder, node, x, a, out, where, single):
 DEFAULT_PART = "xcvu13p-flga2577-2-e"
 
 
+# hls4ml 1.3's Vitis ValidateResourceStrategy pass matches 'Dense' in 'EinsumDense' and then fails on its
+# multiplier count (None); Einsum has no Resource variant. Those layers keep the Latency strategy.
+LATENCY_ONLY = ("EinsumDense", "Einsum")
+
+
 def hls_config(conv: Converted, reuse_factor: int = 1, strategy: str = "Latency") -> dict:
     """hls4ml HLSConfig: model-wide reuse factor / strategy, every layer's types from the conversion."""
+    layers = {k: {**v, "Precision": dict(v["Precision"])} for k, v in conv.layer_config.items()}
+    if strategy != "Latency":
+        for d in conv.layers:
+            if d["class_name"] in LATENCY_ONLY:
+                layers[d["name"]]["Strategy"] = "Latency"
     return {"Model": {"Precision": "ap_fixed<16,6>", "ReuseFactor": int(reuse_factor), "Strategy": strategy,
                       "BramFactor": 1_000_000_000, "TraceOutput": False},
-            "LayerName": {k: {**v, "Precision": dict(v["Precision"])} for k, v in conv.layer_config.items()}}
+            "LayerName": layers}
 
 
 def build_model(conv: Converted, out_dir: str | Path, part: str = DEFAULT_PART, clock_ns: float = 5.0,
