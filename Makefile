@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -51,6 +51,7 @@ help:
 	@echo "make hls      fpga run -> hls4ml Vitis HLS project (types from the Quant nodes) -> \$$(QAT_RUN)/fpga/hls/"
 	@echo "make csim     hls4ml g++ C-simulation vs qonnx on 1000 held-out jets -> \$$(QAT_RUN)/fpga/csim.json"
 	@echo "make synth    Vitis HLS C synthesis + report (needs vitis-run) -> \$$(QAT_RUN)/fpga/synth.json"
+	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
 	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
@@ -162,9 +163,14 @@ bench-onnx: $(FLOAT_RUN)/model.pt
 bench-train: $(DATA_FILE) | $(STAMP)
 	$(JD) bench train --data $(DATA_FILE) --out runs/bench/train.json
 
+# the report over every run in RUN_DIR (whatever stages have run; the rest is listed as missing)
+report: $(STAMP)
+	$(JD) report $(RUN_DIR)
+
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
 	$(MAKE) baselines export csim bench DATA_PRESET=default TRAIN_PRESET=default
+	$(MAKE) report
 
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -175,7 +181,15 @@ rtl-tools:
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q iverilog yosys >/dev/null; } || \
 	  { echo "error: could not install iverilog + yosys; install them (Debian: apt-get install iverilog yosys)"; exit 1; }; }
 
-test: $(STAMP) rtl-tools
+# headless Chromium renders the HTML report in the tests
+report-tools:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing chromium with apt-get (headless check of the HTML report)"; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "error: could not install chromium (Debian: apt-get install chromium)"; exit 1; }; }
+
+test: $(STAMP) rtl-tools report-tools
 	$(BIN)/python -m pytest -q
 
 clean:

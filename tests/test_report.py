@@ -1,0 +1,86 @@
+"""`jetdeploy report`: figures copied with their tool and config hash, missing stages listed as missing, and a
+self-contained HTML that headless Chromium renders (tables, decoded images) without a server or network."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import run_cli, tiny_train_config
+from jetdeploy.errors import JetDeployError
+from jetdeploy.export.verify import export_run
+from jetdeploy.fpga.hlsflow import csim_run
+from jetdeploy.report.build import build_report
+from jetdeploy.train.evaluate import evaluate
+from jetdeploy.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth_file, tmp_path_factory):
+    """A folder with a float run and an exported fpga QAT run with its C-simulation check."""
+    root = tmp_path_factory.mktemp("report") / "runs"
+    small = {"model.n_particles": 4, "model.dim": 4, "model.heads": 1, "model.ffn_dim": 8, "model.head_hidden": [4],
+             "train.epochs": 1, "train.batch_size": 16}
+    train(tiny_train_config(**{**small, "quant.scheme": "float"}), synth_file, root / "tiny-float", progress=False)
+    evaluate(root / "tiny-float", synth_file)
+    qat = root / "tiny-qat"
+    train(tiny_train_config(**{**small, "quant.scheme": "fpga", "quant.weight_bits": 6, "quant.act_bits": 8}),
+          synth_file, qat, progress=False)
+    evaluate(qat, synth_file)
+    export_run(qat, synth_file, n_verify=32, progress=False)
+    csim_run(qat, synth_file, n_check=60, n_trace=10, progress=False)
+    return root
+
+
+def test_report_copies_figures_with_tool_and_hash_and_lists_what_is_missing(run_dir):
+    res = run_cli("report", str(run_dir))
+    rep = json.loads((run_dir / "report" / "report.json").read_text())
+    assert res.returncode == (0 if rep["ok"] else 1), res.stderr
+    assert rep["runs"] == ["tiny-float", "tiny-qat"]
+    metrics = json.loads((run_dir / "tiny-qat" / "metrics.json").read_text())
+    qat = next(m for m in rep["models"] if m["run"] == "tiny-qat")
+    assert qat["accuracy"]["value"] == metrics["accuracy"] and "scikit-learn" in qat["accuracy"]["tool"]
+    assert qat["config_hash"] == json.loads((run_dir / "tiny-qat" / "train.json").read_text())["config_hash"]
+    (fpga,) = rep["fpga"]
+    csim = json.loads((run_dir / "tiny-qat" / "fpga" / "csim.json").read_text())
+    assert fpga["csim"]["argmax_agreement"]["value"] == csim["checks"][0]["argmax_agreement"]
+    assert "synth" not in fpga and "rtl" not in fpga  # not run: never zeros
+    whats = {(m["run"], m["what"]) for m in rep["missing"]}
+    assert ("tiny-qat", "vendor synthesis (Vitis HLS)") in whats and ("tiny-qat", "open-source RTL (da4ml + iverilog)") in whats
+    synth_reason = next(m["reason"] for m in rep["missing"] if m["what"].startswith("vendor synthesis"))
+    assert synth_reason.startswith("not run:")
+    # every hop that ran is in the verification table, with its tool and status
+    stages = {c["stage"] for c in rep["checks"]}
+    assert {"export", "fpga (hls4ml)"} <= stages and all(c["tool"] for c in rep["checks"])
+    assert rep["edge"] == [] and set(rep["plots"]) == {"roc.png", "fpga.png"}
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| tiny-qat | vendor synthesis (Vitis HLS) | not run:" in md and "| missing |" in md
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_html_renders_in_headless_chromium(run_dir):
+    build_report(run_dir, progress=False)
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html and "<link" not in html  # nothing to fetch
+    exe = _chromium()
+    assert exe, "chromium is needed for this test: `make test` installs it (apt-get install chromium)"
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", (run_dir / "report" / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<table") == 4  # models, FPGA, verification, missing (no edge run here)
+    assert 'data-images-loaded="2"' in dom  # both PNGs decoded by the browser
+    assert "tiny-qat" in dom and "PASS" in dom
+
+
+def test_report_errors_name_the_file(tmp_path):
+    with pytest.raises(JetDeployError, match="no runs"):
+        build_report(tmp_path, progress=False)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "train.json").write_text("{ not json")
+    with pytest.raises(JetDeployError, match=r"r/train.json: not valid JSON"):
+        build_report(tmp_path, progress=False)
