@@ -155,7 +155,7 @@ $(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(EDGE_INT8)/export/ver
 
 edge: $(EDGE_FLOAT)/edge/ltp.pt
 
-bench: $(EDGE_FLOAT)/edge/bench.json
+bench: $(EDGE_FLOAT)/edge/bench.json $(EDGE_FLOAT)/metrics.json $(EDGE_INT8)/metrics.json
 
 bench-onnx: $(FLOAT_RUN)/model.pt
 	$(JD) bench onnx --run $(FLOAT_RUN) --data $(DATA_FILE) --out runs/bench/onnx.json
@@ -169,7 +169,7 @@ report: $(STAMP)
 
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export csim bench DATA_PRESET=default TRAIN_PRESET=default
+	$(MAKE) baselines export csim rtl bench DATA_PRESET=default TRAIN_PRESET=default RTL_ARGS="--no-sim $(RTL_ARGS)"
 	$(MAKE) report
 
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages

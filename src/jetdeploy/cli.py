@@ -197,11 +197,12 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     from .fpga.flow import rtl_run
 
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
-                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet)
+                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
-    print(f"latency (iverilog, measured): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at "
+    how = "iverilog, measured" if lat.get("simulated") else "da4ml pipeline depth, NOT simulated"
+    print(f"latency ({how}): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at "
           f"{lat['clock_ns']} ns/cycle, II = 1")
     res = r["resources"]
     print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, CARRY {res['CARRY']}, "
@@ -481,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation (one per clock)")
     fr.add_argument("--latency-cutoff", type=float, default=5.0, help="da4ml pipelining: adder delays per stage")
     fr.add_argument("--clock-ns", type=float, default=5.0, help="clock period for the ns figure and constraints")
+    fr.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
+                    help="simulate the Verilog in Icarus Verilog (--no-sim: report da4ml's pipeline depth instead, "
+                         "labelled as not measured; for designs too large for iverilog here)")
     fr.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
     fr.add_argument("--quiet", action="store_true", help="only the summary")

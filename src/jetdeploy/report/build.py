@@ -127,6 +127,10 @@ def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
                       "latency_ns": _fig(lat["latency_ns"], lat["tool"] + "; " + lat.get("ns_note", ""), src, chash,
                                          "ns"),
                       "ii": _fig(lat["ii"], lat["tool"], src, chash, "cycles")}
+        out["rtl"]["simulated"] = bool(lat.get("simulated", True))
+        if not out["rtl"]["simulated"]:
+            missing.append({"run": run.name, "what": "RTL simulation (iverilog)",
+                            "reason": rtl.get("simulation_note") or "not run"})
         res = rtl.get("resources")
         if res:
             out["rtl"]["resources"] = {k: _fig(res[k], res.get("tool", "yosys synth_xilinx (estimate)"), src, chash)
@@ -191,6 +195,8 @@ def _plots(rep: dict, root: Path, out: Path) -> list[str]:
     for f in rep["fpga"]:
         for tool_key, tool_name in (("synth", "Vitis HLS"), ("rtl", "RTL sim + Yosys")):
             part = f.get(tool_key)
+            if tool_key == "rtl" and part and not part["simulated"]:
+                tool_name = "da4ml depth (not simulated)"
             labels.append(f"{f['run']}\n{tool_name}")
             lat.append(part["latency_ns"]["value"] if part else None)
             r = (part or {}).get("resources", {})
@@ -224,7 +230,7 @@ def _edge_plots(rep: dict, out: Path, plt) -> list[str]:
     for e in rep["edge"][:1]:
         timed = [v for v in e["variants"] if "throughput_jets_per_s" in v]
         names_v = [v["variant"] for v in timed]
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 1.5 + 0.28 * len(timed)))
         y = np.arange(len(timed))
         a1.barh(y, [v["throughput_jets_per_s"]["value"] for v in timed], color="tab:green")
         a1.set_yticks(y, names_v, fontsize=7)
@@ -286,7 +292,8 @@ def _tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         rows.append([f["run"], _v(c and c["argmax_agreement"]), _v(c and c["compile_s"], "{:.0f} s"),
                      _v(s and s["latency_cycles"]), _v(s and s["latency_ns"], "{:.0f}"), _v(s and s["ii"]),
                      _v(s and s["resources"].get("LUT")), _v(s and s["resources"].get("DSP")),
-                     _v(r and r["latency_cycles"]), _v(r and r["latency_ns"], "{:.0f}"),
+                     _v(r and r["latency_cycles"]) + ("" if not r or r["simulated"] else " (da4ml depth, not simulated)"),
+                     _v(r and r["latency_ns"], "{:.0f}"),
                      _v(r and r.get("resources", {}).get("LUT")), _v(r and r.get("resources", {}).get("DSP"))])
     t.append(("FPGA (hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: iverilog-measured cycles, Yosys estimate)",
               ["run", "C-sim agreement", "compile", "Vitis cycles", "Vitis ns", "Vitis II", "Vitis LUT", "Vitis DSP",
