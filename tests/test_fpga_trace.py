@@ -65,6 +65,14 @@ def test_rtl_flow_on_a_tiny_transformer(tiny_fpga_run, synth_file):
     assert tensors and all(row["mismatch_fraction"] == 0 for row in r["per_tensor"][:3])
     assert sim["ok"] and sim["bit_exact_vs_da4ml"] and sim["latency_cycles"] > 0 and sim["ii"] == 1
     assert r["resources"] is None and "not run" in r["resources_note"]
+    # --no-sim reports da4ml's pipeline depth, labelled as not measured; on this design it equals the measurement
+    res = run_cli("fpga", "rtl", "--run", str(tiny_fpga_run), "--data", str(synth_file), "--n-check", "60",
+                  "--no-sim", "--quiet")
+    assert res.returncode == 0, res.stderr + res.stdout
+    nosim = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
+    assert nosim["latency"]["simulated"] is False and "NOT simulated" in nosim["latency"]["tool"]
+    assert nosim["latency"]["latency_cycles"] == sim["latency_cycles"] == nosim["design"]["stages"]
+    assert len(nosim["checks"]) == 1 and "not run" in nosim["simulation_note"]
 
 
 def test_rtl_flow_needs_an_exported_fpga_run(tmp_path):
