@@ -50,7 +50,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import JetDeployError
-from .trace import quant_kif
+from .trace import load_onnx, node_args, quant_kif
 
 SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
              "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "LayerNormalization", "Softmax",
@@ -306,11 +306,7 @@ def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration:
     from measured ranges (LayerNorm variance); without it the worst case of the type is used."""
     path = Path(path)
     softmax = softmax or SoftmaxConfig()
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:
-        raise JetDeployError(f"{path}: not a readable ONNX file ({e})") from None
-    g = model.graph
+    g = load_onnx(path).graph
     for n in g.node:
         if n.op_type not in SUPPORTED:
             raise JetDeployError(f"{path}: node '{n.name or n.output[0]}' is a {n.op_type}, which jetdeploy's hls4ml "
@@ -365,12 +361,7 @@ def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration:
         out = n.output[0]
         if out in env or out in host:
             continue
-        where = f"{path}: node '{n.name or out}' ({n.op_type})"
-        args = [env.get(x) if x else None for x in n.input]
-        if any(v is None and x for v, x in zip(args, n.input)):
-            missing = [x for v, x in zip(args, n.input) if v is None and x]
-            raise JetDeployError(f"{where}: input {missing} is host-side preprocessing, outside the firmware boundary "
-                                 "(the first Quant on each input)")
+        where, args = node_args(n, env, path)
         single = uses.get(out, 0) <= 1
         env[out] = _convert_node(b, n, args, _attrs(n), where, out, single, wtype, shapes)
 

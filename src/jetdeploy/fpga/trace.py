@@ -58,6 +58,24 @@ class Traced:
     tensors: dict = field(default_factory=dict)   # every traced tensor by QONNX name (per-layer checks)
 
 
+def load_onnx(path: Path):
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError / OSError
+        raise JetDeployError(f"{path}: not a readable ONNX file ({e})") from None
+
+
+def node_args(n, env: dict, path: Path) -> tuple[str, list]:
+    """(where, the node's input values from env); an input computed host-side is an error naming the node."""
+    where = f"{path}: node '{n.name or n.output[0]}' ({n.op_type})"
+    args = [env.get(x) if x else None for x in n.input]
+    missing = [x for a, x in zip(args, n.input) if a is None and x]
+    if missing:
+        raise JetDeployError(f"{where}: input {missing} comes from host-side preprocessing, outside the firmware "
+                             "boundary (the first Quant on each input)")
+    return where, args
+
+
 def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -127,11 +145,7 @@ def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None) -> Traced
 
     tables = tables or SoftmaxTables()
     path = Path(path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:  # onnx raises DecodeError / OSError
-        raise JetDeployError(f"{path}: not a readable ONNX file ({e})") from None
-    g = model.graph
+    g = load_onnx(path).graph
     consts = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in g.initializer}
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in [*g.input, *g.value_info, *g.output]}
@@ -175,12 +189,7 @@ def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None) -> Traced
     for n in g.node:
         if n.output[0] in env or n.output[0] in host:
             continue
-        where = f"{path}: node '{n.name or n.output[0]}' ({n.op_type})"
-        args = [env.get(x) if x else None for x in n.input]
-        if any(a is None and x for a, x in zip(args, n.input)):
-            missing = [x for a, x in zip(args, n.input) if a is None and x]
-            raise JetDeployError(f"{where}: input {missing} comes from host-side preprocessing, which the RTL "
-                                 "boundary (the first Quant on each input) does not cover")
+        where, args = node_args(n, env, path)
         env[n.output[0]] = _apply(n, args, _attrs(n), where, tables, approximations)
     out = g.output[0].name
     tensors = {k: v for k, v in env.items() if _is_sym(v)}
