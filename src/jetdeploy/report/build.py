@@ -208,15 +208,21 @@ def _plots(rep: dict, root: Path, out: Path) -> list[str]:
     a1.set_xticks(x, labels, fontsize=7)
     a1.set_ylabel("latency (ns)")
     a1.set_title("FPGA latency")
-    for j, k in enumerate(("LUT", "FF", "DSP")):
-        a2.bar(x + (j - 1) * 0.27, [r.get(k, 0) for r in res], width=0.27, label=k)
-    for i, r in enumerate(res):
-        if not r:
-            a2.text(i, 1, "not run", ha="center", va="bottom", fontsize=8)
-    a2.set_yscale("symlog")
+    if any(res):
+        for j, k in enumerate(("LUT", "FF", "DSP")):
+            a2.bar(x + (j - 1) * 0.27, [r.get(k, 0) for r in res], width=0.27, label=k)
+        for i, r in enumerate(res):
+            if not r:
+                a2.text(i, 1, "not run", ha="center", va="bottom", fontsize=8)
+        a2.set_yscale("symlog")
+        a2.legend(fontsize=7)
+    else:
+        a2.text(0.5, 0.5, "no resource figures:\nvendor synthesis and Yosys not run\n(see 'Missing')", ha="center",
+                va="center", transform=a2.transAxes, fontsize=9, color="0.4")
+        a2.set_yticks([])
+        a2.set_xlim(-0.5, len(x) - 0.5)
     a2.set_xticks(x, labels, fontsize=7)
     a2.set_title("FPGA resources")
-    a2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "fpga.png", dpi=110)
     plt.close(fig)
