@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth report report-tools edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -51,6 +51,7 @@ help:
 	@echo "make hls      fpga run -> hls4ml Vitis HLS project (types from the Quant nodes) -> \$$(QAT_RUN)/fpga/hls/"
 	@echo "make csim     hls4ml g++ C-simulation vs qonnx on 1000 held-out jets -> \$$(QAT_RUN)/fpga/csim.json"
 	@echo "make synth    Vitis HLS C synthesis + report (needs vitis-run) -> \$$(QAT_RUN)/fpga/synth.json"
+	@echo "make sweep    FPGA design points of \$$(SWEEP) over Dask -> runs/sweep/{sweep.json,sweep.md,pareto.png}"
 	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
 	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
@@ -162,6 +163,11 @@ bench-onnx: $(FLOAT_RUN)/model.pt
 
 bench-train: $(DATA_FILE) | $(STAMP)
 	$(JD) bench train --data $(DATA_FILE) --out runs/bench/train.json
+
+# FPGA design-space sweep over Dask (configs/sweep-demo.yaml fine-tunes from the demo's float run)
+SWEEP       ?= configs/sweep-demo.yaml
+sweep: $(FLOAT_RUN)/model.pt
+	$(JD) fpga sweep $(SWEEP)
 
 # the report over every run in RUN_DIR (whatever stages have run; the rest is listed as missing)
 report: $(STAMP)

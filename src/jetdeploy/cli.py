@@ -244,6 +244,15 @@ def _cmd_fpga_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fpga_sweep(args: argparse.Namespace) -> int:
+    from .fpga.sweep import run_sweep
+
+    r = run_sweep(args.config, progress=not args.quiet)
+    out = r["config"]["out"]
+    print(f"wrote {out}/sweep.json, sweep.md and pareto.png ({r['n_points']} points, {r['wall_s']} s)")
+    return _status(r["ok"], "a design point failed a check (see sweep.json)")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report.build import build_report
 
@@ -489,6 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
     fr.add_argument("--quiet", action="store_true", help="only the summary")
     fr.set_defaults(func=_cmd_fpga_rtl)
+    fw = fsub.add_parser(
+        "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
+        description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "
+                    "of train-config keys such as quant.weight_bits, and rtl.latency_cutoff), fanned out over Dask "
+                    "(a LocalCluster, or any scheduler address such as a dask-jobqueue HTCondor/Slurm cluster's). "
+                    "Points that share their training run once. Writes OUT/sweep.json, sweep.md and pareto.png "
+                    "(accuracy vs latency and vs cost); finished points are cached and skipped on rerun. See "
+                    "configs/sweep-demo.yaml.")
+    fw.add_argument("config", help="sweep YAML (see jetdeploy.fpga.sweep for the keys)")
+    fw.add_argument("--quiet", action="store_true", help="only the summary")
+    fw.set_defaults(func=_cmd_fpga_sweep)
 
     rp = sub.add_parser(
         "report", formatter_class=fmt, help="one report over all runs in a folder: JSON, Markdown, HTML, PNG",
