@@ -212,17 +212,18 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
 
 def format_sweep(r: dict) -> str:
     keys = sorted({k for row in r["rows"] for k in row["point"]})
-    on_front = set(r["pareto_latency"]) | set(r["pareto_cost"])
+    f_lat, f_cost = set(r["pareto_latency"]), set(r["pareto_cost"])
     lines = [f"{r['n_points']} design points ({r['config']['source']}); latency: {r['rows'][0]['latency_tool'] if r['rows'] else ''}; "
              f"cost: {r['cost_metric']}", "",
              "| " + " | ".join(keys) + " | accuracy | latency (cycles) | latency (ns) | adder cost | LUT | DSP | "
-             "RTL agreement | Pareto | cached |", "|" + "---|" * (len(keys) + 10)]
+             "RTL agreement | Pareto (latency) | Pareto (cost) | cached |", "|" + "---|" * (len(keys) + 10)]
     for row in r["rows"]:
         lines.append("| " + " | ".join(str(row["point"].get(k, "")) for k in keys) +
                      f" | {row['accuracy']:.4f} | {row['latency_cycles']} | {row['latency_ns']:.0f} | "
                      f"{row['adder_cost']:.0f} | {row['lut'] if row['lut'] is not None else 'not run'} | "
                      f"{row['dsp'] if row['dsp'] is not None else 'not run'} | {row['rtl_agreement']:.4f} | "
-                     f"{'yes' if row['key'] in on_front else ''} | {'yes' if row['cached'] else ''} |")
+                     f"{'yes' if row['key'] in f_lat else ''} | {'yes' if row['key'] in f_cost else ''} | "
+                     f"{'yes' if row['cached'] else ''} |")
     return "\n".join(lines) + "\n"
 
 
