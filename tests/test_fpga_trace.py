@@ -78,3 +78,31 @@ def test_rtl_flow_on_a_tiny_transformer(tiny_fpga_run, synth_file):
 def test_rtl_flow_needs_an_exported_fpga_run(tmp_path):
     res = run_cli("fpga", "rtl", "--run", str(tmp_path))
     assert res.returncode == 2 and "model.qonnx.onnx: missing" in res.stderr
+
+
+def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
+    """scores + (-1e4 on padded keys) -> the traced softmax puts exactly zero weight on the padded keys and
+    matches the float softmax on the real ones (within the table precision)."""
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.trace.ops import quantize
+
+    from jetdeploy.fpga.trace import SoftmaxTables, _apply
+
+    s_in, m_in = FixedVariableArrayInput((1, 4)), FixedVariableArrayInput((1, 4))
+    scores = quantize(s_in, 1, 5, 2, "WRAP", "TRN")
+    mask = quantize(m_in, 0, 1, 0, "WRAP", "TRN")
+    bias = (mask * -1.0 + 1.0) * -10000.0
+    approximations: list = []
+    node = helper.make_node("Add", ["s", "b"], ["y"])
+    logits = _apply(node, [scores, bias], {}, "test", SoftmaxTables(), approximations)
+    assert any("padding bias" in a for a in approximations)
+    probs = _apply(helper.make_node("Softmax", ["y"], ["p"], axis=-1), [logits], {"axis": -1}, "test",
+                   SoftmaxTables(), approximations)
+    comb = comb_trace([*s_in._vars.ravel(), *m_in._vars.ravel()], list(probs._vars.ravel()))
+    s = np.array([[3.25, -30.0, 31.75, 0.5], [-31.0, -31.0, -2.0, 7.0]])
+    m = np.array([[1, 1, 0, 1], [0, 1, 1, 0]], dtype=float)
+    got = np.asarray(comb.predict(np.concatenate([s, m], axis=1)), dtype=np.float64).reshape(2, 4)
+    want = np.exp(s - 1e4 * (1 - m) - (s - 1e4 * (1 - m)).max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    assert np.all(got[m == 0] == 0)
+    assert np.allclose(got, want, atol=2e-3)

@@ -123,6 +123,38 @@ def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
     raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
 
 
+MASK_BIAS_BITS = 12   # an operand reaching below -2^12 (and not far above 0) next to small scores: the padding bias
+
+
+def _masked_logits(a, b, tables: SoftmaxTables, approximations: list):
+    """scores + padding bias (exactly 0 or -1e4) as scores - 2^F * sign(bias), with 2^F >= 2 max|score| +
+    2^diff_int_bits: every masked entry ends that far below any real score, so its softmax weight is 0
+    exactly as for -1e4. Adding the -1e4 itself (or a multiplexer to a constant) made da4ml 0.7 return 0 for
+    masked entries when the scores carry a tiny internal scale factor (2^-38 seen); a shift of the sign bit
+    and one subtraction do not, and are cheaper than a 15-bit adder."""
+    from da4ml.trace import FixedVariableArray
+
+    small = 2.0 ** (MASK_BIAS_BITS - 2)
+    for bias, scores in ((a, b), (b, a)):
+        bv, sv = bias._vars, scores._vars
+        b_lo, b_hi = min(float(v.low) for v in bv.ravel()), max(float(v.high) for v in bv.ravel())
+        s_abs = max(max(abs(float(v.low)), abs(float(v.high))) for v in sv.ravel())
+        # da4ml's range of -1e4 * (1 - m) is wider than {-1e4, 0} (e.g. [-10240, 240]); the values are exact
+        if not (b_lo <= -(2.0 ** MASK_BIAS_BITS) and b_hi < small and s_abs < small):
+            continue
+        shape = np.broadcast_shapes(bv.shape, sv.shape)
+        shift = 2.0 ** math.ceil(math.log2(2 * s_abs + 2.0 ** tables.diff_int_bits))
+        signs = np.array([v.msb() for v in bv.ravel()], dtype=object).reshape(bv.shape)
+        out = [si - sg * shift for sg, si in zip(np.broadcast_to(signs, shape).ravel(),
+                                                  np.broadcast_to(sv, shape).ravel())]
+        note = f"padding bias: -{shift:g} instead of -1e4 where the bias is negative (softmax weight 0 either way)"
+        if note not in approximations:
+            approximations.append(note)
+        return FixedVariableArray(np.array(out, dtype=object).reshape(shape), scores.solver_options,
+                                  hwconf=scores.hwconf)
+    return None
+
+
 def _softmax(x, tables: SoftmaxTables):
     """Softmax over the last axis from lookup tables (x: da4ml array)."""
     from da4ml.trace.ops import quantize
@@ -130,7 +162,11 @@ def _softmax(x, tables: SoftmaxTables):
     n = x.shape[-1]
     f_diff = int(np.max(np.asarray(x.kif[2])))
     m = np.amax(x, axis=-1, keepdims=True)
-    d = quantize(x - m, 1, tables.diff_int_bits, f_diff, "SAT", "TRN")     # <= 0, saturated below
+    # d = max(x - m, -2^diff_int_bits) as d + relu(-d - 2^diff_int_bits): da4ml 0.6's SAT quantize (a multiplexer
+    # to a constant) returned 0 instead of the floor when d carries a tiny internal scale factor
+    d = x - m
+    floor = 2.0 ** tables.diff_int_bits
+    d = quantize(d + (d * -1.0 - floor).relu(), 1, tables.diff_int_bits, f_diff, "WRAP", "TRN")   # <= 0
     e = quantize(np.exp(d), 0, 1, tables.exp_frac_bits, "SAT", "RND")
     s = np.sum(e, axis=-1, keepdims=True)                                 # >= 1: the max contributes exp(0)
     s = quantize(s, 0, int(math.ceil(math.log2(n))) + 1, tables.sum_frac_bits, "SAT", "RND")
@@ -225,6 +261,10 @@ def _apply(n, args, a, where, tables, approximations):
             return np.einsum(f"{batch}ij,{batch}jk->{batch}ik", x, y)
         return x @ y
     if op == "Add":
+        if _is_sym(x) and _is_sym(args[1]):
+            masked = _masked_logits(x, args[1], tables, approximations)
+            if masked is not None:
+                return masked
         return x + args[1] if _is_sym(x) else args[1] + x
     if op == "Sub":
         return x - args[1] if _is_sym(x) else args[1] * -1.0 + x
