@@ -22,7 +22,6 @@ machine load hit all alike. PyTorch eager (one thread) of the unpruned model is 
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from pathlib import Path

@@ -241,7 +241,6 @@ class PrunedTagger(nn.Module):
         m = self.model
         carry = self.spec.pool == "carry"
         gen = torch.Generator(device=x.device).manual_seed(self.spec.seed) if self.spec.method == "random" else None
-        n_blocks = len(m.blocks)
         if mask is None:
             ones = torch.ones_like(x[..., 0], dtype=torch.bool)
             h, _ = m.tokens(x, ones)
