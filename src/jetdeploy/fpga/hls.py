@@ -282,13 +282,15 @@ class _Builder:
             return Act(name, aff.shape, result.lo, result.hi, result.frac)
         return Act(name, aff.shape, float(lo.min()), float(hi.max()), frac)
 
-    def materialize(self, v, base: str, tensor: str, shape=None) -> Act:
+    def materialize(self, v, base: str, shape=None, tensor: str | None = None) -> Act:
+        """An Act for v: itself, or a Dense computing the affine chain (broadcast to `shape` if given).
+        `tensor`: the QONNX tensor the result equals, for the per-layer trace (None for helper layers)."""
         if isinstance(v, Act) and (shape is None or tuple(shape) == tuple(v.shape)):
             return v
         aff = v if isinstance(v, Aff) else _identity(v)
         if shape is not None and tuple(shape) != tuple(aff.shape):
             aff = _broadcast_rows(aff, shape)
-        return self.dense_from_affine(aff, base, None)
+        return self.dense_from_affine(aff, base, tensor)
 
 
 def _origin(name: str, producers: dict, graph_inputs: set) -> str:
@@ -372,7 +374,7 @@ def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration:
     out_name = g.output[0].name
     res = env[out_name]
     if not isinstance(res, Act):
-        res = b.materialize(res, "output", out_name)
+        res = b.materialize(res, "output", tensor=out_name)
     return Converted(b.layers, inputs, input_tensors, input_types, res.layer, out_name, b.cfg, b.tensor_of,
                      b.node_map, b.luts, b.clipped, b.approximations)
 
@@ -464,16 +466,16 @@ def _convert_node(b: _Builder, n, args, a, where, out, single, wtype, shapes):
     if op == "MatMul":
         y = args[1]
         if const(y):
-            x = b.materialize(x, f"{node}_in", out) if isinstance(x, Aff) else x
+            x = b.materialize(x, f"{node}_in") if isinstance(x, Aff) else x
             return _matmul_const(b, node, x, y, n.input[1], wtype, out, where, single)
         if const(x):
             raise JetDeployError(f"{where}: constant @ activation (transpose the weights in the model)")
-        x = b.materialize(x, f"{node}_a", out)
-        y = b.materialize(y, f"{node}_b", out)
+        x = b.materialize(x, f"{node}_a")
+        y = b.materialize(y, f"{node}_b")
         return _einsum(b, node, x, y, out, where, single)
 
     if op == "Relu":
-        x = b.materialize(x, f"{node}_in", out)
+        x = b.materialize(x, f"{node}_in")
         fx = Fx.covering(max(x.lo, 0.0), max(x.hi, 0.0), x.frac)
         name = b.add(node, "Activation", [x.layer], b.decl_shape[x.layer], {"result": fx}, out, activation="relu")
         b.node_map[node] = f"Activation '{name}' (relu)"
@@ -573,8 +575,8 @@ def _binary(b: _Builder, n, args, where, out, single, wtype):
     masked_logits = None
     if op == "Add" and isinstance(x, Aff) != isinstance(y, Aff):
         masked_logits = (y, x) if isinstance(x, Aff) else (x, y)
-    xa = b.materialize(x, f"{node}_lhs", out, shape)
-    ya = b.materialize(y, f"{node}_rhs", out, shape)
+    xa = b.materialize(x, f"{node}_lhs", shape)
+    ya = b.materialize(y, f"{node}_rhs", shape)
     cls = {"Add": "Add", "Sub": "Subtract", "Mul": "Multiply"}.get(op)
     if cls is None:
         raise JetDeployError(f"{where}: division by an activation is not supported")
@@ -699,7 +701,7 @@ LN_EPS_POW10 = 5       # the 1/sqrt table starts at variance 1e-5 (of the scaled
 
 
 def _layernorm(b: _Builder, node, n, x, args, a, out, where, single):
-    x = b.materialize(x, f"{node}_in", out)
+    x = b.materialize(x, f"{node}_in")
     axis = a.get("axis", -1)
     if axis not in (-1, len(x.shape) - 1):
         raise JetDeployError(f"{where}: LayerNormalization over axis {axis} (only the last axis)")
@@ -754,7 +756,7 @@ def _layernorm(b: _Builder, node, n, x, args, a, out, where, single):
 
 
 def _softmax(b: _Builder, node, x, a, out, where, single):
-    x = b.materialize(x, f"{node}_in", out)
+    x = b.materialize(x, f"{node}_in")
     axis = a.get("axis", -1)
     if axis not in (-1, len(x.shape) - 1):
         raise JetDeployError(f"{where}: softmax over axis {axis} (only the last axis)")
