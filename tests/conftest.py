@@ -76,3 +76,15 @@ def tiny_train_config(**sections):
 
     return load_train_config("default", [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                                          for k, v in base.items()])
+
+
+def sine_onnx(path: Path) -> Path:
+    """A one-node ONNX graph with an op no FPGA path supports: Sin, named 'my_sine'."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Sin", ["x"], ["y"], name="my_sine")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g), str(path))
+    return path

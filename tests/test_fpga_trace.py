@@ -6,9 +6,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
-from conftest import run_cli, tiny_train_config
+from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
 from jetdeploy.fpga.trace import quant_kif, trace_qonnx
@@ -38,11 +38,7 @@ def test_quant_kif_from_power_of_two_scales():
 
 
 def test_unsupported_op_is_an_error_naming_the_node(tmp_path):
-    node = helper.make_node("Sin", ["x"], ["y"], name="my_sine")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    path = tmp_path / "sin.onnx"
-    onnx.save(helper.make_model(g), str(path))
+    path = sine_onnx(tmp_path / "sin.onnx")
     with pytest.raises(JetDeployError, match="'my_sine' is a Sin"):
         trace_qonnx(path)
 

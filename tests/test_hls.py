@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_cli, tiny_train_config
+from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
 from jetdeploy.fpga.hls import Fx, build_model, convert, guard, quant_fx
@@ -120,11 +120,7 @@ def test_attention_matmul_stock_frontend_fails_ours_is_bit_exact(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- errors and guards
 def test_unsupported_op_is_an_error_naming_node_and_op(tmp_path):
-    node = helper.make_node("Sin", ["x"], ["y"], name="my_sine")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    path = tmp_path / "sin.onnx"
-    onnx.save(helper.make_model(g), str(path))
+    path = sine_onnx(tmp_path / "sin.onnx")
     with pytest.raises(JetDeployError, match=r"'my_sine' is a Sin, which jetdeploy's hls4ml conversion does not"):
         convert(path)
     bad = tmp_path / "bad.onnx"
