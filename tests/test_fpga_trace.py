@@ -102,3 +102,26 @@ def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
     want /= want.sum(1, keepdims=True)
     assert np.all(got[m == 0] == 0)
     assert np.allclose(got, want, atol=2e-3)
+
+
+def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path):
+    """The Deep Sets QAT twin takes the same QONNX -> hls4ml C-sim and -> da4ml -> iverilog + Yosys paths."""
+    run = tmp_path / "ds"
+    cfg = tiny_train_config(**{"model.arch": "deepsets", "quant.scheme": "fpga", "quant.weight_bits": 4,
+                               "quant.act_bits": 6, "model.n_particles": 4, "model.dim": 4, "model.ffn_dim": 4,
+                               "model.norm": "none", "model.pooling": "sum", "model.head_hidden": [4],
+                               "train.epochs": 1, "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    export_run(run, synth_file, n_verify=32, progress=False)
+    res = run_cli("fpga", "rtl", "--run", str(run), "--data", str(synth_file), "--n-check", "60", "--n-sim", "20",
+                  "--synth", "--quiet")
+    assert res.returncode == 0, res.stderr + res.stdout
+    r = json.loads((run / "fpga" / "rtl.json").read_text())
+    da, sim = r["checks"]
+    assert da["bit_exact_jets"] == 1.0 and not da["approximations"]  # no lookup tables in a Deep Sets
+    assert sim["ok"] and sim["latency_cycles"] == r["design"]["stages"] > 0
+    assert r["resources"]["LUT"] > 0 and r["resources"]["FF"] > 0 and "per pipeline stage" in r["resources"]["tool"]
+    res = run_cli("fpga", "csim", "--run", str(run), "--data", str(synth_file), "--n-check", "60")
+    assert res.returncode == 0, res.stderr + res.stdout
+    csim = json.loads((run / "fpga" / "csim.json").read_text())
+    assert csim["ok"] and csim["checks"][0]["bit_exact_jets"] == 1.0 and not csim["checks"][1]["inexact_layers"]

@@ -137,9 +137,29 @@ def test_bad_quant_configs_are_clear_errors():
         QuantConfig(scheme="fpga", overrides={"head.*": 1})
     with pytest.raises(ValueError, match="int8"):
         QuantConfig(scheme="int8", weight_bits=6, bias_bits=32)
-    with pytest.raises(ValueError, match="arch 'transformer' only"):
-        TrainConfig(name="x", model=ModelConfig(arch="deepsets"), quant=QuantConfig(scheme="fpga"))
+    with pytest.raises(ValueError, match="'transformer' and 'deepsets' only, not 'mlp'"):
+        TrainConfig(name="x", model=ModelConfig(arch="mlp"), quant=QuantConfig(scheme="fpga"))
     with pytest.raises(JetDeployError, match=r"match no quantizer"):
         build_model(ModelConfig(), 3, 5, QuantConfig(scheme="fpga", overrides={"blocks.*.atn.q": 4}))
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(dim=10, heads=4)
+
+
+def test_quantized_deepsets_twin_ignores_padding_and_starts_from_the_float_weights():
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="deepsets", dim=16, ffn_dim=16, norm="batchnorm", pooling="sum")
+    fmodel = build_model(cfg, 3, 5)
+    qmodel = build_model(cfg, 3, 5, QuantConfig(scheme="fpga", weight_bits=8, act_bits=10, bias_bits=24))
+    assert type(qmodel).__name__ == "QuantDeepSets" and "phi.0" in qmodel.layout and "rho.0" in qmodel.layout
+    missing = load_float_weights(qmodel, fmodel.state_dict())
+    assert missing and all("quant" in k for k in missing)
+    assert torch.equal(qmodel.phi[0].weight, fmodel.phi[0].weight)  # no attention scale to fold
+    x, mask = _train_forward(fmodel)  # the same input statistics for both
+    ref = fmodel(x, mask)
+    _train_forward(qmodel, n=40)  # past brevitas' statistics-collection steps
+    with torch.no_grad():
+        out = qmodel(x, mask)
+        junk = x.clone()
+        junk[~mask] = 123.0
+        assert torch.equal(qmodel(junk, mask), out)
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 0.05

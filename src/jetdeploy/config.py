@@ -242,8 +242,9 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _quant_arch(self):
-        if self.quant.scheme != "float" and self.model.arch != "transformer":
-            raise ValueError(f"quant.scheme '{self.quant.scheme}' is implemented for arch 'transformer' only")
+        if self.quant.scheme != "float" and self.model.arch not in ("transformer", "deepsets"):
+            raise ValueError(f"quant.scheme '{self.quant.scheme}' is implemented for arch 'transformer' and "
+                             f"'deepsets' only, not '{self.model.arch}'")
         if self.quant.scheme != "float" and self.model.pair_bias:
             raise ValueError("model.pair_bias is a float-only option (CPU model); set it false for QAT")
         return self

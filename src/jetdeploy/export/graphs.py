@@ -45,10 +45,10 @@ def check_exportable(model: nn.Module) -> None:
     """Every layer must be one whose ONNX (and QONNX) form we verify: an unknown layer is an error naming it."""
     from ..models.baselines import DeepSets
     from ..models.transformer import Attention, Block, Normalizer, PairBias, TokenNorm, TransformerTagger
-    from ..quant.model import QuantAttention, QuantBlock, QuantTransformerTagger
+    from ..quant.model import QuantAttention, QuantBlock, QuantDeepSets, QuantTransformerTagger
 
     ours = (DeepSets, Attention, Block, Normalizer, TokenNorm, TransformerTagger, QuantAttention, QuantBlock,
-            QuantTransformerTagger)
+            QuantTransformerTagger, QuantDeepSets)
     for name, mod in model.named_modules():
         if isinstance(mod, PairBias):
             raise JetDeployError(f"export: layer '{name}' (PairBias) needs the particles' 4-vectors as a third "

@@ -70,10 +70,29 @@ def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, c
     lut = out / "src" / "static" / "lookup_table.v"
     if lut.exists():
         lut.write_text(re.sub(r"\(\*\s*rom_style\s*=.*?\*\)", "", lut.read_text()))
+    _content_named_tables(out)
     meta = json.loads((out / "metadata.json").read_text())
     return {"path": str(out), "top": f"{name}_wrapper", "stages": int(meta["latency"]), "cost_adders": meta["cost"],
             "clock_ns": clock_ns, "latency_cutoff": latency_cutoff, "part": part,
             "tool": "da4ml (pipeline depth and adder cost are the generator's own figures)"}
+
+
+def _content_named_tables(out: Path) -> None:
+    """da4ml names its lookup-table files by random UUIDs; name them by content instead, so the same
+    design gives the same bytes (and the Yosys cache, keyed by source hashes, hits across rebuilds)."""
+    mem = out / "src" / "memfiles"
+    renames = {}
+    for f in sorted(mem.glob("*.mem")) if mem.exists() else []:
+        new = f"table_{hashlib.sha256(f.read_bytes()).hexdigest()[:16]}.mem"
+        if new != f.name:
+            renames[f.name] = new
+            f.rename(mem / new)
+    if renames:
+        pattern = re.compile("|".join(map(re.escape, renames)))
+        for v in (out / "src").rglob("*.v"):
+            text = v.read_text()
+            if pattern.search(text):
+                v.write_text(pattern.sub(lambda m: renames[m.group(0)], text))
 
 
 def _sources(rtl_dir: Path) -> list[Path]:
@@ -205,36 +224,109 @@ def parse_yosys_stat(text: str) -> dict:
     return out
 
 
-def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: float = 7200,
-                    progress: bool = False) -> dict:
-    """Yosys `synth_xilinx -family xcup` of the design; results are cached by a hash of the sources."""
+def _yosys(script: str, log: Path, cwd: Path, timeout_s: float) -> str:
+    """Run one Yosys script; the full log text (raises naming the log on failure)."""
     yosys = require_tool("yosys", "JETDEPLOY_YOSYS")
-    rtl_dir = Path(rtl["path"])
+    try:
+        r = subprocess.run([yosys, "-q", "-l", str(log), "-p", script], cwd=cwd, capture_output=True, text=True,
+                           timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise JetDeployError(f"yosys did not finish in {timeout_s:.0f} s (log {log})") from None
+    text = log.read_text() if log.exists() else r.stdout + r.stderr
+    if r.returncode != 0:
+        raise JetDeployError(f"yosys failed (log {log}): {(text + r.stderr).strip()[-600:]}")
+    return text
+
+
+SYNTH = "synth_xilinx -family xcup -flatten -noiopad"  # no I/O buffers: the design is a core, not a chip
+
+
+def _digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"".join(parts)).hexdigest()[:16]
+
+
+def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: float = 7200,
+                    progress: bool = False, mode: str = "stages", workers: int | None = None) -> dict:
+    """Yosys `synth_xilinx -family xcup` resource estimate of a da4ml design, cached by design hash.
+
+    mode "stages" (default): every pipeline stage (a combinational module between two register banks)
+    is synthesized on its own, in parallel, each cached by the hash of its sources, and the cell counts
+    are summed; the pipeline registers are counted by synthesizing the top with the stages as black
+    boxes. Nothing is optimized across a register bank, which a flat run would not do either, except
+    that it may delete register bits nobody reads (da4ml only registers what a later stage uses). A
+    large model that no single Yosys run finishes in hours becomes resumable stage by stage.
+    mode "flat": one flattened run of the whole design (small designs; the tests compare both).
+    """
+    rtl_dir = Path(rtl["path"]).resolve()
     srcs = _sources(rtl_dir)
+    static = sorted((rtl_dir / "src" / "static").glob("*.v"))
     tables = sorted((rtl_dir / "src" / "memfiles").glob("*"))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in srcs + tables) + rtl["top"].encode()).hexdigest()[:16]
+    memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
+    cwd = memdir if memdir.exists() else rtl_dir
+    shared = b"".join(p.read_bytes() for p in static + tables)
+    digest = _digest(b"".join(p.read_bytes() for p in srcs), shared, rtl["top"].encode(), mode.encode())
     cache = (Path(cache_dir) if cache_dir else rtl_dir / "yosys").resolve()
     cached = cache / f"{digest}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
     cache.mkdir(parents=True, exist_ok=True)
-    script = (f"read_verilog -defer {' '.join(map(str, srcs))}; "
-              f"synth_xilinx -family xcup -flatten -top {rtl['top']}; stat")
-    log = cache / f"{digest}.log"
+    say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    if progress:
-        print(f"yosys synth_xilinx on {len(srcs)} files (large designs take minutes to hours)...", flush=True)
-    memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
-    with open(log, "w") as fh:
-        r = subprocess.run([yosys, "-q", "-l", str(log.with_suffix(".full.log").resolve()), "-p", script],
-                           cwd=memdir if memdir.exists() else rtl_dir,
-                           stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
-    full = log.with_suffix(".full.log").read_text() if log.with_suffix(".full.log").exists() else log.read_text()
-    if r.returncode != 0:
-        raise JetDeployError(f"yosys failed on {rtl_dir} (log {log}): {full.strip()[-600:]}")
-    res = parse_yosys_stat(full)
-    out = {**{k: v for k, v in res.items() if k != "cells"}, "cells": res["cells"], "design_hash": digest,
-           "synth_s": round(time.perf_counter() - t0, 1), "tool": f"{_version([yosys, '-V'])} synth_xilinx -family xcup",
+    if mode == "flat":
+        text = _yosys(f"read_verilog -defer {' '.join(map(str, srcs))}; {SYNTH} -top {rtl['top']}; stat",
+                      cache / f"{digest}.log", cwd, timeout_s)
+        cells = parse_yosys_stat(text)["cells"]
+        parts = {"flat": cells}
+    elif mode == "stages":
+        core = rtl["top"].removesuffix("_wrapper")
+        stages = sorted(rtl_dir.glob(f"src/{core}_stage*.v"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
+        if not stages:
+            raise JetDeployError(f"{rtl_dir}/src: no {core}_stage*.v modules (mode 'stages' needs da4ml's pipelined output)")
+
+        def one(path: Path) -> tuple[str, dict, float, bool]:
+            key = _digest(path.read_bytes(), shared)
+            hit = cache / "stages" / f"{key}.json"
+            if hit.exists():
+                return path.stem, json.loads(hit.read_text()), 0.0, True
+            hit.parent.mkdir(parents=True, exist_ok=True)
+            t = time.perf_counter()
+            text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, static))}; {SYNTH} -top {path.stem}; stat",
+                          hit.with_suffix(".log"), cwd, timeout_s)
+            cells = parse_yosys_stat(text)["cells"]
+            write_json(hit, cells)
+            return path.stem, cells, time.perf_counter() - t, False
+
+        def regs() -> tuple[str, dict, float, bool]:
+            t = time.perf_counter()
+            top = rtl_dir / "src" / f"{core}.v"
+            text = _yosys(f"read_verilog -lib {' '.join(map(str, stages))}; read_verilog {top}; "
+                          f"{SYNTH} -top {core}; stat", cache / f"{digest}.registers.log", cwd, timeout_s)
+            return "registers", parse_yosys_stat(text)["cells"], time.perf_counter() - t, False
+
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        parts = {}
+        n_workers = max(1, workers or os.cpu_count() or 1)
+        say(f"yosys {SYNTH}: {len(stages)} pipeline stages + the register banks on {n_workers} worker(s) "
+            f"(cached per stage in {cache / 'stages'})", flush=True)
+        with ThreadPoolExecutor(n_workers) as pool:
+            jobs = [pool.submit(regs)] + [pool.submit(one, p) for p in stages]
+            for k, job in enumerate(as_completed(jobs), 1):
+                name, cells, secs, hit = job.result()
+                parts[name] = cells
+                luts = sum(c for n, c in cells.items() if re.fullmatch(STAT_KEYS["LUT"], n))
+                say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT " + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
+    else:
+        raise JetDeployError(f"yosys_resources: mode must be 'stages' or 'flat', got {mode!r}")
+    total: dict[str, int] = {}
+    for cells in parts.values():
+        for name, count in cells.items():
+            if name not in ("IBUF", "OBUF"):  # defensive: -noiopad inserts none
+                total[name] = total.get(name, 0) + int(count)
+    counts = {k: sum(c for n, c in total.items() if re.fullmatch(pat, n)) for k, pat in STAT_KEYS.items()}
+    out = {**counts, "cells": total, "design_hash": digest, "mode": mode, "synth_s": round(time.perf_counter() - t0, 1),
+           "tool": f"{_version([require_tool('yosys', 'JETDEPLOY_YOSYS'), '-V'])} {SYNTH}" +
+                   (" (per pipeline stage, summed)" if mode == "stages" else ""),
            "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)"}
     write_json(cached, out)
     return {**out, "cached": False}

@@ -114,13 +114,37 @@ def _round_half_even(v, k, i, f, overflow):
 
 
 def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
+    """QONNX Quant on da4ml arrays: round (half to even, or floor) to the grid, saturate to the range."""
     k, i, f = kif
     overflow = "SAT_SYM" if (narrow and k) else "SAT"
+    step = 2.0 ** -f
+    lo, hi = (-(2.0 ** i) + (step if narrow else 0.0) if k else 0.0), 2.0 ** i - step
     if rounding == "ROUND":
-        return _round_half_even(v, k, i, f, overflow)
-    if rounding == "FLOOR":
-        return v.quantize(k, i, f, overflow, "TRN")
-    raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
+        out = _round_half_even(v, k, i, f, overflow)
+    elif rounding == "FLOOR":
+        out = v.quantize(k, i, f, overflow, "TRN")
+    else:
+        raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
+    return _exact_constants(v, out, lo, hi, step, rounding)
+
+
+def _exact_constants(v, out, lo, hi, step, rounding):
+    """Elements that are constants (a channel whose weights are all zero, say) are quantized here in exact
+    arithmetic: da4ml 0.6 gave -0.5 for quantize(0) when the zero carried a degenerate step of 2^32."""
+    from da4ml.trace import FixedVariableArray
+    from da4ml.trace.fixed_variable import FixedVariable
+
+    flat, res = v._vars.ravel(), list(out._vars.ravel())
+    changed = False
+    for j, x in enumerate(flat):
+        if isinstance(x, FixedVariable) and x.low == x.high:
+            c = float(x.low) / step
+            q = float(np.round(c)) if rounding == "ROUND" else math.floor(c)  # numpy rounds half to even
+            res[j] = FixedVariable.from_const(min(max(q * step, lo), hi), hwconf=x.hwconf)
+            changed = True
+    if not changed:
+        return out
+    return FixedVariableArray(np.array(res, dtype=object).reshape(v.shape), v.solver_options, hwconf=v.hwconf)
 
 
 MASK_BIAS_BITS = 12   # an operand reaching below -2^12 (and not far above 0) next to small scores: the padding bias

@@ -12,9 +12,9 @@ from .transformer import TransformerTagger
 def build_model(cfg: ModelConfig, n_inputs: int, n_classes: int, quant: QuantConfig | None = None) -> nn.Module:
     """The network for a config. `n_inputs` is the number of particle features (observables for mlp)."""
     if quant is not None and quant.scheme != "float":
-        from ..quant.model import QuantTransformerTagger
+        from ..quant.model import build_quant_model
 
-        return QuantTransformerTagger(cfg, quant, n_inputs, n_classes)
+        return build_quant_model(cfg, quant, n_inputs, n_classes)
     if cfg.arch == "transformer":
         return TransformerTagger(cfg, n_inputs, n_classes)
     if cfg.arch == "deepsets":

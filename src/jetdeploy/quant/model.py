@@ -141,15 +141,48 @@ class QuantTransformerTagger(nn.Module):
         return self.classify(pooled)
 
 
-def load_float_weights(qmodel: QuantTransformerTagger, float_state: dict[str, torch.Tensor]) -> list[str]:
-    """Copy a float TransformerTagger's weights into its quantized twin (QAT fine-tuning).
+class QuantDeepSets(nn.Module):
+    """The quantized twin of models.baselines.DeepSets: phi per particle, masked pooling, rho.
+
+    The baseline the fpga transformer is compared against on the FPGA (same quantizers, same
+    QONNX -> hls4ml / da4ml paths): it shows what attention costs in latency and resources."""
+
+    def __init__(self, cfg: ModelConfig, quant: QuantConfig, n_features: int, n_classes: int):
+        super().__init__()
+        if cfg.arch != "deepsets":
+            raise JetDeployError(f"QuantDeepSets needs model.arch 'deepsets', got '{cfg.arch}'")
+        qf = QuantFactory(quant)
+        self.cfg, self.quant_cfg = cfg, quant
+        self.normalizer = Normalizer(n_features)
+        self.input_quant = qf.act("input_quant", return_quant_tensor=True)
+        self.phi = quant_mlp(qf, "phi", [n_features, *cfg.embed_hidden, cfg.dim, cfg.ffn_dim, cfg.dim], final_act=True)
+        self.head_quant = qf.act("head_quant", return_quant_tensor=True)
+        self.rho = quant_mlp(qf, "rho", [cfg.dim, *cfg.head_hidden, n_classes], final_act=False)
+        self.output_quant = qf.act("output_quant")
+        qf.check_overrides()
+        self.layout = qf.layout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
+        pooled = masked_pool(self.phi(self.input_quant(x)), mask, self.cfg.pooling)
+        return self.output_quant(self.rho(self.head_quant(pooled)))
+
+
+def build_quant_model(cfg: ModelConfig, quant: QuantConfig, n_features: int, n_classes: int) -> nn.Module:
+    if cfg.arch == "deepsets":
+        return QuantDeepSets(cfg, quant, n_features, n_classes)
+    return QuantTransformerTagger(cfg, quant, n_features, n_classes)
+
+
+def load_float_weights(qmodel: nn.Module, float_state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy a float TransformerTagger's (or DeepSets') weights into its quantized twin (QAT fine-tuning).
 
     Folds the attention scale 1/sqrt(d_head) into the q projection. Returns the quantizer
     parameters that were not in the float model (they are initialised from statistics).
     Raises if any float weight has no place in the quantized model.
     """
     state = dict(float_state)
-    scale = 1.0 / math.sqrt(qmodel.cfg.dim // qmodel.cfg.heads)
+    scale = 1.0 / math.sqrt(qmodel.cfg.dim // qmodel.cfg.heads) if qmodel.cfg.arch == "transformer" else 1.0
     for key in list(state):
         if ".attn.q." in key and key.endswith((".weight", ".bias")):
             state[key] = state[key] * scale
