@@ -125,3 +125,38 @@ def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path
     assert res.returncode == 0, res.stderr + res.stdout
     csim = json.loads((run / "fpga" / "csim.json").read_text())
     assert csim["ok"] and csim["checks"][0]["bit_exact_jets"] == 1.0 and not csim["checks"][1]["inexact_layers"]
+
+
+def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run, synth_file):
+    """The default saturation of s - max(s) (the smallest N with exp(-2^N) below half an exp-table LSB)
+    gives the same outputs as saturating much lower (N = 7), with a smaller exp table."""
+    from da4ml.trace import comb_trace
+
+    from jetdeploy.fpga.trace import SoftmaxTables
+
+    assert SoftmaxTables().diff_int_bits == 4 and SoftmaxTables(exp_frac_bits=8).diff_int_bits == 3
+    with pytest.raises(JetDeployError, match="exp_frac_bits must be in 2..24"):
+        SoftmaxTables(exp_frac_bits=1)
+    with pytest.raises(JetDeployError, match="diff_int_bits must be in 1..15"):
+        SoftmaxTables(diff_int_bits=0)
+    qonnx = tiny_fpga_run / "export" / "model.qonnx.onnx"
+    combs = []
+    for tables in (SoftmaxTables(), SoftmaxTables(diff_int_bits=7)):
+        tr = trace_qonnx(qonnx, tables)
+        combs.append(comb_trace([v for a in tr.inputs for v in a._vars.ravel()], list(tr.outputs._vars.ravel())))
+    rng = np.random.default_rng(0)
+    cols = []  # random values on each RTL input's own fixed-point grid (features, and 0/1 mask bits)
+    for name, arr in zip(tr.input_names, tr.inputs):
+        k, i, f = tr.input_kif[name]
+        lo, hi = (-(2 ** (i + f)) if k else 0), 2 ** (i + f) - 1
+        cols.append(rng.integers(lo, hi + 1, size=(300, arr._vars.size)) * 2.0 ** -f)
+    x = np.concatenate(cols, axis=1)
+    assert np.array_equal(combs[0].predict(x), combs[1].predict(x))
+    assert combs[0].cost < combs[1].cost
+    # the CLI takes the table precisions and records them
+    res = run_cli("fpga", "rtl", "--run", str(tiny_fpga_run), "--data", str(synth_file), "--n-check", "40",
+                  "--no-sim", "--softmax-exp-bits", "10", "--softmax-inv-bits", "10", "--quiet")
+    assert res.returncode == 0, res.stderr + res.stdout
+    r = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
+    assert r["design"]["softmax_tables"] == {"diff_int_bits": 3, "exp_frac_bits": 10, "sum_frac_bits": 10,
+                                            "inv_frac_bits": 10}

@@ -195,9 +195,13 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
 
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     from .fpga.flow import rtl_run
+    from .fpga.trace import SoftmaxTables
 
+    tables = SoftmaxTables(diff_int_bits=args.softmax_diff_bits, exp_frac_bits=args.softmax_exp_bits,
+                           sum_frac_bits=args.softmax_sum_bits, inv_frac_bits=args.softmax_inv_bits)
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
-                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim)
+                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
+                synth_workers=args.synth_workers)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -496,6 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "labelled as not measured; for designs too large for iverilog here)")
     fr.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
+    fr.add_argument("--synth-workers", type=int, default=None,
+                    help="Yosys runs in parallel, one pipeline stage each (default: all cores)")
+    fr.add_argument("--softmax-diff-bits", type=int, default=None,
+                    help="softmax: integer bits of s - max(s), which saturates at -2^N (default: the smallest N at "
+                         "which exp(-2^N) rounds to 0 in the exp table, so saturating changes nothing)")
+    fr.add_argument("--softmax-exp-bits", type=int, default=15, help="softmax exp table: output fraction bits")
+    fr.add_argument("--softmax-sum-bits", type=int, default=10,
+                    help="softmax: fraction bits of the row sum that indexes the reciprocal table")
+    fr.add_argument("--softmax-inv-bits", type=int, default=16, help="softmax reciprocal table: output fraction bits")
     fr.add_argument("--quiet", action="store_true", help="only the summary")
     fr.set_defaults(func=_cmd_fpga_rtl)
     fw = fsub.add_parser(

@@ -56,7 +56,7 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
 
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
-            progress: bool = True, simulate: bool = True) -> dict:
+            progress: bool = True, simulate: bool = True, synth_workers: int | None = None) -> dict:
     from da4ml.trace import comb_trace
 
     run = Path(run_dir)
@@ -69,6 +69,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     out = run / "fpga"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    tables = tables or SoftmaxTables()
     tr = trace_qonnx(qonnx_path, tables)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     comb = comb_trace(ins, list(tr.outputs._vars.ravel()))
@@ -116,6 +117,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     result = {"run": str(run), "qonnx": str(qonnx_path), "data": str(data),
               "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"),
               "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
+                         "softmax_tables": tables.as_dict(),
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
               "checks": [check1] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,
@@ -123,7 +125,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
               "simulation_note": None if simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
                                                        "pipeline depth, not a measurement",
               "per_tensor": layers, "latency": sim,
-              "resources": None if not synth else rtl.yosys_resources(design, progress=progress),
+              "resources": None if not synth else rtl.yosys_resources(design, progress=progress, workers=synth_workers),
               "resources_note": None if synth else "not run (pass --synth: Yosys on a full model takes a long time)"}
     result["ok"] = all(c["ok"] for c in result["checks"])
     write_json(out / "rtl.json", result)
