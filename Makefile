@@ -33,7 +33,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export rtl hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -55,6 +55,8 @@ help:
 	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
 	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
+	@echo "make rtl-baseline  the same for the Deep Sets baseline's QAT twin (-> \$$(RUN_DIR)/\$$(TRAIN_PRESET)-deepsets-qat)"
+	@echo "              full-size figures: make rtl rtl-baseline TRAIN_PRESET=fpga16 DATA_PRESET=full RTL_ARGS='--no-sim --synth'"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
@@ -122,6 +124,16 @@ $(QAT_RUN)/fpga/rtl.json: $(QAT_RUN)/export/verify.json | rtl-tools
 	$(JD) fpga rtl --run $(QAT_RUN) --data $(DATA_FILE) $(RTL_ARGS)
 
 rtl: $(QAT_RUN)/fpga/rtl.json
+
+# the Deep Sets baseline's QAT twin through the same RTL path (what attention costs on the FPGA)
+BASE_DSQ := $(RUN_DIR)/$(TRAIN_PRESET)-deepsets-qat
+$(BASE_DSQ)/model.pt: $(BASE_DS)/model.pt
+	$(JD) train --config $(TRAIN_PRESET) --data $(DATA_FILE) --run $(BASE_DSQ) --init-from $(BASE_DS) \
+	  --set model.arch=deepsets --set model.dim=32 --set model.ffn_dim=64 --set "quant.overrides={}" $(QAT_ARGS)
+$(BASE_DSQ)/fpga/rtl.json: $(BASE_DSQ)/export/verify.json $(BASE_DSQ)/metrics.json | rtl-tools
+	$(JD) fpga rtl --run $(BASE_DSQ) --data $(DATA_FILE) $(RTL_ARGS)
+
+rtl-baseline: $(BASE_DSQ)/fpga/rtl.json
 
 # hls4ml of the fpga (QAT) run: Vitis HLS project, g++ C-simulation vs qonnx, vendor synthesis when installed
 HLS_ARGS    ?=
