@@ -74,6 +74,18 @@ def test_yosys_resources_per_stage_equal_the_flat_run_and_cache(design, tmp_path
     assert len(stage_cache) == r["stages"]
     with pytest.raises(JetDeployError, match="mode must be"):
         rtl.yosys_resources(r, cache_dir=tmp_path / "d", mode="fast")
+    # a time budget: stages not synthesized in time are extrapolated from da4ml's per-stage cost, said so,
+    # and the next call resumes from the finished ones
+    with pytest.raises(JetDeployError, match="no stage was synthesized within the budget"):
+        rtl.yosys_resources(r, cache_dir=tmp_path / "e", budget_s=0)
+    for f in stage_cache[1:]:
+        (tmp_path / "e" / "stages").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "e" / "stages" / f.name).write_text(f.read_text())
+    part = rtl.yosys_resources(r, cache_dir=tmp_path / "e", budget_s=0)
+    assert not part["complete"] and part["stages_synthesized"] == r["stages"] - 1 and "EXTRAPOLATED" in part["tool"]
+    assert part["LUT_synthesized"] <= part["LUT"] and part["FF"] == res["FF"] and 0 < part["cost_fraction_synthesized"] <= 1
+    full = rtl.yosys_resources(r, cache_dir=tmp_path / "e", budget_s=None)
+    assert full["complete"] and full["LUT"] == res["LUT"] and not full["cached"]
 
 
 def test_yosys_stat_parsing_on_a_sample():

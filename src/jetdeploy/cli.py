@@ -201,7 +201,7 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
                            sum_frac_bits=args.softmax_sum_bits, inv_frac_bits=args.softmax_inv_bits)
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
                 clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
-                synth_workers=args.synth_workers)
+                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -211,6 +211,9 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     res = r["resources"]
     print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, CARRY {res['CARRY']}, "
                                                          f"DSP {res['DSP']}" if res else r["resources_note"]))
+    if res and not res.get("complete", True):
+        print(f"  PARTIAL: {res['stages_synthesized']}/{res['stages_total']} stages synthesized; LUT/CARRY/DSP "
+              "extrapolated from da4ml's per-stage cost (run again to resume)")
     print(f"wrote {os.path.join(args.run, 'fpga', 'rtl.json')} and the Verilog in {os.path.join(args.run, 'fpga', 'rtl')}")
     return _status(r["ok"], "a check failed (see rtl.json)")
 
@@ -502,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
     fr.add_argument("--synth-workers", type=int, default=None,
                     help="Yosys runs in parallel, one pipeline stage each (default: all cores)")
+    fr.add_argument("--synth-budget", type=float, default=None, metavar="SECONDS",
+                    help="start no new Yosys stage after this long; the rest is extrapolated from da4ml's per-stage "
+                         "cost and labelled so; the next call resumes from the finished stages")
     fr.add_argument("--softmax-diff-bits", type=int, default=None,
                     help="softmax: integer bits of s - max(s), which saturates at -2^N (default: the smallest N at "
                          "which exp(-2^N) rounds to 0 in the exp table, so saturating changes nothing)")

@@ -56,7 +56,8 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
 
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
-            progress: bool = True, simulate: bool = True, synth_workers: int | None = None) -> dict:
+            progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
+            synth_budget_s: float | None = None) -> dict:
     from da4ml.trace import comb_trace
 
     run = Path(run_dir)
@@ -125,7 +126,8 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
               "simulation_note": None if simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
                                                        "pipeline depth, not a measurement",
               "per_tensor": layers, "latency": sim,
-              "resources": None if not synth else rtl.yosys_resources(design, progress=progress, workers=synth_workers),
+              "resources": None if not synth else rtl.yosys_resources(design, progress=progress, workers=synth_workers,
+                                                                  budget_s=synth_budget_s),
               "resources_note": None if synth else "not run (pass --synth: Yosys on a full model takes a long time)"}
     result["ok"] = all(c["ok"] for c in result["checks"])
     write_json(out / "rtl.json", result)

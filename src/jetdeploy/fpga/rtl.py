@@ -65,6 +65,7 @@ def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, c
     model = RTLModel(comb, name, out, latency_cutoff=latency_cutoff, clock_period=clock_ns, part_name=part,
                      print_latency=False)
     model.write()
+    stage_costs = [float(sol.cost) for sol in model._pipe.solutions] if getattr(model, "_pipe", None) else None
     # Icarus Verilog rejects the attribute expression on the lookup-table ROM; it only steers Vivado's
     # ROM inference, so it is dropped for simulation and Yosys alike
     lut = out / "src" / "static" / "lookup_table.v"
@@ -73,6 +74,7 @@ def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, c
     _content_named_tables(out)
     meta = json.loads((out / "metadata.json").read_text())
     return {"path": str(out), "top": f"{name}_wrapper", "stages": int(meta["latency"]), "cost_adders": meta["cost"],
+            "stage_costs": stage_costs,
             "clock_ns": clock_ns, "latency_cutoff": latency_cutoff, "part": part,
             "tool": "da4ml (pipeline depth and adder cost are the generator's own figures)"}
 
@@ -246,7 +248,8 @@ def _digest(*parts: bytes) -> str:
 
 
 def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: float = 7200,
-                    progress: bool = False, mode: str = "stages", workers: int | None = None) -> dict:
+                    progress: bool = False, mode: str = "stages", workers: int | None = None,
+                    budget_s: float | None = None) -> dict:
     """Yosys `synth_xilinx -family xcup` resource estimate of a da4ml design, cached by design hash.
 
     mode "stages" (default): every pipeline stage (a combinational module between two register banks)
@@ -255,6 +258,11 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
     that it may delete register bits nobody reads (da4ml only registers what a later stage uses). A
     large model that no single Yosys run finishes in hours becomes resumable stage by stage.
     mode "flat": one flattened run of the whole design (small designs; the tests compare both).
+
+    budget_s (stages mode): start no new stage after this many seconds. The stages not synthesized are
+    then extrapolated from the synthesized ones in proportion to da4ml's per-stage adder cost; the result
+    says so ("complete": false, the tool label, the fraction synthesized) and is not cached as final, so
+    the next call resumes from the finished stages.
     """
     rtl_dir = Path(rtl["path"]).resolve()
     srcs = _sources(rtl_dir)
@@ -277,17 +285,20 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
                       cache / f"{digest}.log", cwd, timeout_s)
         cells = parse_yosys_stat(text)["cells"]
         parts = {"flat": cells}
+        skipped = []
     elif mode == "stages":
         core = rtl["top"].removesuffix("_wrapper")
         stages = sorted(rtl_dir.glob(f"src/{core}_stage*.v"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
         if not stages:
             raise JetDeployError(f"{rtl_dir}/src: no {core}_stage*.v modules (mode 'stages' needs da4ml's pipelined output)")
 
-        def one(path: Path) -> tuple[str, dict, float, bool]:
+        def one(path: Path) -> tuple[str, dict | None, float, bool]:
             key = _digest(path.read_bytes(), shared)
             hit = cache / "stages" / f"{key}.json"
             if hit.exists():
                 return path.stem, json.loads(hit.read_text()), 0.0, True
+            if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                return path.stem, None, 0.0, False  # over the budget: left for the next call
             hit.parent.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
             text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, static))}; {SYNTH} -top {path.stem}; stat",
@@ -304,6 +315,7 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
         parts = {"registers": {"FDRE": reg_bits}}
+        skipped: list[str] = []
         n_workers = max(1, workers or os.cpu_count() or 1)
         say(f"yosys {SYNTH}: {len(stages)} pipeline stages on {n_workers} worker(s), {reg_bits} register bits "
             f"(cached per stage in {cache / 'stages'})", flush=True)
@@ -311,6 +323,9 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
             jobs = [pool.submit(one, p) for p in stages]
             for k, job in enumerate(as_completed(jobs), 1):
                 name, cells, secs, hit = job.result()
+                if cells is None:
+                    skipped.append(name)
+                    continue
                 parts[name] = cells
                 luts = sum(c for n, c in cells.items() if re.fullmatch(STAT_KEYS["LUT"], n))
                 say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT " + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
@@ -322,9 +337,30 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
             if name not in ("IBUF", "OBUF"):  # defensive: -noiopad inserts none
                 total[name] = total.get(name, 0) + int(count)
     counts = {k: sum(c for n, c in total.items() if re.fullmatch(pat, n)) for k, pat in STAT_KEYS.items()}
-    out = {**counts, "cells": total, "design_hash": digest, "mode": mode, "synth_s": round(time.perf_counter() - t0, 1),
-           "tool": f"{_version([require_tool('yosys', 'JETDEPLOY_YOSYS'), '-V'])} {SYNTH}" +
-                   (" (per pipeline stage, summed; FF = the register bits between the stages)" if mode == "stages" else ""),
+    tool = f"{_version([require_tool('yosys', 'JETDEPLOY_YOSYS'), '-V'])} {SYNTH}"
+    out = {**counts, "cells": total, "design_hash": digest, "mode": mode, "complete": not skipped,
+           "synth_s": round(time.perf_counter() - t0, 1),
+           "tool": tool + (" (per pipeline stage, summed; FF = the register bits between the stages)"
+                           if mode == "stages" else ""),
            "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)"}
+    if skipped:
+        costs = rtl.get("stage_costs")
+        if not costs:
+            raise JetDeployError(f"{rtl_dir}: {len(skipped)} stages were left unsynthesized and the design has no "
+                                 "per-stage da4ml costs to extrapolate with; run again without a budget")
+        idx = {f"{core}_stage{k}": c for k, c in enumerate(costs)}
+        done = sum(idx[n] for n in parts if n in idx)
+        frac = done / sum(costs) if sum(costs) else 0.0
+        if frac <= 0:
+            raise JetDeployError(f"{rtl_dir}: no stage was synthesized within the budget of {budget_s} s")
+        for k in ("LUT", "CARRY", "MUXF", "LUTRAM", "DSP", "BRAM"):
+            out[f"{k}_synthesized"] = counts[k]
+            out[k] = int(round(counts[k] / frac))
+        out.update({"stages_synthesized": len(stages) - len(skipped), "stages_total": len(stages),
+                    "cost_fraction_synthesized": round(frac, 4),
+                    "tool": f"{tool} on {len(stages) - len(skipped)} of {len(stages)} pipeline stages "
+                            f"({frac:.0%} of da4ml's adder cost); the rest EXTRAPOLATED in proportion to "
+                            "da4ml's per-stage cost; FF = the register bits between the stages (exact)"})
+        return {**out, "cached": False}
     write_json(cached, out)
     return {**out, "cached": False}
