@@ -71,30 +71,11 @@ def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, c
     lut = out / "src" / "static" / "lookup_table.v"
     if lut.exists():
         lut.write_text(re.sub(r"\(\*\s*rom_style\s*=.*?\*\)", "", lut.read_text()))
-    _content_named_tables(out)
     meta = json.loads((out / "metadata.json").read_text())
     return {"path": str(out), "top": f"{name}_wrapper", "stages": int(meta["latency"]), "cost_adders": meta["cost"],
             "stage_costs": stage_costs,
             "clock_ns": clock_ns, "latency_cutoff": latency_cutoff, "part": part,
             "tool": "da4ml (pipeline depth and adder cost are the generator's own figures)"}
-
-
-def _content_named_tables(out: Path) -> None:
-    """da4ml names its lookup-table files by random UUIDs; name them by content instead, so the same
-    design gives the same bytes (and the Yosys cache, keyed by source hashes, hits across rebuilds)."""
-    mem = out / "src" / "memfiles"
-    renames = {}
-    for f in sorted(mem.glob("*.mem")) if mem.exists() else []:
-        new = f"table_{hashlib.sha256(f.read_bytes()).hexdigest()[:16]}.mem"
-        if new != f.name:
-            renames[f.name] = new
-            f.rename(mem / new)
-    if renames:
-        pattern = re.compile("|".join(map(re.escape, renames)))
-        for v in (out / "src").rglob("*.v"):
-            text = v.read_text()
-            if pattern.search(text):
-                v.write_text(pattern.sub(lambda m: renames[m.group(0)], text))
 
 
 def _sources(rtl_dir: Path) -> list[Path]:
@@ -270,8 +251,8 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
     tables = sorted((rtl_dir / "src" / "memfiles").glob("*"))
     memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
     cwd = memdir if memdir.exists() else rtl_dir
-    shared = b"".join(p.read_bytes() for p in static + tables)
-    digest = _digest(b"".join(p.read_bytes() for p in srcs), shared, rtl["top"].encode(), mode.encode())
+    shared = b"".join(p.read_bytes() for p in static)  # da4ml names lookup-table files by a hash of their content
+    digest = _digest(b"".join(p.read_bytes() for p in srcs + tables), shared, rtl["top"].encode(), mode.encode())
     # next to the RTL folder, not in it: rewriting the Verilog must not drop finished stages
     cache = (Path(cache_dir) if cache_dir else rtl_dir.parent / f"{rtl_dir.name}-yosys").resolve()
     cached = cache / f"{digest}.json"
@@ -293,7 +274,9 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
             raise JetDeployError(f"{rtl_dir}/src: no {core}_stage*.v modules (mode 'stages' needs da4ml's pipelined output)")
 
         def one(path: Path) -> tuple[str, dict | None, float, bool]:
-            key = _digest(path.read_bytes(), shared)
+            text = path.read_bytes()
+            used = sorted(set(re.findall(rb'"(table_[0-9a-f-]+\.mem)"', text)))  # names carry the content hash
+            key = _digest(text, shared, *used)
             hit = cache / "stages" / f"{key}.json"
             if hit.exists():
                 return path.stem, json.loads(hit.read_text()), 0.0, True
