@@ -193,11 +193,11 @@ demo: $(STAMP)
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 rtl-tools:
-	@command -v iverilog >/dev/null && command -v yosys >/dev/null || { \
-	  echo "installing iverilog and yosys with apt-get"; \
-	  $(SUDO) apt-get install -y -q iverilog yosys >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q iverilog yosys >/dev/null; } || \
-	  { echo "error: could not install iverilog + yosys; install them (Debian: apt-get install iverilog yosys)"; exit 1; }; }
+	@command -v iverilog >/dev/null && command -v yosys >/dev/null && command -v verilator >/dev/null || { \
+	  echo "installing iverilog, verilator and yosys with apt-get"; \
+	  $(SUDO) apt-get install -y -q iverilog verilator yosys >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q iverilog verilator yosys >/dev/null; } || \
+	  { echo "error: could not install the RTL tools (Debian: apt-get install iverilog verilator yosys)"; exit 1; }; }
 
 # headless Chromium renders the HTML report in the tests
 report-tools:

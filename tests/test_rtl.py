@@ -1,4 +1,4 @@
-"""The open-source RTL back end: da4ml -> Verilog -> Icarus Verilog (measured latency, bit-exact) -> Yosys."""
+"""The open-source RTL back end: da4ml -> Verilog -> Verilator / Icarus Verilog (measured latency, bit-exact) -> Yosys."""
 
 import re
 from pathlib import Path
@@ -35,18 +35,21 @@ def design(tmp_path_factory):
     return comb, rtl.write_verilog(comb, out, "mlp", latency_cutoff=2, clock_ns=5.0)
 
 
-def test_rtl_simulation_is_bit_exact_and_measures_latency(design):
+@pytest.mark.parametrize("simulator", ["iverilog", "verilator"])
+def test_rtl_simulation_is_bit_exact_and_measures_latency(design, simulator):
     comb, r = design
     assert not any("rom_style" in p.read_text() for p in (Path(r["path"]) / "src").rglob("*.v"))
     x = np.random.default_rng(1).normal(size=(200, 4)) * 3
-    sim = rtl.simulate(comb, r, x)
+    sim = rtl.simulate(comb, r, x, simulator=simulator)
     assert sim["bit_exact_vs_da4ml"] and sim["n_vectors"] == 200 and sim["ii"] == 1
     # every stage is registered, plus the input register: the measured offset is the pipeline depth
     assert sim["latency_cycles"] == r["stages"] and sim["latency_ns"] == 5.0 * r["stages"]
-    assert "Icarus Verilog" in sim["tool"]
+    assert sim["simulator"] == simulator
+    assert ("Icarus Verilog" if simulator == "iverilog" else "Verilator 5") in sim["tool"]
 
 
-def test_a_wrong_design_fails_the_simulation_check(design, tmp_path):
+@pytest.mark.parametrize("simulator", ["iverilog", "verilator"])
+def test_a_wrong_design_fails_the_simulation_check(design, tmp_path, simulator):
     comb, r = design
     other = rtl.write_verilog(comb, tmp_path / "broken", "mlp", latency_cutoff=2)
     stage = tmp_path / "broken" / "src" / "mlp_stage0.v"
@@ -54,7 +57,7 @@ def test_a_wrong_design_fails_the_simulation_check(design, tmp_path):
     assert re.search(r", 0\) op_", text)
     stage.write_text(re.sub(r", 0\) op_", ", 1) op_", text, count=1))  # one adder becomes a subtractor
     with pytest.raises(JetDeployError, match="never matched the da4ml interpreter"):
-        rtl.simulate(comb, other, np.random.default_rng(2).normal(size=(100, 4)) * 3)
+        rtl.simulate(comb, other, np.random.default_rng(2).normal(size=(100, 4)) * 3, simulator=simulator)
 
 
 def test_yosys_resources_per_stage_equal_the_flat_run_and_cache(design, tmp_path):
@@ -98,6 +101,10 @@ def test_missing_tools_are_clear_errors(design, monkeypatch):
     comb, r = design
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(JetDeployError, match="'iverilog' was not found.*apt-get install iverilog"):
-        rtl.simulate(comb, r, np.zeros((2, 4)))
+        rtl.simulate(comb, r, np.zeros((2, 4)))  # auto: no Verilator either, so Icarus Verilog, which is missing
+    with pytest.raises(JetDeployError, match="'verilator' was not found.*apt-get install verilator"):
+        rtl.simulate(comb, r, np.zeros((2, 4)), simulator="verilator")
+    with pytest.raises(JetDeployError, match="must be one of"):
+        rtl.simulate(comb, r, np.zeros((2, 4)), simulator="modelsim")
     with pytest.raises(JetDeployError, match="'yosys' was not found.*apt-get install yosys"):
         rtl.yosys_resources({**r, "path": r["path"]}, cache_dir=Path(r["path"]) / "fresh-cache")

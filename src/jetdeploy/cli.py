@@ -201,11 +201,11 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
                            sum_frac_bits=args.softmax_sum_bits, inv_frac_bits=args.softmax_inv_bits)
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
                 clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
-                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget)
+                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
-    how = "iverilog, measured" if lat.get("simulated") else "da4ml pipeline depth, NOT simulated"
+    how = f"{lat.get('simulator')}, measured" if lat.get("simulated") else "da4ml pipeline depth, NOT simulated"
     print(f"latency ({how}): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at "
           f"{lat['clock_ns']} ns/cycle, II = 1")
     res = r["resources"]
@@ -485,10 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--data", default=None, help="jet file for table sizing and testbench (default: the run's)")
     fs.set_defaults(func=_cmd_fpga_synth)
     fr = fsub.add_parser(
-        "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (iverilog), Yosys resources",
+        "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (Verilator / Icarus Verilog), Yosys resources",
         description="Trace RUN/export/model.qonnx.onnx with da4ml (distributed arithmetic), check its interpreter "
                     "against qonnx execution on held-out jets (bit-exact except where the softmax lookup tables "
-                    "approximate), write pipelined Verilog (II=1), simulate it in Icarus Verilog against the "
+                    "approximate), write pipelined Verilog (II=1), simulate it (Verilator or Icarus Verilog) against the "
                     "interpreter to measure the latency, and optionally (--synth) estimate resources with Yosys. "
                     "Writes RUN/fpga/rtl.json and RUN/fpga/rtl/. The RTL input is the first Quant on each input "
                     "(standardisation is host-side) plus one mask bit per particle.")
@@ -499,8 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--latency-cutoff", type=float, default=5.0, help="da4ml pipelining: adder delays per stage")
     fr.add_argument("--clock-ns", type=float, default=5.0, help="clock period for the ns figure and constraints")
     fr.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,
-                    help="simulate the Verilog in Icarus Verilog (--no-sim: report da4ml's pipeline depth instead, "
+                    help="simulate the Verilog (--no-sim: report da4ml's pipeline depth instead, "
                          "labelled as not measured; for designs too large for iverilog here)")
+    fr.add_argument("--simulator", choices=("auto", "verilator", "iverilog"), default="auto",
+                    help="RTL simulator; auto: Verilator when installed (minutes for a full-size model, where Icarus "
+                         "Verilog takes hours), else Icarus Verilog; both run the same testbench")
     fr.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
     fr.add_argument("--synth-workers", type=int, default=None,

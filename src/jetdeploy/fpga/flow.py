@@ -4,7 +4,7 @@ Checks, each with its tool:
   1. da4ml interpreter vs qonnx execution of the same QONNX on held-out jets: per jet bit-exactness of
      the logits, argmax agreement, max |diff|, and a per-tensor trace (bit-exact up to the first tensor
      that depends on a lookup-table approximation; the report names it);
-  2. RTL simulation (Icarus Verilog) vs the da4ml interpreter: bit-exact on every vector, and the
+  2. RTL simulation (Verilator, or Icarus Verilog) vs the da4ml interpreter: bit-exact on every vector, and the
      measured latency at II = 1;
   3. (--synth) Yosys synth_xilinx resources, labelled as an open-source estimate.
 """
@@ -57,7 +57,7 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
             progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
-            synth_budget_s: float | None = None) -> dict:
+            synth_budget_s: float | None = None, simulator: str = "auto") -> dict:
     from da4ml.trace import comb_trace
 
     run = Path(run_dir)
@@ -111,9 +111,9 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
         say(f"da4ml: {design['stages']} pipeline stages = {sim['latency_ns']:.0f} ns at {clock_ns} ns "
             "(not simulated: --no-sim)")
     else:
-        sim = rtl.simulate(comb, design, feed[:n_sim])
+        sim = rtl.simulate(comb, design, feed[:n_sim], simulator=simulator)
         sim["simulated"] = True
-        say(f"iverilog: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {clock_ns} ns, bit-exact "
+        say(f"{sim['simulator']}: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {clock_ns} ns, bit-exact "
             f"vs da4ml on {sim['n_vectors']} jets")
     result = {"run": str(run), "qonnx": str(qonnx_path), "data": str(data),
               "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"),

@@ -30,6 +30,7 @@ from ..io import write_json
 
 INSTALL_HINT = {"iverilog": "apt-get install iverilog (Debian/Ubuntu) or https://steveicarus.github.io/iverilog/",
                 "vvp": "apt-get install iverilog (vvp comes with it)",
+                "verilator": "apt-get install verilator (Debian/Ubuntu) or https://verilator.org",
                 "yosys": "apt-get install yosys (Debian/Ubuntu) or https://yosyshq.net/yosys/"}
 
 
@@ -133,10 +134,63 @@ endmodule
 """
 
 
-def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeout_s: float = 1800) -> dict:
-    """Feed `inputs` [n, n_in] (one vector per clock) to the RTL in Icarus Verilog; measure the cycle
-    offset at which the outputs equal the da4ml interpreter's, and check every vector bit for bit."""
+SIMULATORS = ("verilator", "iverilog")
+
+
+def pick_simulator(name: str = "auto") -> str:
+    """'auto': Verilator when installed (it builds a full-size model in minutes where Icarus Verilog needs
+    hours), else Icarus Verilog; a named one must be installed."""
+    if name == "auto":
+        return "verilator" if shutil.which(os.environ.get("JETDEPLOY_VERILATOR") or "verilator") else "iverilog"
+    if name not in SIMULATORS:
+        raise JetDeployError(f"RTL simulator must be one of {SIMULATORS} or 'auto', got {name!r}")
+    return name
+
+
+def _run_iverilog(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float) -> str:
     iverilog, vvp = require_tool("iverilog", "JETDEPLOY_IVERILOG"), require_tool("vvp", "JETDEPLOY_VVP")
+    cmd = [iverilog, "-g2012", "-s", "jetdeploy_tb", "-o", "sim.vvp", "tb.v", *map(str, srcs)]
+    r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise JetDeployError(f"iverilog could not compile {sim.parent.parent}: {r.stderr.strip()[:800]}")
+    r = subprocess.run([vvp, "-n", str(sim / "sim.vvp")], cwd=run_dir, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise JetDeployError(f"vvp failed on {sim / 'sim.vvp'}: {(r.stderr or r.stdout).strip()[:800]}")
+    return _version([iverilog, "-V"])
+
+
+LINT_PRAGMA = re.compile(r"/\*\s*verilator\s+lint_(?:on|off)\s+\w+\s*\*/")
+
+
+def _run_verilator(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float) -> str:
+    verilator = require_tool("verilator", "JETDEPLOY_VERILATOR")
+    # da4ml's sources carry lint pragmas naming warnings that Debian's Verilator 5.006 does not know (an
+    # error there); they only silence lint, so the copies compiled here go without them
+    vsrc = sim / "src"
+    vsrc.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for f in srcs:
+        dst = vsrc / f.name
+        dst.write_text(LINT_PRAGMA.sub("", f.read_text()))
+        copies.append(dst)
+    cmd = [verilator, "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "jetdeploy_tb",
+           "-Mdir", "obj", "-j", str(os.cpu_count() or 1), "tb.v", *map(str, copies)]
+    r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise JetDeployError(f"verilator could not build {sim.parent.parent}: {(r.stderr or r.stdout).strip()[-800:]}")
+    r = subprocess.run([str(sim / "obj" / "Vjetdeploy_tb")], cwd=run_dir, capture_output=True, text=True,
+                       timeout=timeout_s)
+    if r.returncode != 0:
+        raise JetDeployError(f"the Verilator model {sim / 'obj'} failed: {(r.stderr or r.stdout).strip()[:800]}")
+    return _version([verilator, "--version"])
+
+
+def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeout_s: float = 3600,
+             simulator: str = "auto") -> dict:
+    """Feed `inputs` [n, n_in] (one vector per clock) to the RTL in an RTL simulator (Verilator or Icarus
+    Verilog, same testbench); measure the cycle offset at which the outputs equal the da4ml interpreter's,
+    and check every vector bit for bit."""
+    simulator = pick_simulator(simulator)
     rtl_dir = Path(rtl["path"])
     n_in, bw_in, f_in, n_out, bw_out, f_out = _io_widths(comb)
     x = np.asarray(inputs, dtype=np.float64).reshape(-1, n_in)
@@ -144,8 +198,9 @@ def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeo
     ints_in = np.floor(x * 2.0 ** f_in).astype(np.int64)   # the wrapper's input convention (LSB = 2^-f_in)
     expect = np.asarray(comb.predict(ints_in * 2.0 ** -f_in), dtype=np.float64).reshape(n, n_out)
     expect_int = _to_uint(np.round(expect * 2.0 ** f_out), bw_out)
-    sim = rtl_dir / "sim" / "iverilog"
+    sim = rtl_dir / "sim" / simulator
     sim.mkdir(parents=True, exist_ok=True)
+    (sim / "outputs.hex").unlink(missing_ok=True)
     (sim / "inputs.hex").write_text("\n".join(_pack(_to_uint(ints_in, bw_in), bw_in)) + "\n")
     half = rtl["clock_ns"] / 2
     cycles = n + max(rtl["stages"], 1) + 8
@@ -154,15 +209,12 @@ def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeo
                                                inputs=(sim / "inputs.hex").resolve(),
                                                outputs=(sim / "outputs.hex").resolve()))
     t0 = time.perf_counter()
-    cmd = [iverilog, "-g2012", "-s", "jetdeploy_tb", "-o", "sim.vvp", "tb.v", *map(str, _sources(rtl_dir))]
-    r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
-    if r.returncode != 0:
-        raise JetDeployError(f"iverilog could not compile {rtl_dir}: {r.stderr.strip()[:800]}")
     memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
-    r = subprocess.run([vvp, "-n", str(sim / "sim.vvp")], cwd=memdir if memdir.exists() else sim,
-                       capture_output=True, text=True, timeout=timeout_s)
-    if r.returncode != 0 or not (sim / "outputs.hex").exists():
-        raise JetDeployError(f"vvp failed on {sim / 'sim.vvp'}: {(r.stderr or r.stdout).strip()[:800]}")
+    run_dir = memdir if memdir.exists() else sim
+    runner = _run_verilator if simulator == "verilator" else _run_iverilog
+    version = runner(sim, _sources(rtl_dir), run_dir, timeout_s)
+    if not (sim / "outputs.hex").exists():
+        raise JetDeployError(f"{simulator} wrote no outputs for {rtl_dir} ({sim})")
     sim_s = time.perf_counter() - t0
     words = (sim / "outputs.hex").read_text().split()
     got = [_unpack(w, n_out, bw_out) for w in words]
@@ -178,8 +230,8 @@ def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeo
                              f"(first defined output at cycle {first}); the design or the harness is wrong")
     # latency t means: the vector applied before clock edge 0 is visible after edge t -> t clock cycles
     return {"latency_cycles": latency, "latency_ns": latency * rtl["clock_ns"], "clock_ns": rtl["clock_ns"],
-            "ii": 1, "n_vectors": n, "bit_exact_vs_da4ml": True, "sim_s": round(sim_s, 2),
-            "tool": f"{_version([iverilog, '-V'])} (measured: first cycle offset at which all outputs match)",
+            "ii": 1, "n_vectors": n, "bit_exact_vs_da4ml": True, "sim_s": round(sim_s, 2), "simulator": simulator,
+            "tool": f"{version} (measured: first cycle offset at which all outputs match)",
             "ns_note": "latency_ns = cycles x the configured clock period; no timing closure was run"}
 
 
