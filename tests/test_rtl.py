@@ -108,3 +108,12 @@ def test_missing_tools_are_clear_errors(design, monkeypatch):
         rtl.simulate(comb, r, np.zeros((2, 4)), simulator="modelsim")
     with pytest.raises(JetDeployError, match="'yosys' was not found.*apt-get install yosys"):
         rtl.yosys_resources({**r, "path": r["path"]}, cache_dir=Path(r["path"]) / "fresh-cache")
+
+
+def test_sources_are_adapted_for_verilator_without_changing_values():
+    text = ("/* verilator lint_off WIDTHTRUNC */ assign a[33:0] = 'b1000000000000000000000000000000000;\n"
+            "assign b = 'b101; assign c = 8'b0000_0001; assign d = 34'b1000000000000000000000000000000000;")
+    out = rtl._verilator_source(text)
+    assert "lint_off" not in out and "34'b1000000000000000000000000000000000;" in out
+    assert "assign b = 'b101;" in out and "8'b0000_0001" in out and "34'b1000000000000000000000000000000000;" in out
+    assert out.count("34'b") == 2

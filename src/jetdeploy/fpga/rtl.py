@@ -160,21 +160,29 @@ def _run_iverilog(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float) 
 
 
 LINT_PRAGMA = re.compile(r"/\*\s*verilator\s+lint_(?:on|off)\s+\w+\s*\*/")
+UNSIZED_BINARY = re.compile(r"(?<![\w'])'([bB])([01_xXzZ]{33,})")  # more than 32 digits: an error in Verilator
+
+
+def _verilator_source(text: str) -> str:
+    """da4ml's Verilog as Verilator 5.006 takes it: lint pragmas it does not know dropped (they only silence
+    lint), and unsized binary literals wider than 32 bits given their digit count as size (same value)."""
+    text = LINT_PRAGMA.sub("", text)
+    return UNSIZED_BINARY.sub(lambda m: f"{len(m.group(2).replace('_', ''))}'{m.group(1)}{m.group(2)}", text)
 
 
 def _run_verilator(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float) -> str:
     verilator = require_tool("verilator", "JETDEPLOY_VERILATOR")
-    # da4ml's sources carry lint pragmas naming warnings that Debian's Verilator 5.006 does not know (an
-    # error there); they only silence lint, so the copies compiled here go without them
     vsrc = sim / "src"
     vsrc.mkdir(parents=True, exist_ok=True)
     copies = []
     for f in srcs:
         dst = vsrc / f.name
-        dst.write_text(LINT_PRAGMA.sub("", f.read_text()))
+        dst.write_text(_verilator_source(f.read_text()))
         copies.append(dst)
     cmd = [verilator, "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "jetdeploy_tb",
-           "-Mdir", "obj", "-j", str(os.cpu_count() or 1), "tb.v", *map(str, copies)]
+           "-Mdir", "obj", "-j", str(os.cpu_count() or 1),
+           # a few hundred simulated cycles do not repay g++ optimisation of a full-size model's C++
+           "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0", "tb.v", *map(str, copies)]
     r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
     if r.returncode != 0:
         raise JetDeployError(f"verilator could not build {sim.parent.parent}: {(r.stderr or r.stdout).strip()[-800:]}")
