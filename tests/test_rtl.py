@@ -101,7 +101,7 @@ def test_missing_tools_are_clear_errors(design, monkeypatch):
     comb, r = design
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(JetDeployError, match="'iverilog' was not found.*apt-get install iverilog"):
-        rtl.simulate(comb, r, np.zeros((2, 4)))  # auto: no Verilator either, so Icarus Verilog, which is missing
+        rtl.simulate(comb, r, np.zeros((2, 4)))  # auto is Icarus Verilog
     with pytest.raises(JetDeployError, match="'verilator' was not found.*apt-get install verilator"):
         rtl.simulate(comb, r, np.zeros((2, 4)), simulator="verilator")
     with pytest.raises(JetDeployError, match="must be one of"):
