@@ -188,8 +188,13 @@ def _run_verilator(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float)
     r = subprocess.run(cmd, cwd=sim, capture_output=True, text=True, timeout=timeout_s)
     if r.returncode != 0:
         raise JetDeployError(f"verilator could not build {sim.parent.parent}: {(r.stderr or r.stdout).strip()[-800:]}")
+    import resource
+
+    def big_stack():  # the -O0 model of a full-size design overflows the default 8 MB stack
+        resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
     r = subprocess.run([str(sim / "obj" / "Vjetdeploy_tb")], cwd=run_dir, capture_output=True, text=True,
-                       timeout=timeout_s)
+                       timeout=timeout_s, preexec_fn=big_stack)
     if r.returncode != 0:
         raise JetDeployError(f"the Verilator model {sim / 'obj'} failed: {(r.stderr or r.stdout).strip()[:800]}")
     return _version([verilator, "--version"])
