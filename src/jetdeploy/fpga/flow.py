@@ -4,7 +4,7 @@ Checks, each with its tool:
   1. da4ml interpreter vs qonnx execution of the same QONNX on held-out jets: per jet bit-exactness of
      the logits, argmax agreement, max |diff|, and a per-tensor trace (bit-exact up to the first tensor
      that depends on a lookup-table approximation; the report names it);
-  2. RTL simulation (Verilator, or Icarus Verilog) vs the da4ml interpreter: bit-exact on every vector, and the
+  2. RTL simulation (Icarus Verilog by default, or Verilator) vs the da4ml interpreter: bit-exact on every vector, and the
      measured latency at II = 1;
   3. (--synth) Yosys synth_xilinx resources, labelled as an open-source estimate.
 """
