@@ -1,0 +1,233 @@
+"""`jetdeploy fpga {hls,csim,rtl} --keras MODEL.keras`: a saved Keras 3 / HGQ2 model through hls4ml's
+Keras v3 frontend (C-simulation) and through da4ml's HGQ2 tracer (Verilog, RTL simulation).
+
+The checks mirror the QONNX path's: hls4ml C-sim vs Keras and da4ml interpreter vs Keras (bit-exact
+expected: HGQ2 quantizers are exact fixed point; Keras' float32 arithmetic can differ at the last
+float bit, so the figures are reported, and a check passes at argmax agreement >= AGREEMENT_MIN), and
+RTL simulation vs the da4ml interpreter (bit-exact, and the measured latency).
+
+Test vectors: `--inputs X.npy` (an array shaped like the model input), or seeded random values over
+the input quantizer's range. Outputs go to OUT (default: MODEL's stem + '-fpga' next to it):
+OUT/hls/, OUT/csim.json, OUT/rtl/, OUT/rtl.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import JetDeployError
+from ..io import write_json
+from . import rtl
+from .twin import require_keras
+
+AGREEMENT_MIN = 0.995
+
+
+def load_keras(path: str | Path):
+    keras = require_keras()
+    path = Path(path)
+    if not path.exists():
+        raise JetDeployError(f"{path}: no such Keras model file")
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as e:  # keras raises ValueError / zipfile errors / OSError
+        raise JetDeployError(f"{path}: not a loadable Keras 3 model ({type(e).__name__}: {e})") from None
+
+
+def default_out(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(p.stem + "-fpga")
+
+
+def input_kif(model) -> tuple[int, int, int]:
+    """(k, i, f) of the quantizer that first reads the model input (the RTL boundary)."""
+    from keras import ops
+
+    inp = model.inputs[0]
+    for layer in model.layers:
+        nodes = [n for n in layer._inbound_nodes if any(t is inp for t in n.arguments.keras_tensors)]
+        if not nodes:
+            continue
+        q = getattr(layer, "_iq", None)
+        if q is None or not getattr(layer, "enable_iq", False):
+            break
+        q = q[0] if hasattr(q, "quantizers") else q
+        k, i, f = (np.asarray(ops.convert_to_numpy(v)) for v in q.quantizer.kif)
+        if k.size != 1 or i.size != 1 or f.size != 1:
+            raise JetDeployError(f"layer '{layer.name}': heterogeneous input quantizer; the RTL input needs one type")
+        return int(k.item()), int(i.item()), int(f.item())
+    raise JetDeployError("the Keras model's input is not read by an HGQ2 layer with an input quantizer "
+                         "(enable_iq); the RTL path needs a fixed-point input type")
+
+
+def quantize_input(x: np.ndarray, kif) -> np.ndarray:
+    """Round half up and saturate to (k, i, f), as an HGQ2 RND/SAT input quantizer does."""
+    k, i, f = kif
+    lo, hi = (-(2.0 ** i) if k else 0.0), 2.0 ** i - 2.0 ** -f
+    return np.clip(np.floor(np.asarray(x, np.float64) * 2.0 ** f + 0.5) * 2.0 ** -f, lo, hi)
+
+
+def test_inputs(model, inputs: str | None, n: int, seed: int = 0) -> np.ndarray:
+    shape = tuple(model.inputs[0].shape[1:])
+    if inputs:
+        try:
+            x = np.load(inputs)
+        except Exception as e:
+            raise JetDeployError(f"{inputs}: not a readable .npy array ({e})") from None
+        if tuple(x.shape[1:]) != shape:
+            raise JetDeployError(f"{inputs}: shape {x.shape}, the model takes [n, {', '.join(map(str, shape))}]")
+        if not np.all(np.isfinite(x)):
+            raise JetDeployError(f"{inputs}: holds NaN or infinite values")
+        return x[:n].astype(np.float32)
+    k, i, f = input_kif(model)
+    rng = np.random.default_rng(seed)
+    lo = -(2.0 ** i) if k else 0.0
+    return rng.uniform(lo, 2.0 ** i, size=(n, *shape)).astype(np.float32)
+
+
+def _hls4ml_aliases() -> None:
+    """hls4ml 1.3.0 registers HGQ2 handlers by the module paths of an older HGQ2 (e.g.
+    hgq.layers.multi_head_attention.QMultiHeadAttention, now hgq.layers.attn.mha): add the current
+    paths of the same classes, so that those layers reach their handlers instead of failing."""
+    import hgq.layers
+    from hls4ml.converters.keras_v3._base import registry
+
+    for key, handler in list(registry.items()):
+        if key.startswith("hgq."):
+            cls = getattr(hgq.layers, key.rsplit(".", 1)[1], None)
+            if cls is not None:
+                registry.setdefault(f"{cls.__module__}.{cls.__name__}", handler)
+
+
+def hls_model(model, out_dir: str | Path, part: str = "xcvu13p-flga2577-2-e", clock_ns: float = 5.0,
+              reuse_factor: int = 1, strategy: str = "Latency"):
+    """hls4ml ModelGraph (Vitis, io_parallel) of a Keras 3 / HGQ2 model; types come from the HGQ2 quantizers."""
+    import hls4ml
+
+    _hls4ml_aliases()
+    cfg = {"Model": {"Precision": "ap_fixed<32,16>", "ReuseFactor": reuse_factor, "Strategy": strategy}}
+    try:
+        return hls4ml.converters.convert_from_keras_model(
+            model, output_dir=str(out_dir), backend="Vitis", io_type="io_parallel", part=part, clock_period=clock_ns,
+            hls_config=cfg, allow_da_fallback=False, allow_v2_fallback=False)
+    except (ValueError, AssertionError, NotImplementedError, KeyError) as e:
+        raise JetDeployError(f"hls4ml cannot convert the Keras model: {e}") from None
+
+
+def check_unsupported(model) -> None:
+    """A layer no hls4ml Keras v3 handler takes is an error naming it (before hls4ml's own assertion)."""
+    from hls4ml.converters.keras_v3._base import registry
+
+    _hls4ml_aliases()
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        key = f"{type(layer).__module__}.{type(layer).__name__}"
+        if key not in registry and type(layer).__name__ not in registry:
+            raise JetDeployError(f"layer '{layer.name}' ({type(layer).__name__}, {type(layer).__module__}) has no "
+                                 "hls4ml Keras v3 handler; use HGQ2 layers (hgq.layers) that hls4ml supports")
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> dict:
+    n = len(want)
+    got, want = got.reshape(n, -1).astype(np.float64), want.reshape(n, -1).astype(np.float64)
+    return {"n": n, "bit_exact": float(np.mean(np.all(got == want, axis=1))),
+            "argmax_agreement": float(np.mean(got.argmax(1) == want.argmax(1))),
+            "max_abs_diff": float(np.abs(got - want).max())}
+
+
+def csim(model, x: np.ndarray, out_dir: Path, **hls_kw) -> dict:
+    import keras
+
+    check_unsupported(model)
+    t0 = time.perf_counter()
+    hm = hls_model(model, out_dir / "hls", **hls_kw)
+    hm.compile()
+    build_s = time.perf_counter() - t0
+    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    got = np.asarray(hm.predict(np.ascontiguousarray(x, dtype=np.float64))).reshape(want.shape)
+    c = compare(got, want)
+    ok = c["bit_exact"] == 1.0 or c["argmax_agreement"] >= AGREEMENT_MIN
+    return {"name": "hls4ml C-simulation vs Keras", **c, "min_agreement": AGREEMENT_MIN, "ok": bool(ok),
+            "build_s": round(build_s, 1), "project": str(out_dir / "hls"),
+            "tool": "hls4ml (Keras v3 / HGQ2 frontend, g++ C-simulation) vs keras.Model"}
+
+
+def da4ml_trace(model):
+    from da4ml.converter import trace_model
+    from da4ml.trace import comb_trace
+
+    kif = input_kif(model)
+    try:
+        ins, outs = trace_model(model, inputs_kif=kif)
+    except KeyError as e:
+        raise JetDeployError(f"da4ml's HGQ2 tracer has no handler for {e}") from None
+    return comb_trace(ins, outs), kif
+
+
+def rtl_check(model, x: np.ndarray, out_dir: Path, latency_cutoff: float = 5.0, clock_ns: float = 5.0,
+              simulate: bool = True, n_sim: int = 200, simulator: str = "auto") -> dict:
+    import keras
+
+    t0 = time.perf_counter()
+    comb, kif = da4ml_trace(model)
+    trace_s = time.perf_counter() - t0
+    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    xq = quantize_input(x, kif).reshape(len(x), -1)
+    got = np.asarray(comb.predict(xq), dtype=np.float64).reshape(want.shape)
+    c = compare(got, want)
+    check1 = {"name": "da4ml interpreter vs Keras", **c, "min_agreement": AGREEMENT_MIN,
+              "ok": bool(c["bit_exact"] == 1.0 or c["argmax_agreement"] >= AGREEMENT_MIN),
+              "tool": "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model"}
+    design = rtl.write_verilog(comb, out_dir / "rtl", "jetdeploy_top", latency_cutoff=latency_cutoff, clock_ns=clock_ns)
+    design.update({"input_kif": list(kif), "trace_s": round(trace_s, 1),
+                   "rtl_boundary": "the model input after its first HGQ2 input quantizer"})
+    checks = [check1]
+    if simulate:
+        sim = rtl.simulate(comb, design, xq[:n_sim], simulator=simulator)
+        sim["simulated"] = True
+        checks.append({"name": "RTL simulation vs da4ml interpreter", **sim, "ok": sim["bit_exact_vs_da4ml"]})
+    else:
+        sim = {"latency_cycles": design["stages"], "latency_ns": design["stages"] * clock_ns, "clock_ns": clock_ns,
+               "ii": 1, "simulated": False, "tool": "da4ml pipeline depth (generator figure; NOT simulated: --no-sim)"}
+    return {"design": design, "checks": checks, "latency": sim, "cost_adders": float(comb.cost),
+            "ok": all(ch["ok"] for ch in checks)}
+
+
+def keras_run(what: str, keras_path: str, out: str | None = None, inputs: str | None = None, n_check: int = 1000,
+              hls_kw: dict | None = None, rtl_kw: dict | None = None, progress: bool = True) -> dict:
+    """what: 'hls' (project only), 'csim' or 'rtl'. Writes OUT/csim.json or OUT/rtl.json (hls: OUT/hls.json)."""
+    say = print if progress else (lambda *a, **k: None)
+    model = load_keras(keras_path)
+    out_dir = Path(out) if out else default_out(keras_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = {"keras": str(keras_path), "model": model.name, "inputs": inputs or "random over the input quantizer range "
+            "(seed 0)", "input_shape": list(model.inputs[0].shape[1:])}
+    if what == "hls":
+        check_unsupported(model)
+        hm = hls_model(model, out_dir / "hls", **(hls_kw or {}))
+        hm.write()
+        r = {**base, "project": str(out_dir / "hls"), "layers": [layer.name for layer in hm.get_layers()],
+             "tool": "hls4ml Keras v3 / HGQ2 frontend", "ok": True}
+        write_json(out_dir / "hls.json", r)
+        say(f"hls4ml: wrote the Vitis HLS project {out_dir / 'hls'} ({len(r['layers'])} layers)")
+        return r
+    x = test_inputs(model, inputs, n_check)
+    if what == "csim":
+        c = csim(model, x, out_dir, **(hls_kw or {}))
+        r = {**base, "checks": [c], "ok": c["ok"]}
+        write_json(out_dir / "csim.json", r)
+        say(f"hls4ml C-sim vs Keras on {c['n']} inputs: bit-exact {c['bit_exact']:.1%}, argmax agreement "
+            f"{c['argmax_agreement']:.4f}, max |diff| {c['max_abs_diff']:.4g}")
+        return r
+    if what == "rtl":
+        r = {**base, **rtl_check(model, x, out_dir, **(rtl_kw or {}))}
+        write_json(out_dir / "rtl.json", r)
+        c = r["checks"][0]
+        say(f"da4ml vs Keras on {c['n']} inputs: bit-exact {c['bit_exact']:.1%}, argmax agreement "
+            f"{c['argmax_agreement']:.4f}; adder cost {r['cost_adders']:.0f}")
+        return r
+    raise JetDeployError(f"unknown Keras step '{what}' (hls, csim or rtl)")

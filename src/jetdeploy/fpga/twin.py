@@ -1,0 +1,251 @@
+"""A Keras 3 / HGQ2 twin of a Brevitas fpga transformer, for hls4ml's upstream attention path.
+
+The twin has the trained weights (dequantized: exact multiples of their power-of-two steps) and the
+same fixed-point type at every quantizer, so the only differences from our QONNX path are the ones
+upstream makes by design. They are listed in `TWIN_DIFFERENCES` and in crosscheck.json:
+
+- the host feeds standardised features with padded slots zeroed, as for our model, but hls4ml's
+  HGQ2 MultiHeadAttention takes no mask ("Mask tensor is not supported yet"), so padded particles
+  are attended to and pooled; jets with 16 or more particles are unaffected (the comparison reports
+  them separately);
+- HGQ2 rounds half up (RND; da4ml traces only RND and TRN), Brevitas / QONNX round half to even:
+  results differ only where a value lies exactly half-way between two steps;
+- the key projection has no bias upstream (a per-query constant that softmax cancels in exact
+  arithmetic, not after the k quantizer);
+- the softmax is HGQ2's: exp table on max(s) - s (saturating), sum, reciprocal table; no scores
+  quantizer before it (our `scores_quant` becomes the exp-table input type);
+- BatchNormalization's folded scale and offset are fixed point (HGQ2 quantizes them; ours are float32
+  constants multiplied exactly).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import JetDeployError
+
+TWIN_DIFFERENCES = [
+    "no padding mask in attention or pooling (hls4ml's HGQ2 MultiHeadAttention takes no mask): jets with fewer "
+    "particles than N differ",
+    "rounding half up (HGQ2 RND) instead of half to even (QONNX ROUND): differs only on exact ties",
+    "no key bias (upstream MultiHeadAttention; softmax cancels it in exact arithmetic, not after the k quantizer)",
+    "HGQ2 softmax tables (exp of max(s) - s, reciprocal of the sum) instead of ours; no scores quantizer",
+    "BatchNormalization scale / offset in fixed point (BN_FRAC_BITS fraction bits) instead of float32",
+]
+BN_FRAC_BITS = 16
+
+
+def require_keras():
+    """Import keras (TensorFlow backend) and hgq, or say how to get them."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import hgq  # noqa: F401
+        import keras
+    except ImportError as e:
+        raise JetDeployError(f"the Keras front door needs the [keras] extra (pip install 'jetdeploy[keras]'): {e}") from None
+    if keras.backend.backend() != "tensorflow":
+        raise JetDeployError(f"KERAS_BACKEND is '{keras.backend.backend()}'; the Keras front door uses 'tensorflow'")
+    return keras
+
+
+def kif_of_act(proxy) -> tuple[int, int, int]:
+    """(k, i, f) of a Brevitas fixed-point activation quantizer (i excludes the sign bit, as in HGQ2 and da4ml)."""
+    scale, bits, signed = float(proxy.scale().detach()), int(proxy.bit_width().detach()), bool(proxy.is_signed)
+    f = -np.log2(scale)
+    if abs(f - round(f)) > 1e-9:
+        raise JetDeployError(f"quantizer scale {scale} is not a power of two: the twin needs the fpga scheme")
+    k = int(signed)
+    return k, bits - k - int(round(f)), int(round(f))
+
+
+def kif_of_weight(linear) -> tuple[tuple[int, int, int], np.ndarray]:
+    w = linear.quant_weight()
+    scale, bits = float(w.scale.detach().reshape(-1)[0]), int(w.bit_width.detach())
+    f = int(round(-np.log2(scale)))
+    return (1, bits - 1 - f, f), w.value.detach().numpy().astype(np.float64)
+
+
+_ROUND = {"mode": "RND"}
+
+
+def _conf(kif, place, overflow="SAT", round_mode=None):
+    from hgq.quantizer import QuantizerConfig
+
+    round_mode = round_mode or _ROUND["mode"]
+    k, i, f = kif
+    return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
+                           ic=None, fc=None, ir=None, fr=None, trainable=False, homogeneous_axis=None,
+                           heterogeneous_axis=())
+
+
+def set_kif(q, kif) -> None:
+    """Set the (k, i, f) of a built HGQ2 fixed-point quantizer."""
+    inner = q.quantizer
+    for var, v in zip((inner._k, inner._i, inner._f), kif):
+        var.assign(np.full(var.shape, v, dtype=var.dtype))
+
+
+class _Twin:
+    def __init__(self, model):
+        self.m = model
+        self.cfg = model.cfg
+        self.deferred: list = []  # (quantizer getter, kif) set after the model is built
+        self.weights: list = []   # (layer, {name: array}) assigned after build
+
+    def dense(self, keras_name, linear, in_kif, out_kif, out_overflow="SAT", enable_iq=True, tokens=True):
+        from hgq.layers import QEinsumDense
+
+        wkif, w = kif_of_weight(linear)
+        b = linear.bias.detach().numpy().astype(np.float64)
+        fb = in_kif[2] + wkif[2]
+        step = 2.0 ** -fb
+        bits = self.m.quant_cfg.bias_bits
+        b = np.clip(np.round(b / step), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * step
+        n_out = w.shape[0]
+        eq, shape = ("bnc,cd->bnd", (self.cfg.n_particles, n_out)) if tokens else ("bc,cd->bd", (n_out,))
+        layer = QEinsumDense(eq, shape, bias_axes="d", name=keras_name, enable_iq=enable_iq,
+                             iq_conf=_conf(in_kif, "datalane") if enable_iq else None,
+                             kq_conf=_conf(wkif, "weight", "SAT_SYM"), bq_conf=_conf((1, bits - 1 - fb, fb), "bias"),
+                             enable_oq=out_kif is not None,
+                             oq_conf=_conf(out_kif, "datalane", out_overflow) if out_kif is not None else None,
+                             enable_ebops=False)
+        self.weights.append((layer, {"kernel": w.T, "bias": b}))
+        return layer
+
+    def batchnorm(self, keras_name, bn):
+        from hgq.layers import QBatchNormalization
+
+        g, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
+        mean, var = bn.running_mean.numpy(), bn.running_var.numpy()
+        scale = g / np.sqrt(var + bn.eps)
+        off = beta - mean * scale
+        ki = int(np.ceil(np.log2(np.abs(scale).max() + 1e-9))) + 1
+        bi = int(np.ceil(np.log2(np.abs(off).max() + 1e-9))) + 1
+        layer = QBatchNormalization(axis=-1, epsilon=bn.eps, name=keras_name, enable_iq=False, enable_oq=False,
+                                    kq_conf=_conf((1, max(ki, 0), BN_FRAC_BITS), "weight"),
+                                    bq_conf=_conf((1, max(bi, 0), BN_FRAC_BITS), "bias"), enable_ebops=False)
+        self.weights.append((layer, {"bn_gamma": g, "bn_beta": beta, "moving_mean": mean, "moving_variance": var}))
+        return layer
+
+
+def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
+    """A Keras functional model (HGQ2 layers) equal in architecture, weights and fixed-point types to the
+    Brevitas QuantTransformerTagger `model` (fpga scheme, batchnorm or no norm, 'sum' pooling, no cls).
+    Input: [batch, N, F] standardised features with padded slots zeroed. Output: [batch, classes]."""
+    keras = require_keras()
+    from hgq.layers import QAdd, QGlobalAveragePooling1D, QMultiHeadAttention
+
+    cfg = model.cfg
+    if cfg.arch != "transformer" or model.quant_cfg.scheme != "fpga":
+        raise JetDeployError(f"the Keras twin is built from an fpga-scheme transformer run (got {cfg.arch}, "
+                             f"{model.quant_cfg.scheme})")
+    for what, ok in (("norm 'batchnorm' or 'none'", cfg.norm in ("batchnorm", "none")),
+                     ("pooling 'sum'", cfg.pooling == "sum"), ("no gate", not cfg.gated),
+                     ("no pair bias", not cfg.pair_bias), ("softmax attention", cfg.attention == "softmax"),
+                     ("no embed_hidden", not cfg.embed_hidden)):
+        if not ok:
+            raise JetDeployError(f"the Keras twin supports {what} (HGQ2/hls4ml upstream layers); this model differs")
+    if round_mode not in ("RND", "RND_CONV"):
+        raise JetDeployError(f"twin rounding must be RND (upstream, da4ml) or RND_CONV (half to even, as QONNX), got {round_mode}")
+    _ROUND["mode"] = round_mode
+    tables = {"diff_int_bits": 4, "exp_frac_bits": 15, "sum_frac_bits": 10, "inv_frac_bits": 16, **(tables or {})}
+    t = _Twin(model)
+    m = model
+    model.eval()
+    N, D, F = cfg.n_particles, cfg.dim, m.embed[0].in_features
+    act = kif_of_act
+    x_in = keras.Input((N, F), name="x")
+    x = t.dense("embed", m.embed[0], act(m.input_quant.act_quant), act(m.embed[1].act_quant))(x_in)
+    x_kif = act(m.embed[1].act_quant)
+    mhas = []
+    for bi, blk in enumerate(m.blocks):
+        a = blk.attn
+        h = t.batchnorm(f"b{bi}_norm1", blk.norm1.norm)(x) if cfg.norm == "batchnorm" else x
+        sk = act(a.scores_quant.act_quant)
+        probs = act(a.probs_quant.act_quant)
+        mha = QMultiHeadAttention(
+            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=False,
+            qkvo_iq_conf=_conf(act(a.in_quant.act_quant), "datalane"),
+            qkvo_kq_conf=_conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=_conf((1, 7, 8), "bias"),
+            qkvo_oq_conf=_conf(act(a.o_quant.act_quant), "datalane"),
+            softmax_exp_iq_conf=_conf((0, tables["diff_int_bits"], sk[2]), "datalane"),
+            softmax_exp_oq_conf=_conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_inv_iq_conf=_conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
+            softmax_inv_oq_conf=_conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_oq_conf=_conf(probs, "datalane"))
+        att = mha(h, h)
+        mhas.append((mha, a))
+        # HGQ2 0.2.0 does not build a MultiHeadAttention's own output quantizer: o_quant is the residual's input quantizer
+        # on the attention side (on the other side it repeats the type x already has: an identity)
+        x = QAdd(name=f"b{bi}_res1", enable_iq=True,
+                 iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=False)([x, att])
+        x_kif = act(blk.res1_quant.act_quant)
+        h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
+        h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), act(blk.relu.act_quant))(h)
+        h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None, enable_iq=False)(h)
+        x = QAdd(name=f"b{bi}_res2", enable_iq=False, oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"),
+                 enable_ebops=False)([x, h])
+        x_kif = act(blk.res2_quant.act_quant)
+    if cfg.norm == "batchnorm":
+        x = t.batchnorm("norm", m.norm.norm)(x)
+    x = QGlobalAveragePooling1D(name="pool", enable_iq=False, enable_oq=False, enable_ebops=False)(x)  # sum / N
+    head = [layer for layer in m.head if hasattr(layer, "weight")]
+    relus = [layer for layer in m.head if not hasattr(layer, "weight")]
+    in_kif = act(m.head_quant.act_quant)
+    for j, lin in enumerate(head):
+        last = j == len(head) - 1
+        out_kif = act(m.output_quant.act_quant) if last else act(relus[j].act_quant)
+        x = t.dense(f"head{j}", lin, in_kif, out_kif, tokens=False, enable_iq=j == 0)(x)
+        in_kif = out_kif
+    twin = keras.Model(x_in, x, name=f"{cfg.name if hasattr(cfg, 'name') else 'fpga'}_twin")
+    for layer, ws in t.weights:
+        for name, v in ws.items():
+            getattr(layer, name).assign(np.asarray(v, dtype=np.float32))
+    for mha, a in mhas:
+        _fill_mha(mha, a, kif_of_act)
+    return twin
+
+
+def _fill_mha(mha, a, act) -> None:
+    """Weights and per-projection quantizer types of a built QMultiHeadAttention from our QuantAttention."""
+    H, D = mha.num_heads, mha.key_dim
+    for dense, lin, in_q, out_q, bias in ((mha._query_dense, a.q, a.in_quant, a.q_quant, True),
+                                          (mha._key_dense, a.k, a.in_quant, a.k_quant, False),
+                                          (mha._value_dense, a.v, a.in_quant, a.v_quant, True)):
+        wkif, w = kif_of_weight(lin)
+        set_kif(dense.kq, wkif)
+        in_kif = act(in_q.act_quant)
+        set_kif(dense.iq, in_kif)
+        set_kif(dense.oq, act(out_q.act_quant))
+        dense.kernel.assign(w.T.reshape(-1, H, D).astype(np.float32))    # [d_model, heads, d_head]
+        if bias:
+            fb = in_kif[2] + wkif[2]
+            set_kif(dense.bq, (1, 15 - fb, fb))
+            b = np.round(lin.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb
+            dense.bias.assign(b.reshape(H, D).astype(np.float32))
+    o = mha._output_dense
+    wkif, w = kif_of_weight(a.o)
+    ctx = act(a.ctx_quant.act_quant)
+    set_kif(o.kq, wkif)
+    set_kif(o.iq, ctx)
+    fb = ctx[2] + wkif[2]
+    set_kif(o.bq, (1, 15 - fb, fb))
+    o.kernel.assign(w.T.reshape(H, D, -1).astype(np.float32))               # [heads, d_head, d_model]
+    o.bias.assign((np.round(a.o.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb).astype(np.float32))
+    # our q projection already carries 1/sqrt(d_head): the exp table must not scale again
+    mha._softmax.input_scaler = 1.0
+
+
+def twin_inputs(model, x, mask) -> np.ndarray:
+    """The twin's input: our model's standardised features with padded slots zeroed (host-side)."""
+    import torch
+
+    from ..models.transformer import prepare_inputs
+
+    with torch.no_grad():
+        xs, _ = prepare_inputs(model.normalizer, torch.as_tensor(x), torch.as_tensor(mask), True)
+    return xs.numpy().astype(np.float32)
