@@ -10,6 +10,9 @@ STAMP       := $(VENV)/.installed
 # pythia8mc release that has a wheel (8.318.0 compiles from source for half an hour)
 TORCH       ?= torch==2.13.0
 PYTHIA      ?= pythia8mc==8.317.2
+# the [keras] extra (TensorFlow CPU, Keras 3, HGQ2: the Keras front door and `make crosscheck`); EXTRAS= leaves it
+# out, and the Keras tests are then skipped with their reason
+EXTRAS      ?= ,keras
 
 DATA_PRESET ?= default
 SEED        ?=
@@ -33,7 +36,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install crosscheck rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -57,6 +60,8 @@ help:
 	@echo "              (-> \$$(QAT_RUN)/fpga/rtl.json; RTL_ARGS=--synth adds Yosys LUT/FF/DSP, slow on full models)"
 	@echo "make rtl-baseline  the same for the Deep Sets baseline's QAT twin (-> \$$(RUN_DIR)/\$$(TRAIN_PRESET)-deepsets-qat)"
 	@echo "              full-size figures: make rtl rtl-baseline TRAIN_PRESET=fpga16 DATA_PRESET=full RTL_ARGS='--no-sim --synth'"
+	@echo "make crosscheck  Keras/HGQ2 twin of the fpga run through hls4ml's upstream attention path and da4ml's HGQ2"
+	@echo "              tracer, side by side with our QONNX path (-> \$$(QAT_RUN)/fpga/crosscheck.json, crosscheck.md)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
@@ -71,7 +76,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q "$(PYTHIA)" -e ".[test,root,dask]"
+	$(BIN)/pip install -q "$(PYTHIA)" -e ".[test,root,dask$(EXTRAS)]"
 	touch $@
 
 # Regenerated only when the preset changes (and jetdeploy itself skips a file made from the same config).
@@ -134,6 +139,13 @@ $(BASE_DSQ)/fpga/rtl.json: $(BASE_DSQ)/export/verify.json $(BASE_DSQ)/metrics.js
 	$(JD) fpga rtl --run $(BASE_DSQ) --data $(DATA_FILE) $(RTL_ARGS)
 
 rtl-baseline: $(BASE_DSQ)/fpga/rtl.json
+
+# the upstream cross-check: a Keras/HGQ2 twin of the fpga run -> hls4ml Keras v3 C-sim and da4ml HGQ2 tracer
+CROSS_ARGS  ?=
+$(QAT_RUN)/fpga/crosscheck.json: $(QAT_RUN)/export/verify.json | rtl-tools
+	$(JD) fpga crosscheck --run $(QAT_RUN) --data $(DATA_FILE) $(CROSS_ARGS)
+
+crosscheck: $(QAT_RUN)/fpga/crosscheck.json
 
 # hls4ml of the fpga (QAT) run: Vitis HLS project, g++ C-simulation vs qonnx, vendor synthesis when installed
 HLS_ARGS    ?=

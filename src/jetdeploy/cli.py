@@ -193,8 +193,47 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
     return _status(r["ok"], "a torch vs ONNX check failed (see bench.json)")
 
 
+def _keras_or_run(args: argparse.Namespace) -> None:
+    if bool(args.keras) == bool(args.run):
+        raise JetDeployError("give either --run RUN_DIR (our QONNX path) or --keras MODEL.keras (a Keras 3 / HGQ2 model)")
+
+
+def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
+    from .fpga.kerasflow import default_out, keras_run
+
+    hls_kw = {"part": args.part, "clock_ns": args.clock_ns, "reuse_factor": args.reuse_factor,
+              "strategy": args.strategy} if what != "rtl" else None
+    rtl_kw = {"latency_cutoff": args.latency_cutoff, "clock_ns": args.clock_ns, "simulate": args.sim,
+              "n_sim": args.n_sim, "simulator": args.simulator} if what == "rtl" else None
+    r = keras_run(what, args.keras, out=args.out, inputs=args.inputs, n_check=getattr(args, "n_check", 1000),
+                  hls_kw=hls_kw, rtl_kw=rtl_kw, progress=not args.quiet)
+    out = args.out or str(default_out(args.keras))
+    for c in r.get("checks", []):
+        print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
+    if what == "rtl":
+        lat = r["latency"]
+        how = f"{lat.get('simulator')}, measured" if lat.get("simulated") else "da4ml pipeline depth, NOT simulated"
+        print(f"latency ({how}): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at {lat['clock_ns']} ns/cycle")
+    print(f"wrote {os.path.join(out, {'hls': 'hls.json', 'csim': 'csim.json', 'rtl': 'rtl.json'}[what])}")
+    return _status(r["ok"], "a check failed (see the JSON)")
+
+
+def _cmd_fpga_crosscheck(args: argparse.Namespace) -> int:
+    from .fpga.crosscheck import crosscheck
+
+    r = crosscheck(args.run, args.data, n_check=args.n_check, latency_cutoff=args.latency_cutoff,
+                   clock_ns=args.clock_ns, simulate=args.sim, n_sim=args.n_sim, progress=not args.quiet)
+    print(open(os.path.join(args.run, "fpga", "crosscheck.md")).read())
+    print(f"wrote {os.path.join(args.run, 'fpga', 'crosscheck.json')} and crosscheck.md")
+    return _status(r["ok"], "a cross-check hop failed (see crosscheck.json)")
+
+
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     from .fpga.flow import rtl_run
+
+    _keras_or_run(args)
+    if args.keras:
+        return _cmd_fpga_keras(args, "rtl")
     from .fpga.trace import SoftmaxTables
 
     tables = SoftmaxTables(diff_int_bits=args.softmax_diff_bits, exp_frac_bits=args.softmax_exp_bits,
@@ -229,6 +268,10 @@ def _hls_kwargs(args: argparse.Namespace) -> dict:
 def _cmd_fpga_hls(args: argparse.Namespace) -> int:
     from .fpga.hlsflow import hls_run
 
+    _keras_or_run(args)
+    if args.keras:
+        return _cmd_fpga_keras(args, "hls")
+
     r = hls_run(args.run, args.data, n_tb=args.n_tb, **_hls_kwargs(args))
     print(f"wrote {r['project']} and {os.path.join(args.run, 'fpga', 'hls.json')}")
     return 0
@@ -236,6 +279,10 @@ def _cmd_fpga_hls(args: argparse.Namespace) -> int:
 
 def _cmd_fpga_csim(args: argparse.Namespace) -> int:
     from .fpga.hlsflow import csim_run
+
+    _keras_or_run(args)
+    if args.keras:
+        return _cmd_fpga_keras(args, "csim")
 
     r = csim_run(args.run, args.data, n_check=args.n_check, n_trace=args.n_trace, **_hls_kwargs(args))
     print(open(os.path.join(args.run, "fpga", "csim.md")).read())
@@ -245,6 +292,11 @@ def _cmd_fpga_csim(args: argparse.Namespace) -> int:
 
 def _cmd_fpga_synth(args: argparse.Namespace) -> int:
     from .fpga.hlsflow import synth_run
+
+    if args.keras:
+        raise JetDeployError("fpga synth takes --run only; for a Keras model, `fpga hls --keras` writes the Vitis HLS "
+                             "project (build it with vitis-run / hls4ml build())")
+    _keras_or_run(args)
 
     r = synth_run(args.run, args.data, **_hls_kwargs(args))
     print(f"wrote {os.path.join(args.run, 'fpga', 'synth.json')} ({r['tool']})")
@@ -441,8 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
                         description="FPGA firmware from an fpga (fixed-point QAT) run's QONNX.")
     fsub = fp.add_subparsers(dest="fpga_command", required=True, metavar="WHAT")
 
+    def keras_args(q):
+        q.add_argument("--keras", default=None, metavar="MODEL.keras",
+                       help="instead of --run: a saved Keras 3 / HGQ2 model (needs the [keras] extra), through "
+                            "hls4ml's Keras v3 frontend and da4ml's HGQ2 tracer")
+        q.add_argument("--inputs", default=None, metavar="X.npy",
+                       help="with --keras: test inputs shaped like the model input (default: seeded random values "
+                            "over the input quantizer's range)")
+        q.add_argument("--out", default=None, help="with --keras: output folder (default: MODEL's stem + '-fpga')")
+
     def hls_args(q):
-        q.add_argument("--run", required=True, help="fpga run folder (after jetdeploy export)")
+        q.add_argument("--run", default=None, help="fpga run folder (after jetdeploy export)")
+        keras_args(q)
         q.add_argument("--part", default="xcvu13p-flga2577-2-e", help="FPGA part")
         q.add_argument("--clock-ns", type=float, default=5.0, help="clock period (ns)")
         q.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (1 = fully parallel, II=1)")
@@ -492,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "interpreter to measure the latency, and optionally (--synth) estimate resources with Yosys. "
                     "Writes RUN/fpga/rtl.json and RUN/fpga/rtl/. The RTL input is the first Quant on each input "
                     "(standardisation is host-side) plus one mask bit per particle.")
-    fr.add_argument("--run", required=True, help="fpga run folder (after jetdeploy export)")
+    fr.add_argument("--run", default=None, help="fpga run folder (after jetdeploy export)")
+    keras_args(fr)
     fr.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test')")
     fr.add_argument("--n-check", type=int, default=1000, help="held-out jets: da4ml interpreter vs qonnx")
     fr.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation (one per clock)")
@@ -521,6 +584,23 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--softmax-inv-bits", type=int, default=16, help="softmax reciprocal table: output fraction bits")
     fr.add_argument("--quiet", action="store_true", help="only the summary")
     fr.set_defaults(func=_cmd_fpga_rtl)
+    fx = fsub.add_parser(
+        "crosscheck", formatter_class=fmt, help="Keras/HGQ2 twin of the run through hls4ml's upstream attention path",
+        description="Build a Keras 3 / HGQ2 twin of an fpga transformer run (same weights, same fixed-point types; "
+                    "needs the [keras] extra) and take it through hls4ml's Keras v3 frontend (native "
+                    "MultiHeadAttention, g++ C-simulation) and da4ml's HGQ2 tracer (Verilog). Compares accuracy and "
+                    "agreement with our model on held-out jets, C-sim and da4ml against Keras, and da4ml cost and "
+                    "depth against our RTL (RUN/fpga/rtl.json). Writes RUN/fpga/crosscheck.json and crosscheck.md.")
+    fx.add_argument("--run", required=True, help="fpga (fixed-point QAT) transformer run")
+    fx.add_argument("--data", default=None, help="jet file (default: the run's training file, 'test' split)")
+    fx.add_argument("--n-check", type=int, default=1000, help="held-out jets compared")
+    fx.add_argument("--latency-cutoff", type=float, default=5.0, help="da4ml pipelining: adder delays per stage")
+    fx.add_argument("--clock-ns", type=float, default=5.0, help="clock period (ns)")
+    fx.add_argument("--sim", action=argparse.BooleanOptionalAction, default=False,
+                    help="simulate the twin's Verilog with Icarus Verilog (slow on full-size models)")
+    fx.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation")
+    fx.add_argument("--quiet", action="store_true", help="only the summary")
+    fx.set_defaults(func=_cmd_fpga_crosscheck)
     fw = fsub.add_parser(
         "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
         description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "

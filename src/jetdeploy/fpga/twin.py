@@ -42,7 +42,9 @@ def require_keras():
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import hgq  # noqa: F401
+        import importlib
+
+        importlib.import_module("hgq")
         import keras
     except ImportError as e:
         raise JetDeployError(f"the Keras front door needs the [keras] extra (pip install 'jetdeploy[keras]'): {e}") from None

@@ -1,0 +1,159 @@
+"""`jetdeploy fpga crosscheck --run RUN` (`make crosscheck`): our Brevitas -> QONNX path against hls4ml's
+upstream attention path, on the same weights and fixed-point types.
+
+The Keras/HGQ2 twin of the run (jetdeploy.fpga.twin) goes through hls4ml's Keras v3 frontend (native
+MultiHeadAttention; g++ C-simulation) and through da4ml's HGQ2 tracer (Verilog). Compared on held-out
+jets: accuracy, agreement with our model (all jets, and jets that fill all N slots, where the twin's
+missing padding mask does not matter), C-sim vs Keras, da4ml vs Keras, da4ml adder cost and pipeline
+depth next to our RTL's (RUN/fpga/rtl.json when present). A second, Keras-only twin rounds half to
+even (RND_CONV; hls4ml takes it, da4ml does not) and isolates what the rounding mode costs.
+
+Writes RUN/fpga/crosscheck.json and crosscheck.md; the hls4ml project goes to RUN/fpga/crosscheck/hls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_json
+from . import kerasflow
+from .twin import TWIN_DIFFERENCES, build_twin, require_keras, twin_inputs
+
+
+def _acc(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000, latency_cutoff: float = 5.0,
+               clock_ns: float = 5.0, simulate: bool = False, n_sim: int = 200, progress: bool = True) -> dict:
+    import torch
+
+    from ..train import checkpoint as ckpt
+    from ..train.dataset import load_inputs
+
+    keras = require_keras()
+    say = print if progress else (lambda *a, **k: None)
+    run = Path(run_dir)
+    model, rec = ckpt.load_model(run)
+    cfg = rec["config"]
+    if data is None:
+        data = json.loads((run / "train.json").read_text())["data"]["file"]
+    inp = load_inputs(data, cfg.model, "test", n_check)
+    labels = inp.labels.numpy()
+    full = inp.mask.numpy().sum(1) >= cfg.model.n_particles
+    model.eval()
+    with torch.no_grad():
+        ours = model(inp.x, inp.mask).numpy().astype(np.float64)
+    x = twin_inputs(model, inp.x, inp.mask)
+    out = run / "fpga"
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows, checks = [], []
+    t0 = time.perf_counter()
+    conv = build_twin(model, round_mode="RND_CONV")
+    y_conv = np.asarray(keras.ops.convert_to_numpy(conv(x, training=False)), np.float64)
+    twin = build_twin(model, round_mode="RND")
+    y_twin = np.asarray(keras.ops.convert_to_numpy(twin(x, training=False)), np.float64)
+    say(f"keras: built the twins in {time.perf_counter() - t0:.0f} s")
+
+    def vs_ours(y):
+        c = kerasflow.compare(y, ours)
+        cf = kerasflow.compare(y[full], ours[full]) if full.any() else None
+        return {"accuracy": _acc(y, labels), "agreement_vs_ours": c["argmax_agreement"],
+                "bit_exact_vs_ours": c["bit_exact"], "max_abs_diff_vs_ours": c["max_abs_diff"],
+                "agreement_vs_ours_full_jets": cf and cf["argmax_agreement"],
+                "bit_exact_vs_ours_full_jets": cf and cf["bit_exact"]}
+
+    rows.append({"path": "ours: Brevitas -> QONNX (the reference; QONNX verified bit-exact at export)",
+                 "accuracy": _acc(ours, labels), "tool": "PyTorch / Brevitas"})
+    rows.append({"path": "Keras/HGQ2 twin, half-to-even rounding (Keras only)", **vs_ours(y_conv),
+                 "tool": "keras.Model (TensorFlow CPU)"})
+    rows.append({"path": "Keras/HGQ2 twin, upstream rounding (RND)", **vs_ours(y_twin), "tool": "keras.Model (TensorFlow CPU)"})
+
+    # hls4ml upstream: Keras v3 frontend, native MultiHeadAttention, C-simulation
+    cs = kerasflow.csim(twin, x, out / "crosscheck", clock_ns=clock_ns)
+    checks.append(cs)
+    say(f"hls4ml C-sim of the twin vs Keras: bit-exact {cs['bit_exact']:.1%}, agreement {cs['argmax_agreement']:.4f}")
+
+    # da4ml's HGQ2 tracer
+    rt = kerasflow.rtl_check(twin, x, out / "crosscheck", latency_cutoff=latency_cutoff, clock_ns=clock_ns,
+                             simulate=simulate, n_sim=n_sim)
+    checks.extend(rt["checks"])
+    d = rt["checks"][0]
+    say(f"da4ml (HGQ2 tracer) vs Keras: bit-exact {d['bit_exact']:.1%}, agreement {d['argmax_agreement']:.4f}; "
+        f"cost {rt['cost_adders']:.0f}, {rt['design']['stages']} stages")
+
+    ours_rtl = None
+    if (out / "rtl.json").exists():
+        r = json.loads((out / "rtl.json").read_text())
+        ours_rtl = {"cost_adders": r["design"].get("cost_adders"), "stages": r["design"].get("stages"),
+                    "latency_cutoff": r["design"].get("latency_cutoff"), "latency": r.get("latency"),
+                    "resources": r.get("resources"), "da4ml_vs_qonnx": r["checks"][0]}
+    ours_csim = None
+    if (out / "csim.json").exists():
+        c = json.loads((out / "csim.json").read_text())
+        ours_csim = c["checks"][0]
+    result = {"run": str(run), "data": str(data), "n_jets": len(labels), "full_jets_fraction": float(full.mean()),
+              "config_hash": rec.get("config_hash") or json.loads((run / "train.json").read_text()).get("config_hash"),
+              "twin_differences": TWIN_DIFFERENCES, "rows": rows,
+              "upstream": {"hls4ml_csim": cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
+                                                        "latency": rt["latency"], "checks": rt["checks"]}},
+              "ours": {"rtl": ours_rtl, "csim": ours_csim}, "checks": checks,
+              "tools": {"keras": keras.__version__, "hgq2": _version("hgq2"), "hls4ml": _version("hls4ml"),
+                        "da4ml": _version("da4ml")}}
+    result["ok"] = all(c["ok"] for c in checks)
+    write_json(out / "crosscheck.json", result)
+    (out / "crosscheck.md").write_text(format_crosscheck(result))
+    return result
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _f(v, fmt="{:.4f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def format_crosscheck(r: dict) -> str:
+    lines = [f"# Upstream cross-check: {r['run']}", "",
+             f"{r['n_jets']} held-out jets of {r['data']}; {r['full_jets_fraction']:.1%} fill all particle slots.", "",
+             "| path | accuracy | agreement vs ours | (full jets) | bit-exact vs ours | (full jets) | tool |",
+             "|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['path']} | {_f(row['accuracy'])} | {_f(row.get('agreement_vs_ours'))} | "
+                     f"{_f(row.get('agreement_vs_ours_full_jets'))} | {_f(row.get('bit_exact_vs_ours'), '{:.1%}')} | "
+                     f"{_f(row.get('bit_exact_vs_ours_full_jets'), '{:.1%}')} | {row['tool']} |")
+    up, ours = r["upstream"], r["ours"]
+    lines += ["", "| hop | bit-exact | argmax agreement | max abs diff | status | tool |", "|---|---|---|---|---|---|"]
+    for c in r["checks"]:
+        if "bit_exact" in c:
+            lines.append(f"| {c['name']} | {c['bit_exact']:.1%} | {c['argmax_agreement']:.4f} | {c['max_abs_diff']:.4g} | "
+                         f"{'PASS' if c['ok'] else 'FAIL'} | {c['tool']} |")
+        else:
+            lines.append(f"| {c['name']} | {c.get('bit_exact_vs_da4ml')} | - | - | {'PASS' if c['ok'] else 'FAIL'} | "
+                         f"{c['tool']} |")
+    d = up["da4ml"]
+    lines += ["", "| RTL (da4ml) | adder cost | stages | latency | tool |", "|---|---|---|---|---|",
+              f"| upstream (HGQ2 tracer) | {d['cost_adders']:.0f} | {d['design']['stages']} | "
+              f"{d['latency']['latency_cycles']} cycles = {d['latency']['latency_ns']:.0f} ns | {d['latency']['tool']} |"]
+    if ours["rtl"]:
+        o = ours["rtl"]
+        lat = o["latency"] or {}
+        lines.append(f"| ours (QONNX tracer) | {_f(o['cost_adders'], '{:.0f}')} | {o['stages']} | "
+                     f"{lat.get('latency_cycles')} cycles = {_f(lat.get('latency_ns'), '{:.0f}')} ns | {lat.get('tool')} |")
+    else:
+        lines.append("| ours (QONNX tracer) | missing (make rtl) | | | |")
+    lines += ["", "Differences between the twin and our model (by upstream design, not hidden):", ""]
+    lines += [f"- {t}" for t in r["twin_differences"]]
+    return "\n".join(lines) + "\n"
+
