@@ -156,3 +156,12 @@ def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     assert r["upstream"]["da4ml"]["cost_adders"] > 0
     md = (tiny_fpga_transformer / "fpga" / "crosscheck.md").read_text()
     assert "no padding mask" in md and "hls4ml C-simulation vs Keras" in md
+
+    from jetdeploy.report.build import _tables, collect
+
+    rep = collect(tiny_fpga_transformer.parent)
+    f = next(f for f in rep["fpga"] if f["run"] == tiny_fpga_transformer.name)
+    assert f["crosscheck"]["rows"][2]["accuracy"] == r["rows"][2]["accuracy"]
+    assert any(c["stage"] == "fpga (upstream Keras/HGQ2 twin)" and c["n"] == 60 for c in rep["checks"])
+    table = next(t for t in _tables(rep) if t[0].startswith("Upstream cross-check"))
+    assert table[2][0][2] == "reference" and len(table[2]) == 3

@@ -29,7 +29,8 @@ from ..errors import JetDeployError
 TWIN_DIFFERENCES = [
     "no padding mask in attention or pooling (hls4ml's HGQ2 MultiHeadAttention takes no mask): jets with fewer "
     "particles than N differ",
-    "rounding half up (HGQ2 RND) instead of half to even (QONNX ROUND): differs only on exact ties",
+    "rounding half up (HGQ2 RND) instead of half to even (QONNX ROUND): differs on exact ties, which are common in fixed "
+    "point (a product has more fraction bits than its quantizer keeps)",
     "no key bias (upstream MultiHeadAttention; softmax cancels it in exact arithmetic, not after the k quantizer)",
     "HGQ2 softmax tables (exp of max(s) - s, reciprocal of the sum) instead of ours; no scores quantizer",
     "BatchNormalization scale / offset in fixed point (BN_FRAC_BITS fraction bits) instead of float32",

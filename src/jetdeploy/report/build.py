@@ -140,6 +140,14 @@ def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
                             "reason": rtl.get("resources_note") or "not run"})
         for c in rtl["checks"]:
             checks.append(_check(run.name, "fpga (RTL)", c, src, chash))
+    cross = _load(d / "crosscheck.json")
+    if cross is not None:   # optional (the [keras] extra): `make crosscheck`
+        src = d / "crosscheck.json"
+        out["crosscheck"] = {"rows": cross["rows"], "da4ml_cost": cross["upstream"]["da4ml"]["cost_adders"],
+                             "da4ml_stages": cross["upstream"]["da4ml"]["design"]["stages"],
+                             "differences": cross["twin_differences"], "source": str(src)}
+        for c in cross["checks"]:
+            checks.append(_check(run.name, "fpga (upstream Keras/HGQ2 twin)", {**c, "n_jets": c.get("n")}, src, chash))
     return out
 
 
@@ -304,6 +312,16 @@ def _tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     t.append(("FPGA (hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: iverilog-measured cycles, Yosys estimate)",
               ["run", "C-sim agreement", "compile", "Vitis cycles", "Vitis ns", "Vitis II", "Vitis LUT", "Vitis DSP",
                "RTL cycles", "RTL ns", "Yosys LUT", "Yosys DSP"], rows))
+    for f in rep["fpga"]:
+        x = f.get("crosscheck")
+        if x:
+            t.append((f"Upstream cross-check: {f['run']} as a Keras/HGQ2 twin (hls4ml Keras v3 MultiHeadAttention, da4ml "
+                      f"HGQ2 tracer: cost {x['da4ml_cost']:.0f}, {x['da4ml_stages']} stages); differences: "
+                      + "; ".join(x["differences"]),
+                      ["path", "accuracy", "agreement vs ours", "agreement (full jets)", "tool"],
+                      [[r["path"], _v(r["accuracy"])] + ([_v(r.get("agreement_vs_ours")),
+                        _v(r.get("agreement_vs_ours_full_jets"))] if "agreement_vs_ours" in r else ["reference"] * 2)
+                       + [r["tool"]] for r in x["rows"]]))
     for e in rep["edge"]:
         t.append((f"Edge: {e['run']} ({e['timing']['tool']}, batch {e['timing']['batch']}, "
                   f"{e['timing']['intra_op_threads']} thread)",
