@@ -12,8 +12,10 @@ upstream makes by design. They are listed in `TWIN_DIFFERENCES` and in crosschec
   results differ only where a value lies exactly half-way between two steps;
 - the key projection has no bias upstream (a per-query constant that softmax cancels in exact
   arithmetic, not after the k quantizer);
-- the softmax is HGQ2's: exp table on max(s) - s (saturating), sum, reciprocal table; no scores
-  quantizer before it (our `scores_quant` becomes the exp-table input type);
+- the softmax is HGQ2's: exp table on max(s) - s, sum, reciprocal table; no scores quantizer before
+  it (our `scores_quant` gives the exp-table input's fraction bits). The exp-table input is wide enough
+  never to saturate: same table values, but a saturating one is mis-traced by da4ml 0.6 (0.88 of
+  fpga16 jets bit-exact vs Keras instead of 1.0);
 - BatchNormalization's folded scale and offset are fixed point (HGQ2 quantizes them; ours are float32
   constants multiplied exactly).
 """
@@ -134,6 +136,18 @@ class _Twin:
         return layer
 
 
+def _diff_int_bits(attn, head_dim: int, wanted: int) -> int:
+    """Integer bits of the exp table's input max(s) - s, wide enough that it never saturates.
+
+    |q.k| <= head_dim * 2^i_q * 2^i_k, so max(s) - s < 2^(log2(2 head_dim) + i_q + i_k). Beyond 2^wanted the table
+    gives 0 either way (exp(-2^wanted) is below half its LSB), so this is the same function as a saturating
+    input, but da4ml 0.6's SAT quantize returns wrong values on inputs that carry an internal scale factor
+    (after a BatchNorm: 4 of 100 fpga16 jets, every one whose max(s) - s passed 2^4), and here nothing saturates."""
+    _, iq, _ = kif_of_act(attn.q_quant.act_quant)
+    _, ik, _ = kif_of_act(attn.k_quant.act_quant)
+    return max(wanted, int(np.ceil(np.log2(2 * head_dim))) + iq + ik)
+
+
 def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
     """A Keras functional model (HGQ2 layers) equal in architecture, weights and fixed-point types to the
     Brevitas QuantTransformerTagger `model` (fpga scheme, batchnorm or no norm, 'sum' pooling, no cls).
@@ -174,7 +188,7 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
             qkvo_iq_conf=_conf(act(a.in_quant.act_quant), "datalane"),
             qkvo_kq_conf=_conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=_conf((1, 7, 8), "bias"),
             qkvo_oq_conf=_conf(act(a.o_quant.act_quant), "datalane"),
-            softmax_exp_iq_conf=_conf((0, tables["diff_int_bits"], sk[2]), "datalane"),
+            softmax_exp_iq_conf=_conf((0, _diff_int_bits(a, D // cfg.heads, tables["diff_int_bits"]), sk[2]), "datalane"),
             softmax_exp_oq_conf=_conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
             softmax_inv_iq_conf=_conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
             softmax_inv_oq_conf=_conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
@@ -183,14 +197,14 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
         mhas.append((mha, a))
         # HGQ2 0.2.0 does not build a MultiHeadAttention's own output quantizer: o_quant is the residual's input quantizer
         # on the attention side (on the other side it repeats the type x already has: an identity)
-        x = QAdd(name=f"b{bi}_res1", enable_iq=True,
+        x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True,
                  iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
                  oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=False)([x, att])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), act(blk.relu.act_quant))(h)
         h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None, enable_iq=False)(h)
-        x = QAdd(name=f"b{bi}_res2", enable_iq=False, oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"),
+        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"),
                  enable_ebops=False)([x, h])
         x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
