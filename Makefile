@@ -199,7 +199,7 @@ report: $(STAMP)
 
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export csim rtl bench DATA_PRESET=default TRAIN_PRESET=default RTL_ARGS="--no-sim $(RTL_ARGS)"
+	$(MAKE) baselines export csim rtl crosscheck bench DATA_PRESET=default TRAIN_PRESET=default RTL_ARGS="--no-sim $(RTL_ARGS)"
 	$(MAKE) report
 
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages

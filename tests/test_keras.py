@@ -150,7 +150,7 @@ def test_twin_has_our_weights_and_types(tiny_fpga_transformer, synth_file):
 
 def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     res = run_cli("fpga", "crosscheck", "--run", str(tiny_fpga_transformer), "--data", str(synth_file),
-                  "--n-check", "60", "--sim", "--n-sim", "20", "--quiet")
+                  "--n-check", "60", "--sim", "--n-sim", "20", "--synth", "--quiet")
     r = json.loads((tiny_fpga_transformer / "fpga" / "crosscheck.json").read_text())
     assert res.returncode == 0 and r["ok"], res.stderr[-3000:]
     assert [row["path"].split(":")[0].split(",")[0] for row in r["rows"]] == [
@@ -162,6 +162,8 @@ def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     assert r["checks"][1]["bit_exact"] == 1.0                      # da4ml's HGQ2 tracer reproduces Keras
     assert r["checks"][2]["bit_exact_vs_da4ml"]                    # the upstream Verilog equals its interpreter
     assert r["upstream"]["da4ml"]["cost_adders"] > 0
+    res = r["upstream"]["da4ml"]["resources"]
+    assert res["LUT"] > 0 and res["complete"] and "yosys" in res["tool"].lower()
     md = (tiny_fpga_transformer / "fpga" / "crosscheck.md").read_text()
     assert "no padding mask" in md and "hls4ml C-simulation vs Keras" in md
 

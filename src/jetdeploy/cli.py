@@ -222,7 +222,8 @@ def _cmd_fpga_crosscheck(args: argparse.Namespace) -> int:
     from .fpga.crosscheck import crosscheck
 
     r = crosscheck(args.run, args.data, n_check=args.n_check, latency_cutoff=args.latency_cutoff,
-                   clock_ns=args.clock_ns, simulate=args.sim, n_sim=args.n_sim, progress=not args.quiet)
+                   clock_ns=args.clock_ns, simulate=args.sim, n_sim=args.n_sim, progress=not args.quiet,
+                   synth=args.synth, synth_workers=args.synth_workers, synth_budget_s=args.synth_budget)
     print(open(os.path.join(args.run, "fpga", "crosscheck.md")).read())
     print(f"wrote {os.path.join(args.run, 'fpga', 'crosscheck.json')} and crosscheck.md")
     return _status(r["ok"], "a cross-check hop failed (see crosscheck.json)")
@@ -599,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--sim", action=argparse.BooleanOptionalAction, default=False,
                     help="simulate the twin's Verilog with Icarus Verilog (slow on full-size models)")
     fx.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation")
+    fx.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
+                    help="Yosys synth_xilinx resources of the twin's Verilog (per pipeline stage, cached; slow on full models)")
+    fx.add_argument("--synth-workers", type=int, default=None, help="Yosys runs in parallel (default: all cores)")
+    fx.add_argument("--synth-budget", type=float, default=None, metavar="SECONDS",
+                    help="start no new Yosys stage after this long; the rest is extrapolated from da4ml's per-stage cost, "
+                         "labelled so")
     fx.add_argument("--quiet", action="store_true", help="only the summary")
     fx.set_defaults(func=_cmd_fpga_crosscheck)
     fw = fsub.add_parser(

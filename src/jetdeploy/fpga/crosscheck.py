@@ -29,7 +29,8 @@ def _acc(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000, latency_cutoff: float = 5.0,
-               clock_ns: float = 5.0, simulate: bool = False, n_sim: int = 200, progress: bool = True) -> dict:
+               clock_ns: float = 5.0, simulate: bool = False, n_sim: int = 200, progress: bool = True,
+               synth: bool = False, synth_workers: int | None = None, synth_budget_s: float | None = None) -> dict:
     import torch
 
     from ..train import checkpoint as ckpt
@@ -87,6 +88,11 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     say(f"da4ml (HGQ2 tracer) vs Keras: bit-exact {d['bit_exact']:.1%}, agreement {d['argmax_agreement']:.4f}; "
         f"cost {rt['cost_adders']:.0f}, {rt['design']['stages']} stages")
 
+    resources = None
+    if synth:
+        from . import rtl
+
+        resources = rtl.yosys_resources(rt["design"], progress=progress, workers=synth_workers, budget_s=synth_budget_s)
     ours_rtl = None
     if (out / "rtl.json").exists():
         r = json.loads((out / "rtl.json").read_text())
@@ -101,7 +107,8 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
               "config_hash": rec.get("config_hash") or json.loads((run / "train.json").read_text()).get("config_hash"),
               "twin_differences": TWIN_DIFFERENCES, "rows": rows,
               "upstream": {"hls4ml_csim": cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
-                                                        "latency": rt["latency"], "checks": rt["checks"]}},
+                                                        "latency": rt["latency"], "checks": rt["checks"],
+                                                        "resources": resources}},
               "ours": {"rtl": ours_rtl, "csim": ours_csim}, "checks": checks,
               "tools": {"keras": keras.__version__, "hgq2": _version("hgq2"), "hls4ml": _version("hls4ml"),
                         "da4ml": _version("da4ml")}}
@@ -124,6 +131,12 @@ def _f(v, fmt="{:.4f}"):
     return "-" if v is None else fmt.format(v)
 
 
+def _res(res: dict | None) -> str:
+    if not res:
+        return "not run | | | (--synth)"
+    return f"{res['LUT']} | {res['FF']} | {res['DSP']} | {res.get('tool', 'yosys')}"
+
+
 def format_crosscheck(r: dict) -> str:
     lines = [f"# Upstream cross-check: {r['run']}", "",
              f"{r['n_jets']} held-out jets of {r['data']}; {r['full_jets_fraction']:.1%} fill all particle slots.", "",
@@ -143,16 +156,19 @@ def format_crosscheck(r: dict) -> str:
             lines.append(f"| {c['name']} | {c.get('bit_exact_vs_da4ml')} | - | - | {'PASS' if c['ok'] else 'FAIL'} | "
                          f"{c['tool']} |")
     d = up["da4ml"]
-    lines += ["", "| RTL (da4ml) | adder cost | stages | latency | tool |", "|---|---|---|---|---|",
+    lines += ["", "| RTL (da4ml) | adder cost | stages | latency | LUT | FF | DSP | resources tool | latency tool |",
+              "|---|---|---|---|---|---|---|---|---|",
               f"| upstream (HGQ2 tracer) | {d['cost_adders']:.0f} | {d['design']['stages']} | "
-              f"{d['latency']['latency_cycles']} cycles = {d['latency']['latency_ns']:.0f} ns | {d['latency']['tool']} |"]
+              f"{d['latency']['latency_cycles']} cycles = {d['latency']['latency_ns']:.0f} ns | {_res(d.get('resources'))} | "
+              f"{d['latency']['tool']} |"]
     if ours["rtl"]:
         o = ours["rtl"]
         lat = o["latency"] or {}
         lines.append(f"| ours (QONNX tracer) | {_f(o['cost_adders'], '{:.0f}')} | {o['stages']} | "
-                     f"{lat.get('latency_cycles')} cycles = {_f(lat.get('latency_ns'), '{:.0f}')} ns | {lat.get('tool')} |")
+                     f"{lat.get('latency_cycles')} cycles = {_f(lat.get('latency_ns'), '{:.0f}')} ns | "
+                     f"{_res(o.get('resources'))} | {lat.get('tool')} |")
     else:
-        lines.append("| ours (QONNX tracer) | missing (make rtl) | | | |")
+        lines.append("| ours (QONNX tracer) | missing (make rtl) | | | | | | | |")
     lines += ["", "Differences between the twin and our model (by upstream design, not hidden):", ""]
     lines += [f"- {t}" for t in r["twin_differences"]]
     return "\n".join(lines) + "\n"
