@@ -28,16 +28,17 @@ import numpy as np
 
 from ..errors import JetDeployError
 
+BN_FRAC_BITS = 16
 TWIN_DIFFERENCES = [
     "no padding mask in attention or pooling (hls4ml's HGQ2 MultiHeadAttention takes no mask): jets with fewer "
     "particles than N differ",
     "rounding half up (HGQ2 RND) instead of half to even (QONNX ROUND): differs on exact ties, which are common in fixed "
     "point (a product has more fraction bits than its quantizer keeps)",
-    "no key bias (upstream MultiHeadAttention; softmax cancels it in exact arithmetic, not after the k quantizer)",
+    "no key bias (upstream MultiHeadAttention; softmax cancels it in exact arithmetic, not after the k quantizer; "
+    "on fpga16 the largest difference: our model without it agrees with itself on 0.954 of jets)",
     "HGQ2 softmax tables (exp of max(s) - s, reciprocal of the sum) instead of ours; no scores quantizer",
-    "BatchNormalization scale / offset in fixed point (BN_FRAC_BITS fraction bits) instead of float32",
+    f"BatchNormalization scale / offset in fixed point ({BN_FRAC_BITS} fraction bits) instead of float32",
 ]
-BN_FRAC_BITS = 16
 
 
 def require_keras():
