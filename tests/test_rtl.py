@@ -49,6 +49,21 @@ def test_rtl_simulation_is_bit_exact_and_measures_latency(design, simulator):
 
 
 @pytest.mark.parametrize("simulator", ["iverilog", "verilator"])
+def test_the_last_entry_of_a_lookup_table_is_read(tmp_path, simulator):
+    """exp over a signed 7-bit index: -1 LSB is the table's last line. da4ml writes it without a newline, and
+    Verilator's $readmemh dropped it (read 0): the cause of every mis-simulated attention design."""
+    inp = FixedVariableArrayInput((8,))
+    x = quantize(quantize(inp, 1, 3, 6), 1, 3, 3)
+    comb = comb_trace(inp, quantize(np.exp(x), 0, 6, 10, "SAT", "RND"))
+    r = rtl.write_verilog(comb, tmp_path / "exp", "expt", latency_cutoff=2)
+    assert all(m.read_text().endswith("\n") for m in (tmp_path / "exp" / "src" / "memfiles").glob("*.mem"))
+    xs = np.full((20, 8), -1 / 8.0)                      # index 0b1111111, the last entry
+    xs[10:] = np.random.default_rng(3).uniform(-8, 8, size=(10, 8))
+    sim = rtl.simulate(comb, r, xs, simulator=simulator)
+    assert sim["bit_exact_vs_da4ml"] and sim["latency_cycles"] == r["stages"]
+
+
+@pytest.mark.parametrize("simulator", ["iverilog", "verilator"])
 def test_a_wrong_design_fails_the_simulation_check(design, tmp_path, simulator):
     comb, r = design
     other = rtl.write_verilog(comb, tmp_path / "broken", "mlp", latency_cutoff=2)

@@ -566,9 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulate the Verilog (--no-sim: report da4ml's pipeline depth instead, "
                          "labelled as not measured; for designs too large for iverilog here)")
     fr.add_argument("--simulator", choices=("auto", "verilator", "iverilog"), default="auto",
-                    help="RTL simulator, same testbench; auto = Icarus Verilog. Verilator builds a full-size model in "
-                         "minutes where Icarus Verilog takes hours, but Debian's 5.006 mis-simulated the test "
-                         "transformer; a run counts only when every output matches the interpreter bit for bit")
+                    help="RTL simulator, same testbench; auto = Icarus Verilog (fast to build for small designs). "
+                         "Verilator finishes full-size models that Icarus Verilog cannot compile in hours; a run "
+                         "counts only when every output matches the interpreter bit for bit")
     fr.add_argument("--synth", action=argparse.BooleanOptionalAction, default=False,
                     help="run Yosys synth_xilinx for LUT/FF/DSP (slow on full models; cached by design hash)")
     fr.add_argument("--synth-workers", type=int, default=None,

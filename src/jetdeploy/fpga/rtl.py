@@ -72,6 +72,12 @@ def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, c
     lut = out / "src" / "static" / "lookup_table.v"
     if lut.exists():
         lut.write_text(re.sub(r"\(\*\s*rom_style\s*=.*?\*\)", "", lut.read_text()))
+    # da4ml writes each table's .mem without a final newline; Verilator's $readmemh then drops the last entry
+    # (it reads 0 there: every attention design mis-simulated), Icarus Verilog does not
+    for mem in (out / "src" / "memfiles").glob("*.mem"):
+        text = mem.read_text()
+        if text and not text.endswith("\n"):
+            mem.write_text(text + "\n")
     meta = json.loads((out / "metadata.json").read_text())
     return {"path": str(out), "top": f"{name}_wrapper", "stages": int(meta["latency"]), "cost_adders": meta["cost"],
             "stage_costs": stage_costs,
@@ -138,10 +144,9 @@ SIMULATORS = ("verilator", "iverilog")
 
 
 def pick_simulator(name: str = "auto") -> str:
-    """'auto' is Icarus Verilog, the simulator every design here has matched with. Verilator builds a
-    full-size model far faster, but on the tiny test transformer (multipliers, softmax tables) Debian's
-    5.006 gave outputs that differ from Icarus Verilog and the interpreter; the bit-exact check rejects
-    such a run, so a Verilator latency is only ever reported after a bit-for-bit match."""
+    """'auto' is Icarus Verilog: on small designs it builds in seconds where Verilator's C++ build takes a
+    minute. Verilator builds and runs full-size models that Icarus Verilog cannot finish (see the README);
+    either way a latency is reported only after a bit-for-bit match with the interpreter."""
     if name == "auto":
         return "iverilog"
     if name not in SIMULATORS:
