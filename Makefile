@@ -36,7 +36,7 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 LTP_ARGS    ?=
 
-.PHONY: help install crosscheck rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -62,6 +62,8 @@ help:
 	@echo "              full-size figures: make rtl rtl-baseline TRAIN_PRESET=fpga16 DATA_PRESET=full RTL_ARGS='--no-sim --synth'"
 	@echo "make crosscheck  Keras/HGQ2 twin of the fpga run through hls4ml's upstream attention path and da4ml's HGQ2"
 	@echo "              tracer, side by side with our QONNX path (-> \$$(QAT_RUN)/fpga/crosscheck.json, crosscheck.md)"
+	@echo "make hgq      HGQ2 fine-tuning of that twin (bit width per weight/activation), then its RTL via --keras"
+	@echo "              (-> \$$(QAT_RUN)/fpga/hgq/{model.keras,hgq.json,rtl.json}; HGQ_ARGS= e.g. --epochs --beta)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
@@ -146,6 +148,15 @@ $(QAT_RUN)/fpga/crosscheck.json: $(QAT_RUN)/export/verify.json | rtl-tools
 	$(JD) fpga crosscheck --run $(QAT_RUN) --data $(DATA_FILE) $(CROSS_ARGS)
 
 crosscheck: $(QAT_RUN)/fpga/crosscheck.json
+
+# HGQ2 fine-tuning of the twin (a bit width per weight / activation), then its RTL through the Keras front door
+HGQ_ARGS    ?=
+$(QAT_RUN)/fpga/hgq/hgq.json: $(QAT_RUN)/export/verify.json
+	$(JD) fpga hgq --run $(QAT_RUN) --data $(DATA_FILE) $(HGQ_ARGS)
+
+hgq: $(QAT_RUN)/fpga/hgq/hgq.json | rtl-tools
+	$(JD) fpga rtl --keras $(QAT_RUN)/fpga/hgq/model.keras --inputs $(QAT_RUN)/fpga/hgq/test_inputs.npy \
+	  --out $(QAT_RUN)/fpga/hgq $(RTL_ARGS)
 
 # hls4ml of the fpga (QAT) run: Vitis HLS project, g++ C-simulation vs qonnx, vendor synthesis when installed
 HLS_ARGS    ?=

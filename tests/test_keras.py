@@ -175,3 +175,24 @@ def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     assert any(c["stage"] == "fpga (upstream Keras/HGQ2 twin)" and c["n"] == 60 for c in rep["checks"])
     table = next(t for t in _tables(rep) if t[0].startswith("Upstream cross-check"))
     assert table[2][0][2] == "reference" and len(table[2]) == 3
+
+
+def test_hgq_finetune_saves_a_heterogeneous_model_that_goes_to_rtl(tiny_fpga_transformer, synth_file, tmp_path):
+    out = tmp_path / "hgq"
+    res = run_cli("fpga", "hgq", "--run", str(tiny_fpga_transformer), "--data", str(synth_file), "--out", str(out),
+                  "--epochs", "2", "--beta", "1e-5", "--batch-size", "64", "--n-test", "40", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout
+    r = json.loads((out / "hgq.json").read_text())
+    saved, traced = r["checks"]
+    assert saved["bit_exact"] == 1.0 and traced["bit_exact"] == 1.0     # save/load round trip; da4ml == Keras
+    assert r["ebops_before"] > 0 and r["ebops_after"] > 0 and 0 <= r["accuracy_after"] <= 1
+    assert len(json.loads((out / "history.json").read_text())["ebops"]) == 2
+    m = kerasflow.load_keras(out / "model.keras")
+    kq = m.get_layer("embed").kq.quantizer
+    assert tuple(np.shape(kq._f)) == tuple(m.get_layer("embed").kernel.shape)   # one bit width per weight
+    assert kq._f.trainable
+    res = run_cli("fpga", "rtl", "--keras", str(out / "model.keras"), "--inputs", str(out / "test_inputs.npy"),
+                  "--out", str(out), "--n-check", "40", "--n-sim", "20", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout
+    rt = json.loads((out / "rtl.json").read_text())
+    assert rt["checks"][0]["bit_exact"] == 1.0 and rt["checks"][1]["bit_exact_vs_da4ml"]

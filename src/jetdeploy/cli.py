@@ -229,6 +229,21 @@ def _cmd_fpga_crosscheck(args: argparse.Namespace) -> int:
     return _status(r["ok"], "a cross-check hop failed (see crosscheck.json)")
 
 
+def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
+    from .fpga.hgq import hgq_finetune
+
+    r = hgq_finetune(args.run, args.data, out=args.out, epochs=args.epochs, beta=args.beta, lr=args.lr,
+                     batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                     progress=not args.quiet)
+    for c in r["checks"]:
+        print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
+    print(f"accuracy {r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f} (test, {r['n_test']} jets); EBOPs "
+          f"{r['ebops_before']:.0f} -> {r['ebops_after']:.0f}; da4ml cost {r['da4ml']['cost_adders']:.0f}")
+    print(f"wrote {r['model']} and hgq.json; next: jetdeploy fpga rtl --keras {r['model']} --inputs "
+          f"{os.path.join(os.path.dirname(r['model']), 'test_inputs.npy')}")
+    return _status(r["ok"], "a check failed (see hgq.json)")
+
+
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     from .fpga.flow import rtl_run
 
@@ -608,6 +623,26 @@ def build_parser() -> argparse.ArgumentParser:
                          "labelled so")
     fx.add_argument("--quiet", action="store_true", help="only the summary")
     fx.set_defaults(func=_cmd_fpga_crosscheck)
+    fg = fsub.add_parser(
+        "hgq", formatter_class=fmt, help="HGQ2 fine-tuning of the run's Keras twin: a bit width per weight and activation",
+        description="High Granularity Quantization (HGQ2, needs the [keras] extra): the run's Keras/HGQ2 twin with one "
+                    "trainable bit width per weight and per activation element, starting from the run's weights and "
+                    "types, fine-tuned with HGQ2's EBOPs penalty (beta, ramped up log-linearly over the first half of "
+                    "the epochs). Writes OUT/model.keras (checked after a save/load round trip and against da4ml), "
+                    "OUT/test_inputs.npy, OUT/history.json and OUT/hgq.json (accuracy, EBOPs, da4ml cost). Take "
+                    "the result to RTL with `jetdeploy fpga rtl --keras OUT/model.keras --inputs OUT/test_inputs.npy`.")
+    fg.add_argument("--run", required=True, help="fpga (fixed-point QAT) transformer run")
+    fg.add_argument("--data", default=None, help="jet file (default: the run's training file)")
+    fg.add_argument("--out", default=None, help="output folder (default: RUN/fpga/hgq)")
+    fg.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs")
+    fg.add_argument("--beta", type=float, default=3e-7, help="EBOPs penalty weight reached at half the epochs")
+    fg.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    fg.add_argument("--batch-size", type=int, default=1024, help="batch size")
+    fg.add_argument("--n-train", type=int, default=None, help="training jets (default: the whole 'train' split)")
+    fg.add_argument("--n-test", type=int, default=5000, help="validation and test jets")
+    fg.add_argument("--seed", type=int, default=0, help="Keras / TensorFlow seed")
+    fg.add_argument("--quiet", action="store_true", help="only the summary")
+    fg.set_defaults(func=_cmd_fpga_hgq)
     fw = fsub.add_parser(
         "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
         description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "

@@ -74,14 +74,18 @@ def kif_of_weight(linear) -> tuple[tuple[int, int, int], np.ndarray]:
     return (1, bits - 1 - f, f), w.value.detach().numpy().astype(np.float64)
 
 
-_ROUND = {"mode": "RND"}
+_OPTS = {"round": "RND", "trainable": False}
 
 
-def _conf(kif, place, overflow="SAT", round_mode=None):
+def _conf(kif, place, overflow="SAT", round_mode=None, fixed=False):
     from hgq.quantizer import QuantizerConfig
 
-    round_mode = round_mode or _ROUND["mode"]
+    round_mode = round_mode or _OPTS["round"]
     k, i, f = kif
+    if _OPTS["trainable"] and place != "table" and not fixed:
+        # HGQ: one trainable (i, f) per weight / per activation element, starting from our type
+        return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
+                               trainable=True)
     return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
                            ic=None, fc=None, ir=None, fr=None, trainable=False, homogeneous_axis=None,
                            heterogeneous_axis=())
@@ -113,11 +117,11 @@ class _Twin:
         n_out = w.shape[0]
         eq, shape = ("bnc,cd->bnd", (self.cfg.n_particles, n_out)) if tokens else ("bc,cd->bd", (n_out,))
         layer = QEinsumDense(eq, shape, bias_axes="d", name=keras_name, enable_iq=enable_iq,
-                             iq_conf=_conf(in_kif, "datalane") if enable_iq else None,
+                             iq_conf=_conf(in_kif, "datalane", fixed=keras_name == "embed") if enable_iq else None,
                              kq_conf=_conf(wkif, "weight", "SAT_SYM"), bq_conf=_conf((1, bits - 1 - fb, fb), "bias"),
                              enable_oq=out_kif is not None,
                              oq_conf=_conf(out_kif, "datalane", out_overflow) if out_kif is not None else None,
-                             enable_ebops=False)
+                             enable_ebops=_OPTS["trainable"] and enable_iq)   # HGQ2's EBOPs read the input quantizer
         self.weights.append((layer, {"kernel": w.T, "bias": b}))
         return layer
 
@@ -149,10 +153,15 @@ def _diff_int_bits(attn, head_dim: int, wanted: int) -> int:
     return max(wanted, int(np.ceil(np.log2(2 * head_dim))) + iq + ik)
 
 
-def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
+def build_twin(model, tables: dict | None = None, round_mode: str = "RND", trainable: bool = False):
     """A Keras functional model (HGQ2 layers) equal in architecture, weights and fixed-point types to the
     Brevitas QuantTransformerTagger `model` (fpga scheme, batchnorm or no norm, 'sum' pooling, no cls).
-    Input: [batch, N, F] standardised features with padded slots zeroed. Output: [batch, classes]."""
+    Input: [batch, N, F] standardised features with padded slots zeroed. Output: [batch, classes].
+
+    trainable=True is the start of HGQ fine-tuning (jetdeploy.fpga.hgq): every weight and activation quantizer
+    gets a trainable bit width per element, starting from the run's type (the input quantizer, the RTL boundary,
+    and the softmax tables stay fixed), EBOPs are enabled, and q is unfolded (upstream keeps 1/sqrt(d_head) in the
+    exp table), so the saved model reloads as it was trained."""
     keras = require_keras()
     from hgq.layers import QAdd, QGlobalAveragePooling1D, QMultiHeadAttention
 
@@ -168,7 +177,7 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
             raise JetDeployError(f"the Keras twin supports {what} (HGQ2/hls4ml upstream layers); this model differs")
     if round_mode not in ("RND", "RND_CONV"):
         raise JetDeployError(f"twin rounding must be RND (upstream, da4ml) or RND_CONV (half to even, as QONNX), got {round_mode}")
-    _ROUND["mode"] = round_mode
+    _OPTS["round"], _OPTS["trainable"] = round_mode, trainable
     tables = {"diff_int_bits": 4, "exp_frac_bits": 15, "sum_frac_bits": 10, "inv_frac_bits": 16, **(tables or {})}
     t = _Twin(model)
     m = model
@@ -185,7 +194,7 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
         sk = act(a.scores_quant.act_quant)
         probs = act(a.probs_quant.act_quant)
         mha = QMultiHeadAttention(
-            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=False,
+            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=_OPTS["trainable"],
             qkvo_iq_conf=_conf(act(a.in_quant.act_quant), "datalane"),
             qkvo_kq_conf=_conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=_conf((1, 7, 8), "bias"),
             qkvo_oq_conf=_conf(act(a.o_quant.act_quant), "datalane"),
@@ -200,7 +209,7 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND"):
         # on the attention side (on the other side it repeats the type x already has: an identity)
         x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True,
                  iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=False)([x, att])
+                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=_OPTS["trainable"])([x, att])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), act(blk.relu.act_quant))(h)
@@ -235,15 +244,22 @@ def _fill_mha(mha, a, act) -> None:
                                           (mha._key_dense, a.k, a.in_quant, a.k_quant, False),
                                           (mha._value_dense, a.v, a.in_quant, a.v_quant, True)):
         wkif, w = kif_of_weight(lin)
-        set_kif(dense.kq, wkif)
         in_kif = act(in_q.act_quant)
+        okif = act(out_q.act_quant)
+        b = lin.bias.detach().numpy().astype(np.float64)
+        fb = in_kif[2] + wkif[2]
+        b = np.round(b * 2.0 ** fb) * 2.0 ** -fb
+        if _OPTS["trainable"] and dense is mha._query_dense:
+            # the trainable twin keeps upstream's 1/sqrt(d_head) in the exp table (so that it saves and loads as
+            # it is): q is unfolded, x sqrt(d_head), with 2 more integer bits; fine-tuning absorbs the regridding
+            w, b, okif = w * np.sqrt(D), b * np.sqrt(D), (okif[0], okif[1] + 2, okif[2])
+            wkif = (1, wkif[1] + 2, wkif[2])
+        set_kif(dense.kq, wkif)
         set_kif(dense.iq, in_kif)
-        set_kif(dense.oq, act(out_q.act_quant))
+        set_kif(dense.oq, okif)
         dense.kernel.assign(w.T.reshape(-1, H, D).astype(np.float32))    # [d_model, heads, d_head]
         if bias:
-            fb = in_kif[2] + wkif[2]
             set_kif(dense.bq, (1, 15 - fb, fb))
-            b = np.round(lin.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb
             dense.bias.assign(b.reshape(H, D).astype(np.float32))
     o = mha._output_dense
     wkif, w = kif_of_weight(a.o)
@@ -255,7 +271,7 @@ def _fill_mha(mha, a, act) -> None:
     o.kernel.assign(w.T.reshape(H, D, -1).astype(np.float32))               # [heads, d_head, d_model]
     o.bias.assign((np.round(a.o.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb).astype(np.float32))
     # our q projection already carries 1/sqrt(d_head): the exp table must not scale again
-    mha._softmax.input_scaler = 1.0
+    mha._softmax.input_scaler = 1.0 if not _OPTS["trainable"] else mha._softmax.input_scaler
 
 
 def twin_inputs(model, x, mask) -> np.ndarray:
