@@ -192,7 +192,10 @@ def test_hgq_finetune_saves_a_heterogeneous_model_that_goes_to_rtl(tiny_fpga_tra
     assert tuple(np.shape(kq._f)) == tuple(m.get_layer("embed").kernel.shape)   # one bit width per weight
     assert kq._f.trainable
     res = run_cli("fpga", "rtl", "--keras", str(out / "model.keras"), "--inputs", str(out / "test_inputs.npy"),
-                  "--out", str(out), "--n-check", "40", "--n-sim", "20", "--quiet")
+                  "--out", str(out), "--n-check", "40", "--n-sim", "20", "--synth", "--quiet")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout
     rt = json.loads((out / "rtl.json").read_text())
     assert rt["checks"][0]["bit_exact"] == 1.0 and rt["checks"][1]["bit_exact_vs_da4ml"]
+    assert rt["resources"]["LUT"] > 0 and "LUT" in res.stdout
+    res = run_cli("fpga", "rtl", "--keras", str(out / "model.keras"), "--softmax-exp-bits", "12")
+    assert res.returncode != 0 and "a Keras model's tables are its own" in res.stderr

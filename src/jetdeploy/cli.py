@@ -204,7 +204,12 @@ def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
     hls_kw = {"part": args.part, "clock_ns": args.clock_ns, "reuse_factor": args.reuse_factor,
               "strategy": args.strategy} if what != "rtl" else None
     rtl_kw = {"latency_cutoff": args.latency_cutoff, "clock_ns": args.clock_ns, "simulate": args.sim,
-              "n_sim": args.n_sim, "simulator": args.simulator} if what == "rtl" else None
+              "n_sim": args.n_sim, "simulator": args.simulator, "synth": args.synth, "synth_workers": args.synth_workers,
+              "synth_budget_s": args.synth_budget, "progress": not args.quiet} if what == "rtl" else None
+    if what == "rtl" and (args.softmax_diff_bits is not None or (args.softmax_exp_bits, args.softmax_sum_bits,
+                                                                   args.softmax_inv_bits) != (15, 10, 16)):
+        raise JetDeployError("--softmax-* flags set our QONNX tracer's tables; a Keras model's tables are its own "
+                             "HGQ2 QSoftmax quantizers")
     r = keras_run(what, args.keras, out=args.out, inputs=args.inputs, n_check=getattr(args, "n_check", 1000),
                   hls_kw=hls_kw, rtl_kw=rtl_kw, progress=not args.quiet)
     out = args.out or str(default_out(args.keras))
@@ -214,6 +219,10 @@ def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
         lat = r["latency"]
         how = f"{lat.get('simulator')}, measured" if lat.get("simulated") else "da4ml pipeline depth, NOT simulated"
         print(f"latency ({how}): {lat['latency_cycles']} cycles = {lat['latency_ns']:.0f} ns at {lat['clock_ns']} ns/cycle")
+        res = r["resources"]
+        print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, DSP {res['DSP']}"
+                                                             + ("" if res.get("complete", True) else " (PARTIAL, extrapolated)")
+                                                             if res else r["resources_note"]))
     print(f"wrote {os.path.join(out, {'hls': 'hls.json', 'csim': 'csim.json', 'rtl': 'rtl.json'}[what])}")
     return _status(r["ok"], "a check failed (see the JSON)")
 

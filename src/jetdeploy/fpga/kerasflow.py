@@ -169,7 +169,8 @@ def da4ml_trace(model):
 
 
 def rtl_check(model, x: np.ndarray, out_dir: Path, latency_cutoff: float = 5.0, clock_ns: float = 5.0,
-              simulate: bool = True, n_sim: int = 200, simulator: str = "auto") -> dict:
+              simulate: bool = True, n_sim: int = 200, simulator: str = "auto", synth: bool = False,
+              synth_workers: int | None = None, synth_budget_s: float | None = None, progress: bool = False) -> dict:
     import keras
 
     t0 = time.perf_counter()
@@ -193,8 +194,10 @@ def rtl_check(model, x: np.ndarray, out_dir: Path, latency_cutoff: float = 5.0, 
     else:
         sim = {"latency_cycles": design["stages"], "latency_ns": design["stages"] * clock_ns, "clock_ns": clock_ns,
                "ii": 1, "simulated": False, "tool": "da4ml pipeline depth (generator figure; NOT simulated: --no-sim)"}
-    return {"design": design, "checks": checks, "latency": sim, "cost_adders": float(comb.cost),
-            "ok": all(ch["ok"] for ch in checks)}
+    resources = rtl.yosys_resources(design, progress=progress, workers=synth_workers, budget_s=synth_budget_s) \
+        if synth else None
+    return {"design": design, "checks": checks, "latency": sim, "cost_adders": float(comb.cost), "resources": resources,
+            "resources_note": None if synth else "not run (pass --synth)", "ok": all(ch["ok"] for ch in checks)}
 
 
 def keras_run(what: str, keras_path: str, out: str | None = None, inputs: str | None = None, n_check: int = 1000,
