@@ -11,7 +11,7 @@ from onnx import helper
 from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
-from jetdeploy.fpga.trace import quant_kif, trace_qonnx
+from jetdeploy.fpga.trace import quant_kif, to_comb, trace_qonnx
 from jetdeploy.train.trainer import train
 
 
@@ -48,8 +48,9 @@ def test_rtl_flow_on_a_tiny_transformer(tiny_fpga_run, synth_file):
                   "--n-sim", "30", "--quiet")
     assert res.returncode == 0, res.stderr + res.stdout
     r = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
-    da, sim = r["checks"]
+    da, interp, sim = r["checks"]
     assert da["n_jets"] == 60 and da["argmax_agreement"] >= 0.95
+    assert interp["ok"] and interp["n_jets"] == 50 and interp["bit_exact_jets"] == 1.0
     # bit-exact layer by layer until the first tensor computed through the softmax tables
     tensors = [row["tensor"] for row in r["per_tensor"]]
     first_bad = da["first_inexact_tensor"]
@@ -68,7 +69,7 @@ def test_rtl_flow_on_a_tiny_transformer(tiny_fpga_run, synth_file):
     nosim = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
     assert nosim["latency"]["simulated"] is False and "NOT simulated" in nosim["latency"]["tool"]
     assert nosim["latency"]["latency_cycles"] == sim["latency_cycles"] == nosim["design"]["stages"]
-    assert len(nosim["checks"]) == 1 and "not run" in nosim["simulation_note"]
+    assert len(nosim["checks"]) == 2 and "not run" in nosim["simulation_note"]
     # Verilator, same testbench: the same cycles, bit for bit (it read 0 from the last table entries until
     # the .mem files got their final newline)
     res = run_cli("fpga", "rtl", "--run", str(tiny_fpga_run), "--data", str(synth_file), "--n-check", "60",
@@ -111,6 +112,39 @@ def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
     assert np.allclose(got, want, atol=2e-3)
 
 
+@pytest.mark.parametrize("shift", [0, 37, 60])
+def test_quant_of_a_value_with_a_tiny_internal_scale_factor_is_exact(shift, tmp_path):
+    """da4ml carries power-of-two products as an internal scale factor, and BatchNorm / weight products
+    compound it (2^-37 .. 2^-72 seen in one block). A QONNX Quant on such a value must still round half to
+    even and saturate exactly, in both interpreters and in the Verilog. Three da4ml 0.6 faults broke this
+    (each caught here): a plain constant keeps at most 32 fraction bits (the half-to-even nudge became 0),
+    Decimal's default 28 digits rounded the factor (a half LSB came out one step short), and a saturating
+    multiplexer to a constant was read as 0 by the C++ interpreter and the Verilog."""
+    from da4ml.trace import FixedVariableArrayInput
+    from da4ml.trace.ops import quantize
+
+    from jetdeploy.fpga import rtl
+    from jetdeploy.fpga.trace import exact_decimals, quantize_like_qonnx
+
+    cases = [(r, n) for r in ("ROUND", "FLOOR") for n in (0, 1)]
+    with exact_decimals():
+        x = FixedVariableArrayInput((1,))
+        v = quantize(x, 1, 6, 9, "WRAP", "TRN") * 2.0 ** -shift * 3.0        # 3x: not a bare power of two
+        assert 2.0 ** -shift <= float(v._vars.ravel()[0]._factor) <= 4 * 2.0 ** -shift   # 3 = 4 - 1
+        outs = [quantize_like_qonnx(v, (1, 3 - shift, 4 + shift), n, r, "t")._vars.ravel()[0] for r, n in cases]
+    comb = to_comb(list(x._vars.ravel()), outs)
+    xs = np.arange(-2 ** 15, 2 ** 15)[:, None] / 2.0 ** 9                 # every input, saturating at both ends
+    got = np.asarray(comb.predict(xs), dtype=np.float64) * 2.0 ** shift
+    for j, (r, n) in enumerate(cases):
+        y = xs[:, 0] * 3 * 16
+        want = np.clip(np.round(y) if r == "ROUND" else np.floor(y), -128 + n, 127) / 16   # numpy: half to even
+        assert np.array_equal(got[:, j], want), (r, n, xs[got[:, j] != want][:3].ravel())
+    assert rtl.interpreters_agree(comb, xs[::97], n=len(xs))["ok"]
+    if shift == 37:   # the Verilog of the same ops, in Icarus Verilog, against the interpreter
+        design = rtl.write_verilog(comb, tmp_path / "q", "q", latency_cutoff=2)
+        assert rtl.simulate(comb, design, xs[::61], simulator="iverilog")["bit_exact_vs_da4ml"]
+
+
 def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path):
     """The Deep Sets QAT twin takes the same QONNX -> hls4ml C-sim and -> da4ml -> iverilog + Yosys paths."""
     run = tmp_path / "ds"
@@ -124,8 +158,8 @@ def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path
                   "--synth", "--quiet")
     assert res.returncode == 0, res.stderr + res.stdout
     r = json.loads((run / "fpga" / "rtl.json").read_text())
-    da, sim = r["checks"]
-    assert da["bit_exact_jets"] == 1.0 and not da["approximations"]  # no lookup tables in a Deep Sets
+    da, interp, sim = r["checks"]
+    assert da["bit_exact_jets"] == 1.0 and not da["approximations"] and interp["ok"]  # no lookup tables in a Deep Sets
     assert sim["ok"] and sim["latency_cycles"] == r["design"]["stages"] > 0
     assert r["resources"]["LUT"] > 0 and r["resources"]["FF"] > 0 and "per pipeline stage" in r["resources"]["tool"]
     res = run_cli("fpga", "csim", "--run", str(run), "--data", str(synth_file), "--n-check", "60")
@@ -137,7 +171,6 @@ def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path
 def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run, synth_file):
     """The default saturation of s - max(s) (the smallest N with exp(-2^N) below half an exp-table LSB)
     gives the same outputs as saturating much lower (N = 7), with a smaller exp table."""
-    from da4ml.trace import comb_trace
 
     from jetdeploy.fpga.trace import SoftmaxTables
 
@@ -150,7 +183,7 @@ def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run
     combs = []
     for tables in (SoftmaxTables(), SoftmaxTables(diff_int_bits=7)):
         tr = trace_qonnx(qonnx, tables)
-        combs.append(comb_trace([v for a in tr.inputs for v in a._vars.ravel()], list(tr.outputs._vars.ravel())))
+        combs.append(to_comb([v for a in tr.inputs for v in a._vars.ravel()], list(tr.outputs._vars.ravel())))
     rng = np.random.default_rng(0)
     cols = []  # random values on each RTL input's own fixed-point grid (features, and 0/1 mask bits)
     for name, arr in zip(tr.input_names, tr.inputs):

@@ -265,7 +265,8 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
                            sum_frac_bits=args.softmax_sum_bits, inv_frac_bits=args.softmax_inv_bits)
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
                 clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
-                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator)
+                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator,
+                n_interp=args.n_interp)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -584,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test')")
     fr.add_argument("--n-check", type=int, default=1000, help="held-out jets: da4ml interpreter vs qonnx")
     fr.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation (one per clock)")
+    fr.add_argument("--n-interp", type=int, default=50,
+                    help="jets on which da4ml's C++ interpreter (the RTL's reference) must equal its Python one")
     fr.add_argument("--latency-cutoff", type=float, default=5.0, help="da4ml pipelining: adder delays per stage")
     fr.add_argument("--clock-ns", type=float, default=5.0, help="clock period for the ns figure and constraints")
     fr.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True,

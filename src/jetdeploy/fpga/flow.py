@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import JetDeployError
 from ..io import write_json
 from . import rtl
-from .trace import SoftmaxTables, trace_qonnx
+from .trace import SoftmaxTables, to_comb, trace_qonnx
 
 AGREEMENT_MIN = 0.995  # argmax agreement da4ml vs qonnx where a nonlinearity is approximated
 
@@ -57,8 +57,7 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
             progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
-            synth_budget_s: float | None = None, simulator: str = "auto") -> dict:
-    from da4ml.trace import comb_trace
+            synth_budget_s: float | None = None, simulator: str = "auto", n_interp: int = 50) -> dict:
 
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
@@ -73,7 +72,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     tables = tables or SoftmaxTables()
     tr = trace_qonnx(qonnx_path, tables)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
-    comb = comb_trace(ins, list(tr.outputs._vars.ravel()))
+    comb = to_comb(ins, list(tr.outputs._vars.ravel()))
     trace_s = time.perf_counter() - t0
     say(f"da4ml: traced {qonnx_path.name} in {trace_s:.0f} s: {comb.shape[0]} inputs -> {comb.shape[1]} outputs, "
         f"adder cost {comb.cost:.0f}; approximated: {', '.join(tr.approximations) or 'nothing'}")
@@ -100,6 +99,11 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     say(f"da4ml vs qonnx on {n} jets: bit-exact {exact.mean():.1%}, argmax agreement {agree:.4f}, max |diff| "
         f"{check1['max_abs_diff']:.4g}; first inexact tensor: {check1['first_inexact_tensor']}")
 
+    # 1b. the C++ interpreter (the RTL's reference below) vs da4ml's Python reference interpreter
+    check_interp = rtl.interpreters_agree(comb, feed, n_interp)
+    say(f"da4ml C++ vs Python interpreter on {check_interp['n_jets']} jets: "
+        + ("bit-exact" if check_interp["ok"] else f"DIFFER on rows {check_interp['differing_rows']}"))
+
     # 2. RTL simulation
     design = rtl.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=latency_cutoff, clock_ns=clock_ns)
     if not simulate:
@@ -121,7 +125,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
                          "softmax_tables": tables.as_dict(),
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
-              "checks": [check1] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,
+              "checks": [check1, check_interp] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,
                                      "ok": sim["bit_exact_vs_da4ml"]}] if simulate else []),
               "simulation_note": None if simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
                                                        "pipeline depth, not a measurement",
@@ -136,14 +140,12 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
 
 def _per_tensor(tr, ref: dict, feed: np.ndarray, n: int) -> list[dict]:
     """Mismatch fraction of every traced Quant output, da4ml vs qonnx, in graph order."""
-    from da4ml.trace import comb_trace
-
     names = [k for k in tr.tensors if k in ref and (k.startswith("Quant") or k == tr.output_name)]
     if not names:
         return []
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     outs = [v for k in names for v in tr.tensors[k]._vars.ravel()]
-    comb = comb_trace(ins, outs)
+    comb = to_comb(ins, outs)
     got = np.asarray(comb.predict(feed[:n]), dtype=np.float64).reshape(n, -1)
     rows, o = [], 0
     for k in names:

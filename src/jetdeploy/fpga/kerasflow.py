@@ -158,14 +158,16 @@ def csim(model, x: np.ndarray, out_dir: Path, **hls_kw) -> dict:
 
 def da4ml_trace(model):
     from da4ml.converter import trace_model
-    from da4ml.trace import comb_trace
+
+    from .trace import exact_decimals, to_comb
 
     kif = input_kif(model)
     try:
-        ins, outs = trace_model(model, inputs_kif=kif)
+        with exact_decimals():
+            ins, outs = trace_model(model, inputs_kif=kif)
     except KeyError as e:
         raise JetDeployError(f"da4ml's HGQ2 tracer has no handler for {e}") from None
-    return comb_trace(ins, outs), kif
+    return to_comb(ins, outs), kif
 
 
 def rtl_check(model, x: np.ndarray, out_dir: Path, latency_cutoff: float = 5.0, clock_ns: float = 5.0,

@@ -23,7 +23,9 @@ Any other op, or a Quant that is not power-of-two / zero-point-0, is an error na
 
 from __future__ import annotations
 
+import decimal
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,28 @@ from ..errors import JetDeployError
 
 SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
              "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "Softmax", "Identity")
+
+
+DECIMAL_DIGITS = 200
+
+
+@contextmanager
+def exact_decimals():
+    """da4ml keeps scale factors and constants as decimal.Decimal, in the current decimal context. At the
+    default 28 digits a factor of 2^-54 (BatchNorm and weight products compound to that within one block) is
+    rounded, and a constant derived from it comes out one step short: the half-LSB of a rounding became 31
+    steps instead of 32, so 14.5 LSB rounded to 14 (2% of the demo model's jets had a logit off by 1 LSB)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = max(ctx.prec, DECIMAL_DIGITS)
+        yield
+
+
+def to_comb(inputs, outputs):
+    """da4ml's comb_trace (symbolic variables -> its CombLogic) at exact decimal precision."""
+    from da4ml.trace import comb_trace
+
+    with exact_decimals():
+        return comb_trace(inputs, outputs)
 
 
 @dataclass
@@ -110,36 +134,52 @@ def quant_kif(scale: float, zero_point: float, bits: float, signed: int, where: 
     return k, b - k - f, f
 
 
-def _round_half_even(v, k, i, f, overflow):
-    """QONNX ROUND (half to even) on da4ml arrays: half-up rounding of v - (one input LSB when the
-    truncated result is even). Exact because v's values are multiples of its own LSB. The nudge is a
-    multiplexer on the result's last bit, not a product with 2^(f - f_in): da4ml keeps such products
-    as a scale factor, and compounded over many layers (2^-59 was seen) its interpreter overflowed."""
+def _round_half_even(v, f):
+    """QONNX ROUND (half to even) on da4ml arrays, to the grid 2^-f without saturation: half-up rounding of
+    v - (one input LSB when the truncated result is even). Exact because v's values are multiples of its own
+    LSB. The nudge is 2^-f_in - bit * 2^(f - f_in), with bit the result's last bit (0 or 2^-f): a power-of-
+    two product only rescales da4ml's internal factor of that bit, and the constant is added in that factor.
+    A multiplexer to the constants 0 and 2^-f_in is not used: da4ml stores a plain constant with at most 32
+    fraction bits, so 2^-45 (an LSB of v when v carries a factor of 2^-37) became 0, and with the constants
+    in v's factor its C++ interpreter refuses the multiplexer's shifts."""
     from da4ml.trace import FixedVariableArray
 
     fin = np.asarray(v.kif[2])
-    if np.all(fin <= f):  # already on the target grid: only the range matters
-        return v.quantize(k, i, f, overflow, "TRN")
     big = int(np.max(np.asarray(v.kif[1]))) + 2
+    if np.all(fin <= f):  # already on the grid
+        return v
     bit = v.quantize(0, 1 - f, f, "WRAP", "TRN")                    # the bit of weight 2^-f: 0 or 2^-f
-    nudge = [b.msb_mux(0.0, float(2.0 ** -fi)) for b, fi in zip(bit._vars.ravel(), fin.ravel())]
+    nudge = [b * -(2.0 ** (f - fi)) + 2.0 ** -fi for b, fi in zip(bit._vars.ravel(), fin.ravel())]
     nudge = FixedVariableArray(np.array(nudge, dtype=object).reshape(v.shape), v.solver_options, hwconf=v.hwconf)
     w = (v - nudge).quantize(1, big, int(np.max(fin)), "WRAP", "TRN")
-    return w.quantize(k, i, f, overflow, "RND")
+    return w.quantize(1, big, f, "WRAP", "RND")
+
+
+def _saturate(v, lo: float, hi: float):
+    """Clip to [lo, hi] as lo + relu(v - lo) and hi - relu(hi - v). Not da4ml's SAT quantize: that is a
+    multiplexer to a constant, and when v carries a tiny internal scale factor (2^-37 seen after a few
+    layers: BatchNorm and weight products keep one) da4ml 0.6's C++ interpreter and its Verilog both took
+    the constant as 0 where its Python interpreter and QONNX did not (1 jet in 100 of the demo model)."""
+    if min(float(x.low) for x in v._vars.ravel()) < lo:
+        v = (v - lo).relu() + lo
+    if max(float(x.high) for x in v._vars.ravel()) > hi:
+        v = (v * -1.0 + hi).relu() * -1.0 + hi
+    return v
 
 
 def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
     """QONNX Quant on da4ml arrays: round (half to even, or floor) to the grid, saturate to the range."""
     k, i, f = kif
-    overflow = "SAT_SYM" if (narrow and k) else "SAT"
     step = 2.0 ** -f
     lo, hi = (-(2.0 ** i) + (step if narrow else 0.0) if k else 0.0), 2.0 ** i - step
+    big = int(np.max(np.asarray(v.kif[1]))) + 2
     if rounding == "ROUND":
-        out = _round_half_even(v, k, i, f, overflow)
+        r = _round_half_even(v, f)
     elif rounding == "FLOOR":
-        out = v.quantize(k, i, f, overflow, "TRN")
+        r = v.quantize(1, big, f, "WRAP", "TRN")   # one more integer bit than v: no wrap, only the floor
     else:
         raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
+    out = _saturate(r, lo, hi).quantize(k, i, f, "WRAP", "TRN")   # in range now: only the type narrows
     return _exact_constants(v, out, lo, hi, step, rounding)
 
 
@@ -155,7 +195,8 @@ def _exact_constants(v, out, lo, hi, step, rounding):
         if isinstance(x, FixedVariable) and x.low == x.high:
             c = float(x.low) / step
             q = float(np.round(c)) if rounding == "ROUND" else math.floor(c)  # numpy rounds half to even
-            res[j] = FixedVariable.from_const(min(max(q * step, lo), hi), hwconf=x.hwconf)
+            # in x's scale factor: a plain constant keeps at most 32 fraction bits
+            res[j] = FixedVariable.from_const(min(max(q * step, lo), hi), hwconf=x.hwconf, _factor=abs(x._factor))
             changed = True
     if not changed:
         return out
@@ -215,7 +256,13 @@ def _softmax(x, tables: SoftmaxTables):
 
 
 def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None) -> Traced:
-    """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated."""
+    """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated.
+    Turn the result into da4ml's CombLogic with `to_comb` (exact decimals), not da4ml's comb_trace."""
+    with exact_decimals():
+        return _trace_qonnx(path, tables)
+
+
+def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None) -> Traced:
     from da4ml.trace import FixedVariableArrayInput
 
     tables = tables or SoftmaxTables()
