@@ -208,9 +208,13 @@ sweep: $(FLOAT_RUN)/model.pt
 report: $(STAMP)
 	$(JD) report $(RUN_DIR)
 
+# the demo's RTL: Verilator (Icarus Verilog takes hours to compile a full transformer) on 100 jets, and Yosys
+# on as many pipeline stages as fit in 150 s, the rest extrapolated from da4ml's per-stage cost (labelled so)
+DEMO_RTL_ARGS ?= --simulator verilator --n-sim 100 --synth --synth-budget 150
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export csim rtl crosscheck bench DATA_PRESET=default TRAIN_PRESET=default RTL_ARGS="--no-sim $(RTL_ARGS)"
+	$(MAKE) baselines export csim rtl crosscheck bench DATA_PRESET=default TRAIN_PRESET=default \
+	  RTL_ARGS="$(DEMO_RTL_ARGS) $(RTL_ARGS)"
 	$(MAKE) report
 
 # Icarus Verilog (RTL simulation) and Yosys (open-source synthesis) are system packages

@@ -47,7 +47,7 @@ def test_report_copies_figures_with_tool_and_hash_and_lists_what_is_missing(run_
     assert fpga["csim"]["argmax_agreement"]["value"] == csim["checks"][0]["argmax_agreement"]
     assert "synth" not in fpga and "rtl" not in fpga  # not run: never zeros
     whats = {(m["run"], m["what"]) for m in rep["missing"]}
-    assert ("tiny-qat", "vendor synthesis (Vitis HLS)") in whats and ("tiny-qat", "open-source RTL (da4ml + iverilog)") in whats
+    assert ("tiny-qat", "vendor synthesis (Vitis HLS)") in whats and ("tiny-qat", "open-source RTL (da4ml + RTL simulation)") in whats
     synth_reason = next(m["reason"] for m in rep["missing"] if m["what"].startswith("vendor synthesis"))
     assert synth_reason.startswith("not run:")
     # every hop that ran is in the verification table, with its tool and status

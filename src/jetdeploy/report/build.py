@@ -119,7 +119,7 @@ def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
                                       if val is not None}}
     rtl = _load(d / "rtl.json")
     if rtl is None:
-        missing.append({"run": run.name, "what": "open-source RTL (da4ml + iverilog)", "reason": "rtl.json absent "
+        missing.append({"run": run.name, "what": "open-source RTL (da4ml + RTL simulation)", "reason": "rtl.json absent "
                         "(make rtl)"})
     else:
         src, lat = d / "rtl.json", rtl["latency"]
@@ -129,7 +129,7 @@ def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
                       "ii": _fig(lat["ii"], lat["tool"], src, chash, "cycles")}
         out["rtl"]["simulated"] = bool(lat.get("simulated", True))
         if not out["rtl"]["simulated"]:
-            missing.append({"run": run.name, "what": "RTL simulation (iverilog)",
+            missing.append({"run": run.name, "what": "RTL simulation (Verilator / Icarus Verilog)",
                             "reason": rtl.get("simulation_note") or "not run"})
         res = rtl.get("resources")
         if res:
