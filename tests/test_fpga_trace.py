@@ -112,7 +112,7 @@ def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
     assert np.allclose(got, want, atol=2e-3)
 
 
-@pytest.mark.parametrize("shift", [0, 37, 60])
+@pytest.mark.parametrize("shift", [0, 20, 37, 60])
 def test_quant_of_a_value_with_a_tiny_internal_scale_factor_is_exact(shift, tmp_path):
     """da4ml carries power-of-two products as an internal scale factor, and BatchNorm / weight products
     compound it (2^-37 .. 2^-72 seen in one block). A QONNX Quant on such a value must still round half to

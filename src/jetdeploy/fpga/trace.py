@@ -155,21 +155,39 @@ def _round_half_even(v, f):
     return w.quantize(1, big, f, "WRAP", "RND")
 
 
-def _saturate(v, lo: float, hi: float):
-    """Clip to [lo, hi] as lo + relu(v - lo) and hi - relu(hi - v). Not da4ml's SAT quantize: that is a
-    multiplexer to a constant, and when v carries a tiny internal scale factor (2^-37 seen after a few
-    layers: BatchNorm and weight products keep one) da4ml 0.6's C++ interpreter and its Verilog both took
-    the constant as 0 where its Python interpreter and QONNX did not (1 jet in 100 of the demo model)."""
-    if min(float(x.low) for x in v._vars.ravel()) < lo:
-        v = (v - lo).relu() + lo
-    if max(float(x.high) for x in v._vars.ravel()) > hi:
-        v = (v * -1.0 + hi).relu() * -1.0 + hi
-    return v
+def _clip(x, lo: float, hi: float):
+    """clip(x, lo, hi) from relu and constant adds, no multiplexer to a constant."""
+    below, above = float(x.low) < lo, float(x.high) > hi
+    if below and above:   # hi - relu((hi - lo) - relu(x - lo)); da4ml merges the constant adds
+        return ((x - lo).relu() * -1.0 + (hi - lo)).relu() * -1.0 + hi
+    if below:
+        return (x - lo).relu() + lo
+    if above:
+        return (x * -1.0 + hi).relu() * -1.0 + hi
+    return x
+
+
+def _saturate(v, k: int, i: int, f: int, overflow: str, lo: float, hi: float):
+    """Saturate each element to [lo, hi] and narrow it to (k, i, f). da4ml's SAT is a multiplexer to the
+    constants lo and hi, held in the element's internal scale factor. da4ml keeps a constant with at most
+    31 integer and 32 fraction bits; past that (lo / factor >= 2^30 once BatchNorm and weight products
+    have made the factor 2^-37) its C++ interpreter and its Verilog read the constant as 0, where its
+    Python interpreter and QONNX did not (1 jet in 100 of the demo model). Those elements are clipped
+    with relus instead, which costs more adders (18% more da4ml cost on fpga16 if used everywhere)."""
+    from da4ml.trace import FixedVariableArray
+
+    out = []
+    for x in v._vars.ravel():
+        fac = abs(float(x._factor))
+        safe = max(abs(lo), abs(hi)) / fac < 2.0 ** 30 and 2.0 ** -f / fac >= 2.0 ** -31
+        out.append(x.quantize(k, i, f, overflow, "TRN") if safe else _clip(x, lo, hi).quantize(k, i, f, "WRAP", "TRN"))
+    return FixedVariableArray(np.array(out, dtype=object).reshape(v.shape), v.solver_options, hwconf=v.hwconf)
 
 
 def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
     """QONNX Quant on da4ml arrays: round (half to even, or floor) to the grid, saturate to the range."""
     k, i, f = kif
+    overflow = "SAT_SYM" if (narrow and k) else "SAT"
     step = 2.0 ** -f
     lo, hi = (-(2.0 ** i) + (step if narrow else 0.0) if k else 0.0), 2.0 ** i - step
     big = int(np.max(np.asarray(v.kif[1]))) + 2
@@ -179,8 +197,7 @@ def quantize_like_qonnx(v, kif, narrow: int, rounding: str, where: str):
         r = v.quantize(1, big, f, "WRAP", "TRN")   # one more integer bit than v: no wrap, only the floor
     else:
         raise JetDeployError(f"{where}: rounding_mode {rounding} is not supported (ROUND or FLOOR)")
-    out = _saturate(r, lo, hi).quantize(k, i, f, "WRAP", "TRN")   # in range now: only the type narrows
-    return _exact_constants(v, out, lo, hi, step, rounding)
+    return _exact_constants(v, _saturate(r, k, i, f, overflow, lo, hi), lo, hi, step, rounding)
 
 
 def _exact_constants(v, out, lo, hi, step, rounding):
