@@ -84,3 +84,26 @@ def test_report_errors_name_the_file(tmp_path):
     (run / "train.json").write_text("{ not json")
     with pytest.raises(JetDeployError, match=r"r/train.json: not valid JSON"):
         build_report(tmp_path, progress=False)
+
+
+def test_partial_yosys_figures_are_marked_extrapolated(run_dir, tmp_path):
+    """A Yosys run cut by --synth-budget: the report marks LUT / DSP as extrapolated (and says from how many
+    stages), in the table and the plot labels; a complete run is not marked."""
+    root = tmp_path / "runs"
+    shutil.copytree(run_dir, root, ignore=shutil.ignore_patterns("report"))
+    rtl = {"latency": {"latency_cycles": 12, "latency_ns": 60.0, "clock_ns": 5.0, "ii": 1, "simulated": True,
+                       "tool": "Verilator 5 (measured)", "ns_note": "cycles x clock"},
+           "resources": {"LUT": 1234, "FF": 99, "DSP": 2, "CARRY": 7, "complete": False, "stages_synthesized": 3,
+                         "stages_total": 10, "tool": "Yosys on 3 of 10 stages; the rest EXTRAPOLATED"},
+           "checks": [{"name": "RTL simulation vs da4ml interpreter", "ok": True, "bit_exact_vs_da4ml": True,
+                       "n_vectors": 20, "tool": "Verilator 5"}]}
+    (root / "tiny-qat" / "fpga" / "rtl.json").write_text(json.dumps(rtl))
+    rep = build_report(root, progress=False)
+    (fpga,) = rep["fpga"]
+    assert fpga["rtl"]["resources_extrapolated"] == "3/10 stages" and fpga["rtl"]["resources"]["LUT"]["value"] == 1234
+    md = (root / "report" / "report.md").read_text()
+    assert "| 12 | 60 | 1234 (EXTRAPOLATED from 3/10 stages) | 2 (EXTRAPOLATED from 3/10 stages) |" in md
+    rtl["resources"]["complete"] = True
+    (root / "tiny-qat" / "fpga" / "rtl.json").write_text(json.dumps(rtl))
+    build_report(root, progress=False)
+    assert "| 12 | 60 | 1234 | 2 |" in (root / "report" / "report.md").read_text()

@@ -89,6 +89,11 @@ def _check(run: str, stage: str, c: dict, src: Path, chash) -> dict:
             "tool": c.get("tool"), "source": str(src), "config_hash": chash}
 
 
+def _extrapolated(r: dict | None) -> str:
+    x = (r or {}).get("resources_extrapolated")
+    return f" (EXTRAPOLATED from {x})" if x else ""
+
+
 def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
     from ..fpga.hlsflow import find_vitis
 
@@ -135,6 +140,9 @@ def _fpga(run: Path, chash, checks: list, missing: list) -> dict:
         if res:
             out["rtl"]["resources"] = {k: _fig(res[k], res.get("tool", "yosys synth_xilinx (estimate)"), src, chash)
                                        for k in ("LUT", "FF", "DSP", "CARRY") if res.get(k) is not None}
+            # a partial Yosys run (--synth-budget): LUT / DSP / CARRY are extrapolated, FF is exact
+            out["rtl"]["resources_extrapolated"] = None if res.get("complete", True) else \
+                f"{res.get('stages_synthesized')}/{res.get('stages_total')} stages"
         else:
             missing.append({"run": run.name, "what": "Yosys resource estimate",
                             "reason": rtl.get("resources_note") or "not run"})
@@ -205,6 +213,8 @@ def _plots(rep: dict, root: Path, out: Path) -> list[str]:
             part = f.get(tool_key)
             if tool_key == "rtl" and part and not part["simulated"]:
                 tool_name = "da4ml depth (not simulated)"
+            if tool_key == "rtl" and part and part.get("resources_extrapolated"):
+                tool_name += f"\n(Yosys on {part['resources_extrapolated']},\nLUT/DSP extrapolated)"
             labels.append(f"{f['run']}\n{tool_name}")
             lat.append(part["latency_ns"]["value"] if part else None)
             r = (part or {}).get("resources", {})
@@ -308,8 +318,10 @@ def _tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                      _v(s and s["resources"].get("LUT")), _v(s and s["resources"].get("DSP")),
                      _v(r and r["latency_cycles"]) + ("" if not r or r["simulated"] else " (da4ml depth, not simulated)"),
                      _v(r and r["latency_ns"], "{:.0f}"),
-                     _v(r and r.get("resources", {}).get("LUT")), _v(r and r.get("resources", {}).get("DSP"))])
-    t.append(("FPGA (hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: iverilog-measured cycles, Yosys estimate)",
+                     _v(r and r.get("resources", {}).get("LUT")) + _extrapolated(r),
+                     _v(r and r.get("resources", {}).get("DSP")) + _extrapolated(r)])
+    t.append(("FPGA (hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: cycles measured in Verilator / Icarus "
+              "Verilog, Yosys estimate)",
               ["run", "C-sim agreement", "compile", "Vitis cycles", "Vitis ns", "Vitis II", "Vitis LUT", "Vitis DSP",
                "RTL cycles", "RTL ns", "Yosys LUT", "Yosys DSP"], rows))
     for f in rep["fpga"]:
