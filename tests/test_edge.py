@@ -10,8 +10,8 @@ from conftest import run_cli, tiny_train_config
 from jetdeploy.config import ModelConfig
 from jetdeploy.edge.bench import SingleJet, geometric_schedule, verify_pruned
 from jetdeploy.edge.ltp import LTPConfig, load_ltp, train_ltp
-from jetdeploy.edge.prune import (PrunedTagger, PruneSpec, compact, macs_per_jet, padded_macs, received_attention,
-                                  weighted_pagerank)
+from jetdeploy.edge.prune import (PrunedTagger, PruneSpec, compact, gather_tokens, macs_per_jet, masked_sum,
+                                  padded_macs, received_attention, weighted_pagerank)
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export import graphs
 from jetdeploy.models.transformer import TransformerTagger
@@ -178,6 +178,48 @@ def test_received_attention_is_one_for_uniform_attention():
     assert torch.allclose(received_attention(probs, torch.ones(1, 4)), torch.ones(1, 4))
 
 
+def test_received_attention_weights_the_queries():
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(3, 4, 6, 6), -1)
+    w = (torch.rand(3, 6) > 0.4).float()
+    ref = torch.einsum("bhqk,bq->bk", probs, w) / 4            # mean over heads, weighted sum over queries
+    assert torch.allclose(received_attention(probs, w), ref, atol=1e-6)
+
+
+def test_row_gather_and_masked_sum_match_the_reference():
+    torch.manual_seed(1)
+    t = torch.randn(3, 7, 5)
+    idx = torch.tensor([[6, 0, 2], [1, 1, 3], [4, 5, 6]])
+    assert torch.equal(gather_tokens(t, idx), torch.gather(t, 1, idx[..., None].expand(-1, -1, 5)))
+    assert torch.equal(gather_tokens(t[..., 0], idx), torch.gather(t[..., 0], 1, idx))
+    w = torch.rand(3, 7) > 0.5
+    assert torch.allclose(masked_sum(t, w), (t * w[..., None]).sum(1), atol=1e-6)
+
+
+def test_denormal_flushing_of_the_bench_sessions(tmp_path):
+    """x * 2 on a float32 denormal in ORT: kept in the CPU's default mode, zero in the mode the edge bench
+    times with (the session option for ORT's threads, torch.set_flush_denormal for the calling thread)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])])
+    path = tmp_path / "mul.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.full(4, 1e-40, dtype=np.float32)                       # below float32's smallest normal (1.2e-38)
+    s = graphs.ort_session(path, denormal_as_zero=True)
+    assert s.get_session_options().get_session_config_entry("session.set_denormal_as_zero") == "1"
+    try:
+        torch.set_flush_denormal(True)
+        flushed = s.run(None, {"x": x})[0]
+    finally:
+        torch.set_flush_denormal(False)
+    kept = graphs.ort_session(path).run(None, {"x": x})[0]
+    assert np.all(flushed == 0.0) and np.all(kept == 2 * x)
+
+
 # ---- LTP training and the bench command ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def float_run(synth_file, tmp_path_factory):
@@ -205,6 +247,7 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file):
     assert res.returncode == 0, res.stderr
     bench = json.loads((float_run / "edge" / "bench.json").read_text())
     assert bench["ok"] and all(c["ok"] for c in bench["checks"])
+    assert bench["timing"]["denormals_flushed"] is True and "denormals flushed" in (float_run / "edge" / "bench.md").read_text()
     v = bench["variants"]
     for name in ("float-padded", "float-nopad", "zerotprune[0.75,0.5]", "zerotprune[0.75,0.5]+int8",
                  "random[0.75,0.5]", "torch-eager", "float-padded+int8"):

@@ -186,7 +186,7 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
 
     r = edge_bench(args.run, args.data, keeps=args.keep, int8_run=args.int8_run, n_test=args.n_test,
                    n_latency=args.n_latency, n_batches=args.batches, rounds=args.rounds, batch=args.batch,
-                   progress=not args.quiet)
+                   flush_denormals=not args.keep_denormals, progress=not args.quiet)
     out = os.path.join(args.run, "edge")
     print(open(os.path.join(out, "bench.md")).read())
     print(f"wrote {out}/bench.json, bench.md, pareto.png and the graphs in {out}/onnx/")
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export the unpruned, Zero-TPrune, LTP (if trained) and random-control variants of a float run, "
                     "plus their onnxruntime dynamic-INT8 twins and (--int8-run) the Brevitas QCDQ graph; check each "
                     "ONNX graph against its PyTorch model; score them on the 'test' split; time them interleaved "
-                    "(ORT CPU, 1 thread, spinning off): batch-1 p50/p99 latency and batch-256 throughput. Writes "
+                    "(ORT CPU, 1 thread, spinning off, denormals flushed to zero): batch-1 p50/p99 latency and batch-256 throughput. Writes "
                     "RUN/edge/bench.json, bench.md, pareto.png and onnx/.")
     eb.add_argument("--run", required=True, help="float transformer run folder")
     eb.add_argument("--data", required=True, help="jetdeploy HDF5 jet file ('test' split)")
@@ -512,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     eb.add_argument("--batch", type=int, default=256, help="batch size of the throughput figure")
     eb.add_argument("--batches", type=int, default=8, help="batches per round")
     eb.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    eb.add_argument("--keep-denormals", action="store_true",
+                    help="time with IEEE denormals (the CPU default) instead of ORT's session.set_denormal_as_zero; "
+                         "a masked softmax writes denormals for padded keys, which slows every variant down")
     eb.add_argument("--quiet", action="store_true", help="only the table")
     eb.set_defaults(func=_cmd_edge_bench)
 

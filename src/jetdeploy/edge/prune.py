@@ -102,14 +102,25 @@ def combine_heads(s: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((s * s).sum(1))
 
 
+def gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [B, N, ...] at the token positions idx [B, k] -> [B, k, ...]. The batch is flattened so that
+    ONNX gets one row Gather (a copy of whole token rows) instead of an Expand + GatherElements."""
+    B, N = t.shape[0], t.shape[1]
+    flat = idx + (torch.arange(B, device=idx.device) * N)[:, None]
+    return t.reshape(B * N, *t.shape[2:])[flat]
+
+
+def masked_sum(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum_j weight[b, j] t[b, j, :] -> [B, D], as one batched matrix-vector product (one pass over t)."""
+    return (weight.to(t.dtype)[:, None, :] @ t)[:, 0]
+
+
 def compact(score: torch.Tensor, k: torch.Tensor, *tensors: torch.Tensor):
     """Gather each jet's k highest-scoring tokens to the front and cut the batch to k slots; tokens
     scored NEG (padding, pruned) come last and are masked. Returns the new mask and the gathered
-    tensors ([B, N, ...] each), then the gathered positions [B, k]. One TopK and one GatherElements per tensor."""
+    tensors ([B, N, ...] each), then the gathered positions [B, k]. One TopK and one row Gather per tensor."""
     vals, idx = torch.topk(score, k, dim=1)
-    out = [torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
-           for t in tensors]
-    return (vals > NEG / 2, *out, idx)
+    return (vals > NEG / 2, *(gather_tokens(t, idx) for t in tensors), idx)
 
 
 def key_bias_of(mask: torch.Tensor, dtype) -> torch.Tensor:
@@ -119,7 +130,9 @@ def key_bias_of(mask: torch.Tensor, dtype) -> torch.Tensor:
 def received_attention(probs: torch.Tensor, query_weight: torch.Tensor) -> torch.Tensor:
     """LTP importance [B, N]: attention each key receives, mean over heads, summed over the queries
     weighted by `query_weight` (kept-token mask, or the soft mask in training): 1.0 = an average share."""
-    return (probs.mean(1) * query_weight[:, :, None]).sum(1)
+    B, H, N, _ = probs.shape
+    w = (query_weight.to(probs.dtype) / H).repeat(1, H)[:, None, :]    # [B, 1, H*N], rows (head, query)
+    return (w @ probs.reshape(B, H * N, N))[:, 0]                      # one pass over the probabilities
 
 
 def _masked(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -173,7 +186,7 @@ class PrunedTagger(nn.Module):
             # the batch is cut to its largest kept count, and never beyond the token budget (if set)
             return _masked(s, keep), keep.sum(1).max().clamp(min=1, max=self.budgets[step])
         budget = self.budgets[step]
-        k = torch.clamp(torch._shape_as_tensor(h)[1], max=budget)  # a traced (dynamic) size in ONNX
+        k = torch.clamp(torch._shape_as_tensor(mask)[1], max=budget)  # a traced (dynamic) size in ONNX
         if spec.method == "random":
             r = torch.rand(mask.shape, generator=generator, device=mask.device)
             return _masked(r, mask), k
@@ -183,10 +196,10 @@ class PrunedTagger(nn.Module):
         # per jet: k_b = min(real tokens, budget) kept, r_b of the pruned ones chosen by similarity
         cur = mask.sum(1)
         kb = torch.clamp(cur, max=budget)
-        rb = torch.minimum(torch.floor((cur - kb).to(h.dtype) * spec.similarity_fraction).to(cur.dtype), kb)
+        rb = torch.minimum(torch.floor((cur - kb).to(probs.dtype) * spec.similarity_fraction).to(cur.dtype), kb)
         m = (kb + rb).max().clamp(min=1)
         vals, idx = torch.topk(imp, m, dim=1)                            # I-stage: the k + r most important
-        hs = torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
+        hs = gather_tokens(h, idx)
         pos = torch.arange(vals.shape[1], device=h.device)[None, :]
         stage1 = (pos < (kb + rb)[:, None]) & (vals > NEG / 2)
         group_b = pos < torch.div(kb + rb + 1, 2, rounding_mode="floor")[:, None]  # the more important half
@@ -223,7 +236,7 @@ class PrunedTagger(nn.Module):
         r = torch.minimum(torch.floor((n - k).to(h.dtype) * spec.similarity_fraction).to(k.dtype), k)
         _, idx = torch.topk(imp, k + r, dim=1)                                    # I-stage
         nb = torch.div(k + r + 1, 2, rounding_mode="floor")                       # group B: the more important half
-        hs = torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
+        hs = gather_tokens(h, idx)
         hn = hs / hs.norm(dim=-1, keepdim=True).clamp(min=1e-6)
         redundancy = (hn[:, nb:] @ hn[:, :nb].transpose(1, 2)).amax(-1)         # group A's best match in B
         keep_a = torch.topk(-redundancy, k - nb, dim=1).indices                   # drop the r most redundant
@@ -250,7 +263,7 @@ class PrunedTagger(nn.Module):
                 h, probs = block.attend(h, None, None)
                 if self.steps[i]:
                     idx = self._select_single(i, h, probs, gen)
-                    new_h = torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
+                    new_h = gather_tokens(h, idx)
                     if carry:  # the final-norm states of the pruned tokens: all minus kept
                         carried = carried + m.norm(h, None).sum(1) - m.norm(new_h, None).sum(1)
                     h = new_h
@@ -272,14 +285,14 @@ class PrunedTagger(nn.Module):
                 if carry:  # the final-norm states of the pruned tokens: all minus kept
                     nh = m.norm(h, mask)
                     new_mask, new_h, new_nh, _ = compact(score, k, h, nh)
-                    carried = carried + (nh * mask[..., None]).sum(1) - (new_nh * new_mask[..., None]).sum(1)
+                    carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
                 else:
                     new_mask, new_h, _ = compact(score, k, h)
                 mask, h = new_mask, new_h
             counts.append(mask.sum(1))
             h = block.feed_forward(h, mask)
         self.last_counts = counts
-        total = (m.norm(h, mask) * mask.to(h.dtype)[..., None]).sum(1) + carried
+        total = masked_sum(m.norm(h, mask), mask) + carried
         return m.classify(self._pool(total, n_real, counts[-1]))
 
 

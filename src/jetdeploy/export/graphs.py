@@ -266,13 +266,20 @@ def quantize_with_ort(float_path: Path, out_dynamic: Path, out_static: Path, cal
 ORT_DISABLED_OPTIMIZERS = ["CommonSubexpressionElimination"]
 
 
-def ort_session(path: Path, threads: int = 1, optimized_path: Path | None = None):
+def ort_session(path: Path, threads: int = 1, optimized_path: Path | None = None, denormal_as_zero: bool = False):
+    """An ORT CPU session: `threads` intra-op threads, spinning off. denormal_as_zero sets ORT's
+    session.set_denormal_as_zero: flush-to-zero / denormals-are-zero on the session's own intra-op threads.
+    The calling thread (the only one with one intra-op thread) takes that mode from the first session of
+    the process only (onnxruntime PR 5391), so a caller that times with it sets its own thread's mode
+    too (torch.set_flush_denormal), as `jetdeploy edge bench` does."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if denormal_as_zero:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
     so.log_severity_level = 3
     if optimized_path is not None:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -24,6 +24,12 @@ from ..config import ModelConfig
 MASK_FILL = -1e4  # added to the scores of padded keys: exp(-1e4) == 0 in float32
 
 
+def per_token(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn on every token of x [..., D] as one [tokens, D] matrix: in ONNX a Linear becomes one Gemm with
+    its bias (and ReLU) fused, where a 3-D input exports as MatMul + a separate broadcast Add."""
+    return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 class Normalizer(nn.Module):
     """Standardise features with training-set statistics (buffers, so they travel with the weights)."""
 
@@ -127,7 +133,7 @@ class Attention(nn.Module):
 
     def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
         B, N, D = x.shape
-        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        q, k, v = (self.split(per_token(f, x)) for f in (self.q, self.k, self.v))
         scores = (q @ k.transpose(-1, -2)) * self.scale
         if pair_bias is not None:
             scores = scores + pair_bias
@@ -137,8 +143,8 @@ class Attention(nn.Module):
             else torch.softmax(scores, dim=-1)
         out = probs @ v                                              # [B, H, N, Dh]
         if self.gate is not None:
-            out = out * torch.sigmoid(self.gate(x)).transpose(1, 2)[..., None]
-        out = self.o(out.transpose(1, 2).reshape(B, N, D))
+            out = out * torch.sigmoid(per_token(self.gate, x)).transpose(1, 2)[..., None]
+        out = per_token(self.o, out.transpose(1, 2).reshape(B, N, D))
         return (out, probs) if return_attention else out
 
 
@@ -161,7 +167,7 @@ class Block(nn.Module):
 
     def feed_forward(self, x, mask):
         """The per-token half: x + FFN(Norm(x)) (token pruning sits between the two halves)."""
-        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm2(x, mask)))))
+        return x + self.drop(per_token(lambda t: self.fc2(F.relu(self.fc1(t))), self.norm2(x, mask)))
 
     def forward(self, x, mask, key_bias, pair_bias=None):
         x, _ = self.attend(x, mask, key_bias, pair_bias)
@@ -203,7 +209,7 @@ class TransformerTagger(nn.Module):
     def tokens(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedded particles [B, N, D] and the bool mask: what the blocks see (token pruning starts here)."""
         x, mask = prepare_inputs(self.normalizer, x, mask, self.cfg.mask)
-        return self.embed(x), mask
+        return per_token(self.embed, x), mask
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
