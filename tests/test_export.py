@@ -90,6 +90,28 @@ def test_qcdq_runs_integer_kernels_and_agrees_with_brevitas(runs, tmp_path):
     assert not graphs.kernel_report(runs["float"] / "export" / "model.onnx", tmp_path)["ok"]
 
 
+def test_kernel_report_flags_a_layer_left_in_float(runs, tmp_path):
+    """Dynamic INT8 with one weight product excluded: integer kernels exist, yet the check fails."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = runs["float"] / "export" / "model.onnx"
+    if not src.exists():  # run on its own (-k)
+        export_run(runs["float"], n_verify=20, progress=False)
+    proto = onnx.load(str(src))
+    inits = {i.name for i in proto.graph.initializer}
+    # quantize_dynamic first splits a Gemm into "<name>_MatMul" + "<name>_Add"; exclusion names the MatMul
+    layers = [n.name + ("_MatMul" if n.op_type == "Gemm" else "") for n in proto.graph.node
+              if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits]
+    assert len(layers) >= 6
+    full, partial = tmp_path / "full.onnx", tmp_path / "partial.onnx"
+    quantize_dynamic(str(src), str(full), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(src), str(partial), weight_type=QuantType.QInt8, nodes_to_exclude=layers[:1])
+    assert graphs.kernel_report(full, tmp_path)["ok"]
+    bad = graphs.kernel_report(partial, tmp_path)
+    assert bad["n_integer_kernels"] > 0 and bad["float_matmul_on_float_weights"] == 1 and not bad["ok"]
+
+
 def test_export_errors_are_clear(runs, synth_file, tmp_path):
     mlp = tmp_path / "mlp"
     train(tiny_train_config(**{"quant.scheme": "float", "model.arch": "mlp", "train.epochs": 1}), synth_file, mlp,
