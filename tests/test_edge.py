@@ -241,8 +241,16 @@ def test_ltp_thresholds_move_and_reload(float_run, synth_file):
     assert pt.budgets == [16, 12]
 
 
-def test_cli_edge_bench_end_to_end(float_run, synth_file):
+def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
+    import shutil
+
+    # a second LTP operating point, trained on a copy of the run, is timed side by side
+    second = tmp_path / "second"
+    shutil.copytree(float_run, second, ignore=shutil.ignore_patterns("edge"))
+    train_ltp(second, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, lam=2.0, batch_size=16, budget=[1.0, 0.5]),
+              progress=False)
     res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.75,0.5",
+                  "--ltp", str(second / "edge" / "ltp.pt"),
                   "--batch", "16", "--batches", "2", "--rounds", "1", "--n-latency", "10", "--quiet")
     assert res.returncode == 0, res.stderr
     bench = json.loads((float_run / "edge" / "bench.json").read_text())
@@ -258,6 +266,8 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file):
     assert v["random[0.75,0.5]"]["timed"] is False
     assert v["float-nopad"]["throughput_bucketed_jets_per_s"] > 0
     assert ("ltp-weights-unpruned" in v) == (float_run / "edge" / "ltp.pt").exists()
+    assert v["ltp@second"]["timed"] and v["ltp@second"]["keep"] == [1.0, 0.5] and v["ltp@second"]["throughput_jets_per_s"] > 0
+    assert any(c["name"].startswith("ltp@second") and c["ok"] for c in bench["checks"])
     assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
     assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
 
@@ -271,6 +281,15 @@ def test_cli_edge_errors(float_run, synth_file, tmp_path):
     assert res.returncode == 2 and "keep has 3 entries" in res.stderr
     with pytest.raises(JetDeployError, match="ltp.pt: missing"):
         load_ltp(tmp_path)
+    # an LTP checkpoint of another model is refused by name
+    other = tmp_path / "other"
+    cfg = tiny_train_config(**{"quant.scheme": "float", "model.blocks": 2, "model.norm": "layernorm", "model.ffn_dim": 24,
+                               "model.pooling": "mean", "train.epochs": 1, "train.batch_size": 16})
+    train(cfg, synth_file, other, progress=False)
+    train_ltp(other, synth_file, LTPConfig(soft_epochs=1, hard_epochs=0, batch_size=16), progress=False)
+    res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--ltp",
+                  str(other / "edge" / "ltp.pt"), "--batch", "16", "--batches", "1", "--rounds", "1", "--quiet")
+    assert res.returncode == 2 and "made from another model" in res.stderr
 
 
 def test_bench_with_the_qat_twin_prunes_its_qcdq_graph(float_run, synth_file, tmp_path_factory):

@@ -184,7 +184,7 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
 def _cmd_edge_bench(args: argparse.Namespace) -> int:
     from .edge.bench import edge_bench
 
-    r = edge_bench(args.run, args.data, keeps=args.keep, int8_run=args.int8_run, n_test=args.n_test,
+    r = edge_bench(args.run, args.data, keeps=args.keep, int8_run=args.int8_run, extra_ltp=args.ltp, n_test=args.n_test,
                    n_latency=args.n_latency, n_batches=args.batches, rounds=args.rounds, batch=args.batch,
                    flush_denormals=not args.keep_denormals, progress=not args.quiet)
     out = os.path.join(args.run, "edge")
@@ -507,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     eb.add_argument("--keep", type=_fractions, action="append", default=None,
                     help="a Zero-TPrune budget schedule, one fraction per block (repeatable; default: three "
                          "geometric schedules ending at 0.5, 0.35, 0.25)")
+    eb.add_argument("--ltp", action="append", default=[], metavar="FILE",
+                    help="another LTP operating point to time side by side (repeatable): DIR/edge/ltp.pt from "
+                         "`jetdeploy edge ltp --run DIR` on a copy of RUN; shown as ltp@DIR")
     eb.add_argument("--n-test", type=int, default=None, help="score on this many test jets (default: all)")
     eb.add_argument("--n-latency", type=int, default=300, help="jets timed one by one")
     eb.add_argument("--batch", type=int, default=256, help="batch size of the throughput figure")

@@ -7,6 +7,7 @@ interleaved loop, and scored on the held-out `test` split):
   float-nopad      unpruned; padding slots are dropped (batch 1: the jet's real particles only)
   ztp[...]         Zero-TPrune at each token-budget schedule
   ltp              Learned Token Pruning (RUN/edge/ltp.pt, from `jetdeploy edge ltp`)
+  ltp@NAME         further LTP operating points (--ltp DIR/edge/ltp.pt, trained on copies of the run)
   *+int8           onnxruntime.quantization dynamic INT8 of the graph above
   qcdq             the Brevitas INT8 run's QCDQ graph (--int8-run), unpruned
   qcdq+ztp[...]    that QAT model with Zero-TPrune at each budget, exported QCDQ by Brevitas
@@ -105,22 +106,23 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]] | None = None,
-               int8_run: str | Path | None = None, n_test: int | None = None, n_latency: int = 300,
+               int8_run: str | Path | None = None, extra_ltp: list[str | Path] | None = None,
+               n_test: int | None = None, n_latency: int = 300,
                n_batches: int = 8, rounds: int = 3, batch: int = 256, flush_denormals: bool = True,
                progress: bool = True) -> dict:
     """All variants side by side (see the module docstring). The denormal mode of the calling thread is
     restored at the end (ORT and torch set it per thread)."""
     torch.set_flush_denormal(flush_denormals)
     try:
-        return _edge_bench(run_dir, data, keeps=keeps, int8_run=int8_run, n_test=n_test, n_latency=n_latency,
-                           n_batches=n_batches, rounds=rounds, batch=batch, flush_denormals=flush_denormals,
-                           progress=progress)
+        return _edge_bench(run_dir, data, keeps=keeps, int8_run=int8_run, extra_ltp=extra_ltp or [], n_test=n_test,
+                           n_latency=n_latency, n_batches=n_batches, rounds=rounds, batch=batch,
+                           flush_denormals=flush_denormals, progress=progress)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _edge_bench(run_dir, data, *, keeps, int8_run, n_test, n_latency, n_batches, rounds, batch, flush_denormals,
-                progress) -> dict:
+def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency, n_batches, rounds, batch,
+                flush_denormals, progress) -> dict:
     from ..export import graphs
     from .ltp import load_ltp
 
@@ -152,6 +154,11 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, n_test, n_latency, n_batches,
         torch_mods["ltp"] = load_ltp(run)
     else:
         say(f"{ltp_path}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {run}`)")
+    for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR"
+        name = f"ltp@{path.parent.parent.name if path.parent.name == 'edge' else path.stem}"
+        if name in torch_mods:
+            raise JetDeployError(f"{path}: two LTP checkpoints would both be called {name!r}")
+        torch_mods[name] = load_ltp(run, path)
 
     variants: dict[str, dict] = {}
     checks = []

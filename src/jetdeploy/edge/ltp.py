@@ -157,10 +157,11 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     return summary
 
 
-def load_ltp(run_dir: str | Path) -> PrunedTagger:
-    """The LTP-pruned model of RUN/edge/ltp.pt (eval mode)."""
+def load_ltp(run_dir: str | Path, path: str | Path | None = None) -> PrunedTagger:
+    """The LTP-pruned model of RUN/edge/ltp.pt, or of another ltp.pt trained on a copy of the same run
+    (`path`; its source config must be the run's). Eval mode."""
     run = Path(run_dir)
-    path = run / "edge" / "ltp.pt"
+    path = Path(path) if path is not None else run / "edge" / "ltp.pt"
     if not path.exists():
         raise JetDeployError(f"{path}: missing; train the LTP thresholds first (jetdeploy edge ltp --run {run})")
     rec = ckpt.load(path)
