@@ -218,6 +218,17 @@ def test_denormal_flushing_of_the_bench_sessions(tmp_path):
         torch.set_flush_denormal(False)
     kept = graphs.ort_session(path).run(None, {"x": x})[0]
     assert np.all(flushed == 0.0) and np.all(kept == 2 * x)
+    # the bench's own probe of the thread's mode, and the setter that checks it
+    from jetdeploy.edge.bench import set_denormal_mode, thread_flushes_denormals
+
+    try:
+        set_denormal_mode(True)
+        assert thread_flushes_denormals()
+        graphs.ort_session(path)  # a later session does not change the mode (only the process's first one may)
+        assert thread_flushes_denormals()
+    finally:
+        set_denormal_mode(False)
+    assert not thread_flushes_denormals()
 
 
 # ---- LTP training and the bench command ----------------------------------------------------------

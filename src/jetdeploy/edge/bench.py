@@ -101,6 +101,21 @@ def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: i
             "tool": "onnxruntime vs torch"}
 
 
+def thread_flushes_denormals() -> bool:
+    """Whether float arithmetic on this thread flushes denormals (x86 MXCSR FTZ/DAZ): 1e-40 * 2 == 0."""
+    return bool((np.array([1e-40], dtype=np.float32) * np.float32(2.0))[0] == 0.0)
+
+
+def set_denormal_mode(flush: bool) -> None:
+    """Set this thread's denormal mode and check that it holds. Needed right before scoring and timing:
+    ORT gives the calling thread the mode of the first session of the process, whoever made it (onnxslim's
+    constant folding makes sessions with default options), so a mode set at the start does not last."""
+    torch.set_flush_denormal(flush)
+    if thread_flushes_denormals() != flush:
+        raise JetDeployError(f"cannot {'flush' if flush else 'keep'} denormals on this CPU thread "
+                             "(torch.set_flush_denormal had no effect); time with --keep-denormals")
+
+
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
@@ -258,6 +273,7 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
             say(f"{name}: ONNX verified against Brevitas (agreement {chk['argmax_agreement']:.4f})")
 
     # ---- accuracy of every ORT graph on the test split ----------------------------------------
+    set_denormal_mode(flush_denormals)
     for name, g in graphs_of.items():
         s = graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush_denormals)
         logits = graphs.run_ort(s, xn, mn)
@@ -270,6 +286,7 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
     timed = {name: graphs.ort_session(g["batched"], threads=1, denormal_as_zero=flush_denormals) for name, g in graphs_of.items()}
     timed_one = {name: graphs.ort_session(g["single"], threads=1, denormal_as_zero=flush_denormals) for name, g in graphs_of.items() if "single" in g}
     torch.set_num_threads(1)
+    set_denormal_mode(flush_denormals)  # after the last session is made (see set_denormal_mode)
     nb = max(1, min(n_batches, len(xn) // batch))
     if len(xn) < batch:
         raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {batch}")
@@ -311,6 +328,8 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
             t0 = time.perf_counter()
             model(x[i:i + 1], mask_b[i:i + 1])
             t_one["torch-eager"].append(time.perf_counter() - t0)
+    if thread_flushes_denormals() != flush_denormals:
+        raise JetDeployError("the timing thread's denormal mode changed during the timed loops; the figures are void")
     variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,
                                "macs_per_jet": padded_macs(model, N), "timed": True,
                                "note": "the unpruned model in PyTorch eager, padded inputs"}
@@ -338,6 +357,7 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
               "timing": {"tool": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
                          "intra_op_threads": 1, "inter_op_threads": 1, "spinning": False,
                          "graph_optimization": "ORT_ENABLE_ALL", "denormals_flushed": flush_denormals,
+                         "denormal_mode_checked": "1e-40 * 2 on the timing thread, before scoring, before and after timing",
                          "denormals": ("flushed to zero: ORT session.set_denormal_as_zero, torch.set_flush_denormal(True)"
                                        if flush_denormals else "kept (IEEE denormals, the CPU default)"),
                          "batch": batch, "batches": nb, "rounds": rounds,
