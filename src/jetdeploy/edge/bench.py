@@ -17,8 +17,9 @@ interleaved loop, and scored on the held-out `test` split):
 Timing: ONNX Runtime CPU, one intra-op thread, spinning off, ORT_ENABLE_ALL, denormals flushed to zero
 (ORT's session.set_denormal_as_zero, and torch.set_flush_denormal for PyTorch eager; --keep-denormals turns
 it off). A masked softmax writes denormal probabilities for every padded key (MLAS clamps exp's input
-near -104), and the next MatMul slows down on them: on edge64 flushing made every variant 1.3x to 1.6x
-faster. Scores and accuracies are computed with the same setting as the timing; batch 1 latency
+near -104), and the next MatMul slows down on them: on edge64 flushing made the padded baseline 1.5x to
+1.7x faster on batches sorted by multiplicity (much padding) and up to 1.2x in file order. Scores and
+accuracies are computed with the same setting as the timing; batch 1 latency
 (p50 / p99 over single jets) and batch-256 throughput (jets / summed batch time, median over rounds)
 on the first batches of the test split, in file order (mixed multiplicities in every batch) and
 bucketed (the same jets sorted by multiplicity first). Rounds interleave the variants, so drifts in

@@ -120,11 +120,14 @@ _DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particle
 
 
 def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript",
-                 single: bool = False, slim: bool = True) -> dict:
+                 single: bool = False, slim: bool | None = None) -> dict:
     """Float ONNX with dynamic batch and particle count, opset >= 17, no initializer inputs.
     single: the module takes x only (every particle real: a single-jet graph without a mask input).
     slim: onnxslim folds the shape arithmetic the tracer writes for every dynamic reshape (Shape /
-    Gather / Unsqueeze / Concat chains): about half the nodes, which is most of a batch-1 run's cost."""
+    Gather / Unsqueeze / Concat chains): about half the nodes. Default: single-jet graphs only, where
+    per-node overhead is most of the run (batch 1: 12-16% faster on edge64); on batch-256 runs its
+    rewrites cost 2-4% (measured side by side, ORT 1.32, one thread)."""
+    slim = single if slim is None else slim
     args = _example(n_features, n_particles, 1 if single else 2)
     if single:
         args, names, dyn = (args[0][:, : n_particles // 2],), ["x"], {"x": _DYNAMIC["x"], OUTPUT: _DYNAMIC[OUTPUT]}
