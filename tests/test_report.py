@@ -107,3 +107,22 @@ def test_partial_yosys_figures_are_marked_extrapolated(run_dir, tmp_path):
     (root / "tiny-qat" / "fpga" / "rtl.json").write_text(json.dumps(rtl))
     build_report(root, progress=False)
     assert "| 12 | 60 | 1234 | 2 |" in (root / "report" / "report.md").read_text()
+
+
+def test_report_states_the_edge_timing_conditions(synth_file, tmp_path):
+    """An edge bench in the folder: its table says how it was timed (threads, denormal mode)."""
+    root = tmp_path / "runs"
+    cfg = tiny_train_config(**{"quant.scheme": "float", "model.n_particles": 4, "model.dim": 4, "model.heads": 1,
+                               "model.ffn_dim": 8, "model.head_hidden": [4], "model.blocks": 2,
+                               "model.norm": "layernorm", "model.pooling": "mean", "train.epochs": 1,
+                               "train.batch_size": 16})
+    train(cfg, synth_file, root / "tiny-edge", progress=False)
+    res = run_cli("edge", "bench", "--run", str(root / "tiny-edge"), "--data", str(synth_file), "--keep", "0.75,0.5",
+                  "--batch", "16", "--batches", "1", "--rounds", "1", "--n-latency", "5", "--quiet")
+    assert res.returncode == 0, res.stderr
+    rep = build_report(root, progress=False)
+    (edge,) = rep["edge"]
+    assert edge["timing"]["denormals_flushed"] is True
+    assert {v["variant"] for v in edge["variants"]} >= {"float-padded", "float-nopad", "zerotprune[0.75,0.5]"}
+    md = (root / "report" / "report.md").read_text()
+    assert "Edge: tiny-edge (onnxruntime" in md and "1 thread, denormals flushed to zero)" in md

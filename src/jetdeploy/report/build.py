@@ -335,8 +335,10 @@ def _tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                         _v(r.get("agreement_vs_ours_full_jets"))] if "agreement_vs_ours" in r else ["reference"] * 2)
                        + [r["tool"]] for r in x["rows"]]))
     for e in rep["edge"]:
+        dn = e["timing"].get("denormals_flushed")
         t.append((f"Edge: {e['run']} ({e['timing']['tool']}, batch {e['timing']['batch']}, "
-                  f"{e['timing']['intra_op_threads']} thread)",
+                  f"{e['timing']['intra_op_threads']} thread"
+                  + ("" if dn is None else f", denormals {'flushed to zero' if dn else 'kept'}") + ")",
                   ["variant", "accuracy", "jets/s", "vs baseline", "batch-1 p50 (ms)"],
                   [[v["variant"], _v(v["accuracy"])] + ([v["note"]] * 3 if "note" in v else
                    [_v(v.get("throughput_jets_per_s"), "{:.0f}"), _v(v.get("throughput_vs_baseline"), "x{:.2f}"),
