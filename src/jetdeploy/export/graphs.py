@@ -149,20 +149,18 @@ def export_float(module: nn.Module, n_features: int, n_particles: int, path: Pat
             raise JetDeployError(f"unknown exporter '{exporter}' (torchscript or dynamo)")
         proto = onnx.load(str(tmp))
         stripped = strip_initializer_inputs(proto)
-        traced = len(proto.graph.node)
+        traced, simplifier = len(proto.graph.node), None
         if slim:
             import onnxslim
 
-            proto = onnxslim.slim(proto)
+            proto, simplifier = onnxslim.slim(proto), f"onnxslim {onnxslim.__version__}"
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
         check_graph(proto, str(path))
         onnx.save(proto, str(tmp))
     info = {"exporter": exporter, "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
             "initializer_inputs_removed": stripped, "nodes": len(proto.graph.node)}
-    if slim:
-        import onnxslim
-
-        info.update(simplifier=f"onnxslim {onnxslim.__version__}", nodes_traced=traced)
+    if simplifier:
+        info.update(simplifier=simplifier, nodes_traced=traced)
     return info
 
 
