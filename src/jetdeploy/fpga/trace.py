@@ -11,7 +11,8 @@ on is traced:
                    saturation follows `narrow`
   MatMul           constant weights -> multiplier-free adder trees (da4ml CMVM); activation x
                    activation (attention) -> multipliers
-  Add/Sub/Mul/Div  elementwise, with constants or traced arrays; Div only by constants
+  Add/Sub/Mul/Div  elementwise, with constants or traced arrays; Div only by constants; a product with
+                   a one-bit array (the padding mask) is a gate of two adders and two ReLUs
   Relu, Reshape, Transpose, Unsqueeze, Squeeze, Flatten, ReduceSum, Cast, Not
   BatchNormalization (inference) -> x * a + b with the float32 constants a, b (exact products)
   Softmax (last axis) -> lookup tables: exp(s - max s) over the saturated difference, a sum, a
@@ -252,6 +253,31 @@ def _masked_logits(a, b, tables: SoftmaxTables, approximations: list):
     return None
 
 
+def _is_bit(a) -> bool:
+    return all(float(v.low) == 0 and float(v.high) == 1 and float(v.step) == 1 for v in a._vars.ravel())
+
+
+def _gate(a, b):
+    """x * m with m one bit per element (the padding mask), exactly, as relu(x + B m - B) - relu(-x + B m - B)
+    with B >= max|x|: two adders. da4ml prices a variable x variable product as a shift-and-add multiplier
+    (latency ~ the width of x), which put 31 of fpga16's 347 latency units into the pooling's `x * mask`;
+    da4ml 0.6's multiplexer to a constant (m ? x : 0) returned x + 2^k for negative x that carry exact
+    float32 BatchNorm products, so it is not used."""
+    from da4ml.trace import FixedVariableArray
+
+    for bit, x in ((a, b), (b, a)):
+        if not _is_bit(bit) or _is_bit(x):
+            continue
+        shape = np.broadcast_shapes(bit.shape, x.shape)
+        out = []
+        for m, v in zip(np.broadcast_to(bit._vars, shape).ravel(), np.broadcast_to(x._vars, shape).ravel()):
+            big = 2.0 ** math.ceil(math.log2(max(abs(float(v.low)), abs(float(v.high)), 2.0 ** -60)))
+            on = m * big - big  # 0 where the bit is set, -big where it is not
+            out.append((v + on).relu() - (v * -1.0 + on).relu())
+        return FixedVariableArray(np.array(out, dtype=object).reshape(shape), x.solver_options, hwconf=x.hwconf)
+    return None
+
+
 def _softmax(x, tables: SoftmaxTables):
     """Softmax over the last axis from lookup tables (x: da4ml array)."""
     from da4ml.trace.ops import quantize
@@ -372,6 +398,10 @@ def _apply(n, args, a, where, tables, approximations):
     if op == "Sub":
         return x - args[1] if _is_sym(x) else args[1] * -1.0 + x
     if op == "Mul":
+        if _is_sym(x) and _is_sym(args[1]):
+            gated = _gate(x, args[1])
+            if gated is not None:
+                return gated
         return x * args[1] if _is_sym(x) else args[1] * x
     if op == "Div":
         if _is_sym(args[1]):
