@@ -200,3 +200,63 @@ def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run
     r = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
     assert r["design"]["softmax_tables"] == {"diff_int_bits": 3, "exp_frac_bits": 10, "sum_frac_bits": 10,
                                             "inv_frac_bits": 10}
+
+
+def test_mask_product_is_an_exact_shallow_gate(tmp_path):
+    """x * mask (the masked pooling) with x carrying float32 BatchNorm products, negative values included:
+    exact for every input in both interpreters and the Verilog, and a few adder delays deep instead of a
+    multiplier as wide as x (da4ml's multiplexer to 0 returned x + 2^k for such negative x)."""
+    from da4ml.trace import FixedVariableArrayInput
+    from da4ml.trace.ops import quantize
+
+    from jetdeploy.fpga import rtl
+    from jetdeploy.fpga.trace import _apply, exact_decimals
+
+    mult, add = float(np.float32(0.7312345)), float(np.float32(-0.123456))
+    with exact_decimals():
+        x_in, m_in = FixedVariableArrayInput((4,)), FixedVariableArrayInput((4,))
+        x = quantize(x_in, 1, 3, 4, "WRAP", "TRN") * mult + add
+        m = quantize(m_in, 0, 1, 0, "WRAP", "TRN")
+        node = helper.make_node("Mul", ["x", "m"], ["y"])
+        gated = _apply(node, [x, m], {}, "t", None, [])
+        product = x * m
+    depth = lambda a: max(float(v.latency) for v in a._vars.ravel()) - max(float(v.latency) for v in x._vars.ravel())
+    assert depth(gated) <= 3 < 10 <= depth(product)
+    comb = to_comb([*x_in._vars.ravel(), *m_in._vars.ravel()], list(gated._vars.ravel()))
+    grid = np.arange(-128, 128) / 16.0
+    xs = np.stack([grid, grid[::-1], np.roll(grid, 7), np.roll(grid, 100)], axis=1)
+    ms = (np.arange(256)[:, None] >> np.arange(4)) & 1
+    feed = np.concatenate([xs, ms], axis=1).astype(np.float64)
+    want = (xs * np.float64(mult) + np.float64(add)) * ms
+    assert np.array_equal(np.asarray(comb.predict(feed), dtype=np.float64), want)
+    assert rtl.interpreters_agree(comb, feed, n=len(feed))["ok"]
+    design = rtl.write_verilog(comb, tmp_path / "g", "g", latency_cutoff=2)
+    assert rtl.simulate(comb, design, feed[::5], simulator="iverilog")["bit_exact_vs_da4ml"]
+
+
+def test_batchnorm_multipliers_rounded_to_significant_bits(tmp_path):
+    from jetdeploy.fpga.trace import round_significant
+
+    c = np.array([0.7312345, -0.0123, 3.0, 0.0, -5.5])
+    r4 = round_significant(c, 4)
+    assert np.array_equal(r4, [0.75, -13 / 1024, 3.0, 0.0, -5.5])   # 0.0123 * 2^10 = 12.6
+    assert np.all(np.abs(round_significant(c, 10) - c) <= np.abs(c) * 2.0 ** -10)
+    # a QONNX BatchNormalization between two Quants: exact float32 products, or rounded multipliers
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
+    scalars = {"s": 2.0 ** -4, "z": 0.0, "b": 8.0}
+    inits = [helper.make_tensor(k, onnx.TensorProto.FLOAT, [], [v]) for k, v in scalars.items()]
+    bn = {"g": [0.7312345, 1.9, -0.3], "beta": [0.1, -0.2, 0.05], "mu": [0.0, 0.5, -0.25], "var": [1.0, 2.0, 0.5]}
+    inits += [helper.make_tensor(k, onnx.TensorProto.FLOAT, [3], v) for k, v in bn.items()]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["q0"], domain="qonnx.custom_op.general", signed=1),
+             helper.make_node("BatchNormalization", ["q0", "g", "beta", "mu", "var"], ["bn"]),
+             helper.make_node("Quant", ["bn", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general", signed=1)]
+    path = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "bn", [x], [y], inits)), path)
+    exact, rounded = trace_qonnx(path), trace_qonnx(path, bn_mult_bits=4)
+    assert any("exact products" in a for a in exact.approximations)
+    assert any("4 significant bits" in a for a in rounded.approximations)
+    lat = lambda t: max(float(v.latency) for v in t.outputs._vars.ravel())
+    assert lat(rounded) < lat(exact)
+    with pytest.raises(JetDeployError, match="bn_mult_bits must be in 2..24"):
+        trace_qonnx(path, bn_mult_bits=1)

@@ -266,7 +266,7 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
                 clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
                 synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator,
-                n_interp=args.n_interp)
+                n_interp=args.n_interp, bn_mult_bits=args.bn_mult_bits)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -616,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--softmax-sum-bits", type=int, default=10,
                     help="softmax: fraction bits of the row sum that indexes the reciprocal table")
     fr.add_argument("--softmax-inv-bits", type=int, default=16, help="softmax reciprocal table: output fraction bits")
+    fr.add_argument("--bn-mult-bits", type=int, default=None,
+                    help="round each BatchNorm multiplier to N significant bits (fewer adders, shallower; an "
+                         "approximation of qonnx's float32 BatchNorm, reported with its agreement) (default: the "
+                         "exact float32 products)")
     fr.add_argument("--quiet", action="store_true", help="only the summary")
     fr.set_defaults(func=_cmd_fpga_rtl)
     fx = fsub.add_parser(

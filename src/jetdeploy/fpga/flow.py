@@ -23,6 +23,7 @@ from ..io import write_json
 from . import rtl
 from .trace import SoftmaxTables, to_comb, trace_qonnx
 
+LABELS = "__labels__"  # the true classes of the reference jets (not a tensor)
 AGREEMENT_MIN = 0.995  # argmax agreement da4ml vs qonnx where a nonlinearity is approximated
 
 
@@ -51,13 +52,16 @@ def _reference(run: Path, data: str, n: int, batch: int = 250) -> dict:
                                return_full_exec_context=True)
             for k, v in ctx.items():
                 ctxs.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v) if v[0].ndim else np.asarray(v) for k, v in ctxs.items()}
+    out = {k: np.concatenate(v) if v[0].ndim else np.asarray(v) for k, v in ctxs.items()}
+    out[LABELS] = inp.labels[:n].numpy()
+    return out
 
 
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n_sim: int = 200,
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
             progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
-            synth_budget_s: float | None = None, simulator: str = "auto", n_interp: int = 50) -> dict:
+            synth_budget_s: float | None = None, simulator: str = "auto", n_interp: int = 50,
+            bn_mult_bits: int | None = None) -> dict:
 
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
@@ -70,7 +74,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tables = tables or SoftmaxTables()
-    tr = trace_qonnx(qonnx_path, tables)
+    tr = trace_qonnx(qonnx_path, tables, bn_mult_bits)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     comb = to_comb(ins, list(tr.outputs._vars.ravel()))
     trace_s = time.perf_counter() - t0
@@ -88,16 +92,20 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     want = ref[tr.output_name].reshape(n, -1).astype(np.float64)
     exact = np.all(got == want, axis=1)
     agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    labels = ref[LABELS][:n]
     layers = _per_tensor(tr, ref, feed, min(n, 100))
     first_bad = next((row for row in layers if row["mismatch_fraction"] > 0), None)
     check1 = {"name": "da4ml interpreter vs qonnx execution", "n_jets": n, "bit_exact_jets": float(exact.mean()),
               "argmax_agreement": agree, "max_abs_diff": float(np.abs(got - want).max()),
               "first_inexact_tensor": first_bad["tensor"] if first_bad else None,
               "approximations": tr.approximations, "min_agreement": AGREEMENT_MIN,
+              "accuracy_da4ml": float(np.mean(got.argmax(1) == labels)),
+              "accuracy_qonnx": float(np.mean(want.argmax(1) == labels)),
               "ok": bool(exact.all()) or (agree >= AGREEMENT_MIN and bool(tr.approximations)),
               "tool": "da4ml CombLogic.predict vs qonnx.core.onnx_exec"}
     say(f"da4ml vs qonnx on {n} jets: bit-exact {exact.mean():.1%}, argmax agreement {agree:.4f}, max |diff| "
-        f"{check1['max_abs_diff']:.4g}; first inexact tensor: {check1['first_inexact_tensor']}")
+        f"{check1['max_abs_diff']:.4g}; first inexact tensor: {check1['first_inexact_tensor']}; accuracy "
+        f"{check1['accuracy_da4ml']:.4f} (qonnx {check1['accuracy_qonnx']:.4f})")
 
     # 1b. the C++ interpreter (the RTL's reference below) vs da4ml's Python reference interpreter
     check_interp = rtl.interpreters_agree(comb, feed, n_interp)
@@ -122,7 +130,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     result = {"run": str(run), "qonnx": str(qonnx_path), "data": str(data),
               "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"),
               "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
-                         "softmax_tables": tables.as_dict(),
+                         "softmax_tables": tables.as_dict(), "bn_mult_bits": bn_mult_bits,
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
               "checks": [check1, check_interp] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,

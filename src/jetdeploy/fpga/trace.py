@@ -14,7 +14,8 @@ on is traced:
   Add/Sub/Mul/Div  elementwise, with constants or traced arrays; Div only by constants; a product with
                    a one-bit array (the padding mask) is a gate of two adders and two ReLUs
   Relu, Reshape, Transpose, Unsqueeze, Squeeze, Flatten, ReduceSum, Cast, Not
-  BatchNormalization (inference) -> x * a + b with the float32 constants a, b (exact products)
+  BatchNormalization (inference) -> x * a + b with the float32 constants a, b (exact products), or with
+                   each multiplier a rounded to `bn_mult_bits` significant bits (an approximation, reported)
   Softmax (last axis) -> lookup tables: exp(s - max s) over the saturated difference, a sum, a
                    reciprocal table of the sum, a product. An approximation of the float softmax: the
                    report gives its agreement with qonnx, never "bit-exact".
@@ -298,14 +299,16 @@ def _softmax(x, tables: SoftmaxTables):
     return e * inv
 
 
-def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None) -> Traced:
+def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None, bn_mult_bits: int | None = None) -> Traced:
     """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated.
     Turn the result into da4ml's CombLogic with `to_comb` (exact decimals), not da4ml's comb_trace."""
+    if bn_mult_bits is not None and not 2 <= bn_mult_bits <= 24:
+        raise JetDeployError(f"BatchNorm multipliers: bn_mult_bits must be in 2..24, got {bn_mult_bits}")
     with exact_decimals():
-        return _trace_qonnx(path, tables)
+        return _trace_qonnx(path, tables, bn_mult_bits)
 
 
-def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None) -> Traced:
+def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None, bn_mult_bits: int | None = None) -> Traced:
     from da4ml.trace import FixedVariableArrayInput
 
     tables = tables or SoftmaxTables()
@@ -355,7 +358,7 @@ def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None) -> Traced:
         if n.output[0] in env or n.output[0] in host:
             continue
         where, args = node_args(n, env, path)
-        env[n.output[0]] = _apply(n, args, _attrs(n), where, tables, approximations)
+        env[n.output[0]] = _apply(n, args, _attrs(n), where, tables, approximations, bn_mult_bits)
     out = g.output[0].name
     tensors = {k: v for k, v in env.items() if _is_sym(v)}
     return Traced(inputs, names, env[out], out, approximations, kifs, tensors)
@@ -368,7 +371,7 @@ def _static_shape(name, node, shapes, consts, path):
     raise JetDeployError(f"{path}: tensor '{name}' has no static shape; export the QONNX with a fixed batch")
 
 
-def _apply(n, args, a, where, tables, approximations):
+def _apply(n, args, a, where, tables, approximations, bn_mult_bits=None):
     op = n.op_type
     x = args[0]
     if op in ("Identity", "Cast"):
@@ -444,8 +447,13 @@ def _apply(n, args, a, where, tables, approximations):
         add = (beta - mean * (gamma / np.sqrt(var + eps))).astype(np.float32).astype(np.float64)
         bshape = [1] * len(x.shape)
         bshape[1] = -1  # channels on axis 1
-        if "BatchNormalization (float32 in qonnx, exact products here)" not in approximations:
-            approximations.append("BatchNormalization (float32 in qonnx, exact products here)")
+        if bn_mult_bits is None:
+            note = "BatchNormalization (float32 in qonnx, exact products here)"
+        else:
+            mult = round_significant(mult, bn_mult_bits)
+            note = f"BatchNormalization (float32 in qonnx; multipliers rounded to {bn_mult_bits} significant bits here)"
+        if note not in approximations:
+            approximations.append(note)
         return x * mult.reshape(bshape) + add.reshape(bshape)
     if op == "Softmax":
         axis = a.get("axis", -1)
@@ -455,6 +463,16 @@ def _apply(n, args, a, where, tables, approximations):
             approximations.append("Softmax (lookup tables)")
         return _softmax(x, tables)
     raise JetDeployError(f"{where}: not supported")
+
+
+def round_significant(c: np.ndarray, bits: int) -> np.ndarray:
+    """Each constant rounded (half to even) to `bits` significant bits: a floating-point-like per-channel
+    constant, whose shift-and-add multiplier needs at most about bits/2 adders, against up to 12 for a
+    float32 one."""
+    c = np.asarray(c, dtype=np.float64)
+    exp = np.floor(np.log2(np.where(c == 0, 1.0, np.abs(c))))
+    step = 2.0 ** (exp - (bits - 1))
+    return np.where(c == 0, 0.0, np.round(c / step) * step)
 
 
 def _quant_const(x, scale, bits, signed, narrow, rounding):
