@@ -43,3 +43,13 @@ def test_malformed_yaml_and_unknown_preset(tmp_path):
         load_yaml_model(path, DataConfig)
     with pytest.raises(JetDeployError, match="unknown data preset 'huge'.*default"):
         load_data_config("huge")
+
+
+def test_act_rounding_is_for_the_fixed_point_scheme_only():
+    from jetdeploy.config import load_train_config
+
+    assert load_train_config("fpga16", ["quant.act_rounding=floor"]).quant.act_rounding == "floor"
+    with pytest.raises(JetDeployError, match="act_rounding 'floor' is for scheme 'fpga'"):
+        load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=float"])
+    with pytest.raises(JetDeployError, match="act_rounding"):
+        load_train_config("fpga16", ["quant.act_rounding=nearest"])

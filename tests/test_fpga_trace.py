@@ -260,3 +260,40 @@ def test_batchnorm_multipliers_rounded_to_significant_bits(tmp_path):
     assert lat(rounded) < lat(exact)
     with pytest.raises(JetDeployError, match="bn_mult_bits must be in 2..24"):
         trace_qonnx(path, bn_mult_bits=1)
+
+
+def test_truncating_activations_trace_bit_exact_and_shallower(synth_file, tmp_path):
+    """quant.act_rounding: floor -> every activation Quant in the QONNX truncates (FLOOR), the da4ml trace
+    is bit-exact with qonnx up to the softmax tables, and it is shallower than the same graph with half-to-even
+    Quants (the only difference between the two traces)."""
+    from jetdeploy.fpga.flow import rtl_run
+
+    run = tmp_path / "floor"
+    cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 4, "quant.act_bits": 6,
+                               "quant.act_rounding": "floor", "model.n_particles": 4, "model.dim": 4,
+                               "model.heads": 1, "model.ffn_dim": 8, "model.head_hidden": [4], "train.epochs": 1,
+                               "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    export_run(run, synth_file, n_verify=32, progress=False)
+    path = run / "export" / "model.qonnx.onnx"
+    model = onnx.load(path)
+    dynamic = {i.name for i in model.graph.input}
+    for n in model.graph.node:
+        if any(x in dynamic for x in n.input):
+            dynamic.update(n.output)
+    modes = {n.name: helper.get_attribute_value(next(a for a in n.attribute if a.name == "rounding_mode"))
+             for n in model.graph.node if n.op_type == "Quant" and n.input[0] in dynamic}
+    assert len(modes) > 10 and set(modes.values()) == {b"FLOOR"}
+    r = rtl_run(run, str(synth_file), n_check=60, simulate=False, progress=False)
+    da = r["checks"][0]
+    assert da["ok"] and da["argmax_agreement"] >= 0.95
+    order = [n.output[0] for n in model.graph.node]
+    softmax_out = next(n.output[0] for n in model.graph.node if n.op_type == "Softmax")
+    assert da["first_inexact_tensor"] is None or order.index(da["first_inexact_tensor"]) > order.index(softmax_out)
+    for n in model.graph.node:
+        for a in n.attribute:
+            if a.name == "rounding_mode" and n.name in modes:
+                a.s = b"ROUND"
+    onnx.save(model, tmp_path / "round.onnx")
+    depth = lambda t: max(float(v.latency) for v in t.outputs._vars.ravel())
+    assert depth(trace_qonnx(path)) < depth(trace_qonnx(tmp_path / "round.onnx"))

@@ -207,6 +207,7 @@ class QuantConfig(Strict):
     act_bits: int = Field(8, ge=2, le=16)
     bias_bits: Literal[8, 16, 24, 32] = 16
     overrides: dict[str, int] = Field(default_factory=dict)
+    act_rounding: Literal["round", "floor"] = "round"   # activations: half to even, or truncation (fpga)
     init_from: str | None = None             # run folder of a float model to fine-tune from
 
     @model_validator(mode="after")
@@ -216,6 +217,8 @@ class QuantConfig(Strict):
                 raise ValueError(f"overrides['{pattern}'] = {bits}: bit width must be in 2..16")
         if self.scheme == "int8" and (self.weight_bits != 8 or self.act_bits != 8 or self.overrides):
             raise ValueError("scheme 'int8' is 8-bit everywhere: leave weight_bits/act_bits at 8 and overrides empty")
+        if self.scheme != "fpga" and self.act_rounding != "round":
+            raise ValueError(f"act_rounding '{self.act_rounding}' is for scheme 'fpga' (fixed point) only")
         if self.scheme == "int8" and self.bias_bits != 32:
             raise ValueError("scheme 'int8' uses 32-bit bias (as ONNX Runtime's integer kernels): set bias_bits: 32")
         return self

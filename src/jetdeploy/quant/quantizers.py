@@ -3,6 +3,7 @@
 fpga  power-of-two scales (fixed point): every tensor is an exact ap_fixed value, so hls4ml and the
       RTL path can use the learned (scale, bits) as their types. Weights `weight_bits`, activations
       `act_bits`, integer bias `bias_bits`; any tensor overridden by a glob of its module path.
+      Activations round half to even, or (`act_rounding: floor`) truncate, as AP_TRN does.
 int8  Q8BERT-style: symmetric per-tensor 8-bit weights and activations with float scales, 32-bit
       integer bias, as ONNX Runtime's integer kernels (MatMulInteger, QLinearMatMul) want.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 
 import brevitas.nn as qnn
+from brevitas.inject.enum import FloatToIntImplType
 from brevitas.quant import (
     Int8ActPerTensorFixedPoint,
     Int8ActPerTensorFloat,
@@ -39,7 +41,11 @@ class QuantFactory:
         if cfg.scheme not in _PRESETS:
             raise JetDeployError(f"quant.scheme '{cfg.scheme}' has no quantizers (have: {', '.join(_PRESETS)})")
         self.cfg = cfg
-        self.q = _PRESETS[cfg.scheme]
+        self.q = dict(_PRESETS[cfg.scheme])
+        if cfg.act_rounding == "floor":
+            # truncation: in firmware a Quant then only drops bits (and saturates); half to even costs an
+            # adder per activation (about 1 of da4ml's latency units per Quant, 12 Quants per block)
+            self.q.update({k: self.q[k].let(float_to_int_impl_type=FloatToIntImplType.FLOOR) for k in ("act", "uact")})
         self.layout: dict[str, dict] = {}
         self._used: set[str] = set()
 
