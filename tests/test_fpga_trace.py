@@ -297,3 +297,28 @@ def test_truncating_activations_trace_bit_exact_and_shallower(synth_file, tmp_pa
     onnx.save(model, tmp_path / "round.onnx")
     depth = lambda t: max(float(v.latency) for v in t.outputs._vars.ravel())
     assert depth(trace_qonnx(path)) < depth(trace_qonnx(tmp_path / "round.onnx"))
+
+
+def test_cmvm_delay_constraint_gives_shallower_adder_trees(tmp_path):
+    """A 32 x 16 constant matrix product: da4ml's hard delay constraint 0 gives the shallowest adder trees,
+    shallower than the unconstrained (cheapest) ones, with the same products."""
+    rng = np.random.default_rng(3)
+    w = (rng.integers(-31, 32, (32, 16)) / 16.0).astype(np.float32)
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])
+    inits = [helper.make_tensor(k, onnx.TensorProto.FLOAT, [], [v]) for k, v in {"s": 2.0 ** -4, "z": 0.0, "b": 8.0}.items()]
+    inits.append(helper.make_tensor("w", onnx.TensorProto.FLOAT, [32, 16], w.ravel()))
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["q0"], domain="qonnx.custom_op.general", signed=1),
+             helper.make_node("MatMul", ["q0", "w"], ["y"])]
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "mm", [x], [y], inits)), path)
+    free, tight = trace_qonnx(path), trace_qonnx(path, cmvm_delay=0)
+    depth = lambda t: max(float(v.latency) for v in t.outputs._vars.ravel())
+    assert depth(tight) < depth(free)   # 7 vs 10 adder levels (da4ml 0.6)
+    combs = [to_comb(list(t.inputs[0]._vars.ravel()), list(t.outputs._vars.ravel())) for t in (free, tight)]
+    xs = rng.integers(-128, 128, (64, 32)) / 16.0
+    want = xs @ w.astype(np.float64)
+    for c in combs:
+        assert np.array_equal(np.asarray(c.predict(xs), dtype=np.float64), want)
+    with pytest.raises(JetDeployError, match="cmvm_delay"):
+        trace_qonnx(path, cmvm_delay=-2)

@@ -266,7 +266,8 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
                 clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
                 synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator,
-                n_interp=args.n_interp, bn_mult_bits=args.bn_mult_bits)
+                n_interp=args.n_interp, bn_mult_bits=args.bn_mult_bits,
+                cmvm_delay=args.cmvm_delay)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -620,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="round each BatchNorm multiplier to N significant bits (fewer adders, shallower; an "
                          "approximation of qonnx's float32 BatchNorm, reported with its agreement) (default: the "
                          "exact float32 products)")
+    fr.add_argument("--cmvm-delay", type=int, default=None, metavar="LEVELS",
+                    help="da4ml's hard delay constraint on the constant matrix products' adder trees: adder levels "
+                         "allowed above the minimum (0 = shallowest, a little more logic; -1 or unset = none, the "
+                         "cheapest trees)")
     fr.add_argument("--quiet", action="store_true", help="only the summary")
     fr.set_defaults(func=_cmd_fpga_rtl)
     fx = fsub.add_parser(

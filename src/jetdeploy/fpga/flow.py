@@ -61,7 +61,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
             progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
             synth_budget_s: float | None = None, simulator: str = "auto", n_interp: int = 50,
-            bn_mult_bits: int | None = None) -> dict:
+            bn_mult_bits: int | None = None, cmvm_delay: int | None = None) -> dict:
 
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
@@ -74,7 +74,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tables = tables or SoftmaxTables()
-    tr = trace_qonnx(qonnx_path, tables, bn_mult_bits)
+    tr = trace_qonnx(qonnx_path, tables, bn_mult_bits, cmvm_delay)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     comb = to_comb(ins, list(tr.outputs._vars.ravel()))
     trace_s = time.perf_counter() - t0
@@ -131,6 +131,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
               "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"),
               "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
                          "softmax_tables": tables.as_dict(), "bn_mult_bits": bn_mult_bits,
+                         "cmvm_delay": cmvm_delay,
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
               "checks": [check1, check_interp] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,

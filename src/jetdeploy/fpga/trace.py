@@ -299,16 +299,20 @@ def _softmax(x, tables: SoftmaxTables):
     return e * inv
 
 
-def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None, bn_mult_bits: int | None = None) -> Traced:
+def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None, bn_mult_bits: int | None = None,
+                cmvm_delay: int | None = None) -> Traced:
     """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated.
     Turn the result into da4ml's CombLogic with `to_comb` (exact decimals), not da4ml's comb_trace."""
     if bn_mult_bits is not None and not 2 <= bn_mult_bits <= 24:
         raise JetDeployError(f"BatchNorm multipliers: bn_mult_bits must be in 2..24, got {bn_mult_bits}")
+    if cmvm_delay is not None and cmvm_delay < -1:
+        raise JetDeployError(f"cmvm_delay (da4ml's hard delay constraint) must be -1 (none) or >= 0, got {cmvm_delay}")
     with exact_decimals():
-        return _trace_qonnx(path, tables, bn_mult_bits)
+        return _trace_qonnx(path, tables, bn_mult_bits, cmvm_delay)
 
 
-def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None, bn_mult_bits: int | None = None) -> Traced:
+def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None, bn_mult_bits: int | None = None,
+                 cmvm_delay: int | None = None) -> Traced:
     from da4ml.trace import FixedVariableArrayInput
 
     tables = tables or SoftmaxTables()
@@ -346,7 +350,9 @@ def _trace_qonnx(path: str | Path, tables: SoftmaxTables | None, bn_mult_bits: i
     producers = {o: n for n in g.node for o in n.output}
     for name, kif in rtl_inputs.items():
         shape = _static_shape(name, producers[name], shapes, consts, path)
-        inp = FixedVariableArrayInput(tuple(shape))
+        # the constant matrix products' adder trees: da4ml's hard delay constraint (levels above the minimum;
+        # -1 = none, the cheapest trees), inherited by every array computed from this input
+        inp = FixedVariableArrayInput(tuple(shape), solver_options=None if cmvm_delay is None else {"hard_dc": cmvm_delay})
         from da4ml.trace.ops import quantize
 
         env[name] = quantize(inp, *kif, "WRAP", "TRN")
