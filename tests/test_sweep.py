@@ -16,7 +16,8 @@ TINY = {"model.n_particles": 4, "model.dim": 4, "model.heads": 1, "model.ffn_dim
 def _config(tmp_path, synth_file, **extra):
     cfg = {"preset": "default", "data": str(synth_file), "out": str(tmp_path / "sweep"), "set": TINY,
            "grid": {"quant.weight_bits": [4, 6], "rtl.latency_cutoff": [2, 6]},
-           "rtl": {"sim": False, "n_check": 60}, "dask": "local", "workers": 2, **extra}
+           "rtl": {"sim": False, "n_check": 60, "softmax_sum_bits": 8, "cmvm_delay": 0}, "dask": "local", "workers": 2,
+           **extra}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -36,6 +37,11 @@ def test_sweep_on_a_local_dask_cluster_then_cached(tmp_path, synth_file):
     # a tighter pipelining cutoff means more stages
     assert rows[(4, 2)]["latency_cycles"] > rows[(4, 6)]["latency_cycles"]
     assert all("NOT simulated" in row["latency_tool"] for row in r["rows"])  # rtl.sim false: labelled as such
+    # the tracer settings of the rtl section reach the trace
+    design = json.loads((tmp_path / "sweep" / "train" / rows[(4, 2)]["train_run"].split("/")[-1] / "fpga" /
+                         "rtl.json").read_text())["design"]
+    assert design["cmvm_delay"] == 0 and design["softmax_tables"]["sum_frac_bits"] == 8
+    assert all(0 <= row["rtl_accuracy"] <= 1 and 0 <= row["rtl_bit_exact"] <= 1 for row in r["rows"])
     assert r["pareto_latency"] and set(r["pareto_latency"]) <= {row["key"] for row in r["rows"]}
     assert (tmp_path / "sweep" / "pareto.png").stat().st_size > 1000
     assert "| quant.weight_bits | rtl.latency_cutoff | accuracy |" in (tmp_path / "sweep" / "sweep.md").read_text()
@@ -58,6 +64,9 @@ def test_sweep_config_errors_name_the_file(tmp_path, synth_file):
         load_sweep(bad)
     bad.write_text("preset: default\ndata: d.h5\nout: x\ngrid: {quant.weight_bits: []}\n")
     with pytest.raises(JetDeployError, match="non-empty lists"):
+        load_sweep(bad)
+    bad.write_text("preset: default\ndata: d.h5\nout: x\ngrid: {quant.weight_bits: [4]}\nrtl: {sum_bits: 8}\n")
+    with pytest.raises(JetDeployError, match=r"unknown rtl keys \['sum_bits'\]"):
         load_sweep(bad)
     bad.write_text("preset: default\ndata: d.h5\nout: x\ngird: {}\n")
     with pytest.raises(JetDeployError, match=r"unknown keys \['gird'\]"):

@@ -9,7 +9,9 @@ CONFIG (YAML):
     grid:                           # every combination is a design point
       quant.weight_bits: [4, 6]     # any train-config key: retrains
       quant.act_bits: [6, 8]
-      rtl.latency_cutoff: [3, 5]    # RTL settings: same trained model, another Verilog
+      rtl.latency_cutoff: [3, 5]    # RTL settings: same trained model, another Verilog (also rtl.softmax_exp_bits,
+                                    # rtl.softmax_sum_bits, rtl.softmax_inv_bits, rtl.bn_mult_bits, rtl.cmvm_delay:
+                                    # the `jetdeploy fpga rtl` flags of the same names)
     rtl: {sim: false, n_check: 500, clock_ns: 5.0, synth: false}
     csim: false                     # also run the hls4ml C-simulation check per trained model
     dask: local                     # 'local' (LocalCluster), a scheduler address, or null (in-process)
@@ -33,7 +35,12 @@ import yaml
 from ..errors import JetDeployError
 from ..io import atomic_path, write_json
 
-RTL_KEYS = {"rtl.latency_cutoff": "latency_cutoff", "rtl.clock_ns": "clock_ns"}
+# RTL settings: the same trained model, another trace / Verilog (no retraining)
+RTL_KEYS = {"rtl.latency_cutoff": "latency_cutoff", "rtl.clock_ns": "clock_ns",
+            "rtl.softmax_exp_bits": "softmax_exp_bits", "rtl.softmax_sum_bits": "softmax_sum_bits",
+            "rtl.softmax_inv_bits": "softmax_inv_bits", "rtl.bn_mult_bits": "bn_mult_bits",
+            "rtl.cmvm_delay": "cmvm_delay"}
+TRACE_KEYS = ("softmax_exp_bits", "softmax_sum_bits", "softmax_inv_bits", "bn_mult_bits", "cmvm_delay")
 
 
 def _key(obj) -> str:
@@ -51,6 +58,9 @@ def load_sweep(path: str | Path) -> dict:
     unknown = set(cfg) - {"preset", "data", "out", "set", "grid", "points", "rtl", "csim", "dask", "workers"}
     if unknown:
         raise JetDeployError(f"{path}: unknown keys {sorted(unknown)}")
+    bad_rtl = set(cfg.get("rtl") or {}) - {"sim", "n_check", "clock_ns", "latency_cutoff", "synth", *TRACE_KEYS}
+    if bad_rtl:
+        raise JetDeployError(f"{path}: unknown rtl keys {sorted(bad_rtl)}")
     for k in ("preset", "data", "out"):
         if not cfg.get(k):
             raise JetDeployError(f"{path}: '{k}' is required")
@@ -101,6 +111,7 @@ def _run_group(g: dict) -> list[dict]:
     from ..train.evaluate import evaluate
     from ..train.trainer import train
     from .flow import rtl_run
+    from .trace import SoftmaxTables
 
     run = Path(g["out"]) / "train" / g["train_key"]
     overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
@@ -124,10 +135,13 @@ def _run_group(g: dict) -> list[dict]:
     for pt in g["points"]:
         r = pt["rtl"]
         t1 = time.perf_counter()
+        tables = SoftmaxTables(**{k.removeprefix("softmax_").replace("_bits", "_frac_bits"): int(r[k])
+                                  for k in TRACE_KEYS if k.startswith("softmax_") and r.get(k) is not None})
         with contextlib.redirect_stdout(io.StringIO()):
             rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), latency_cutoff=float(r["latency_cutoff"]),
                           clock_ns=float(r["clock_ns"]), synth=bool(r["synth"]), simulate=bool(r["sim"]),
-                          progress=False)
+                          progress=False, tables=tables, bn_mult_bits=r.get("bn_mult_bits"),
+                          cmvm_delay=r.get("cmvm_delay"))
         lat, res = rep["latency"], rep.get("resources") or {}
         row = {"point": pt["point"], "key": pt["key"], "train_run": str(run),
                "config_hash": metrics["model"]["config_hash"],
@@ -138,6 +152,7 @@ def _run_group(g: dict) -> list[dict]:
                "lut": res.get("LUT"), "ff": res.get("FF"), "dsp": res.get("DSP"),
                "resources_tool": res.get("tool") if res else None,
                "rtl_agreement": rep["checks"][0]["argmax_agreement"],
+               "rtl_bit_exact": rep["checks"][0]["bit_exact_jets"], "rtl_accuracy": rep["checks"][0]["accuracy_da4ml"],
                "csim_agreement": csim["checks"][0]["argmax_agreement"] if csim else None,
                "ok": bool(rep["ok"] and (csim is None or csim["ok"])),
                "train_s": round(train_s, 1), "rtl_s": round(time.perf_counter() - t1, 1), "cached": False}
