@@ -322,3 +322,31 @@ def test_cmvm_delay_constraint_gives_shallower_adder_trees(tmp_path):
         assert np.array_equal(np.asarray(c.predict(xs), dtype=np.float64), want)
     with pytest.raises(JetDeployError, match="cmvm_delay"):
         trace_qonnx(path, cmvm_delay=-2)
+
+
+def test_sigmoid_attention_weights_from_one_table_with_masked_keys_at_zero():
+    """scores + (-1e4 on padded keys) - ln N (to 1/16) -> Sigmoid: exactly 0 on padded keys, the float sigmoid within
+    the table's LSB elsewhere, saturating far outside the table's range, and a few adder delays deep."""
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.trace.ops import quantize
+
+    from jetdeploy.fpga.trace import SoftmaxTables, _apply, exact_decimals
+
+    with exact_decimals():
+        s_in, m_in = FixedVariableArrayInput((1, 4)), FixedVariableArrayInput((1, 4))
+        scores = quantize(s_in, 1, 5, 2, "WRAP", "TRN")
+        mask = quantize(m_in, 0, 1, 0, "WRAP", "TRN")
+        bias = (mask * -1.0 + 1.0) * -10000.0
+        approximations: list = []
+        logits = _apply(helper.make_node("Add", ["s", "b"], ["y"]), [scores, bias], {}, "t", SoftmaxTables(), approximations)
+        logits = _apply(helper.make_node("Sub", ["y", "c"], ["z"]), [logits, np.float64(1.375)], {}, "t", None, [])
+        w = _apply(helper.make_node("Sigmoid", ["z"], ["w"]), [logits], {}, "t", SoftmaxTables(), approximations)
+    assert "Sigmoid (lookup table)" in approximations
+    assert max(float(v.latency) for v in w._vars.ravel()) <= 12
+    comb = comb_trace([*s_in._vars.ravel(), *m_in._vars.ravel()], list(w._vars.ravel()))
+    s = np.array([[3.25, -30.0, 31.75, 0.5], [-31.0, 17.0, -2.0, 7.0]])
+    m = np.array([[1, 1, 0, 1], [0, 1, 1, 0]], dtype=float)
+    got = np.asarray(comb.predict(np.concatenate([s, m], axis=1)), dtype=np.float64).reshape(2, 4)
+    want = 1.0 / (1.0 + np.exp(-(s - 1.375)))
+    assert np.all(got[m == 0] == 0)
+    assert np.allclose(got[m == 1], want[m == 1], atol=2.0 ** -15)

@@ -175,7 +175,7 @@ class ModelConfig(Strict):
     head_hidden: tuple[int, ...] = (16,)     # classifier layers after pooling
     norm: Literal["layernorm", "batchnorm", "none"] = "layernorm"
     pooling: Literal["mean", "sum", "cls"] = "mean"   # sum = masked sum / n_particles (no division by count)
-    attention: Literal["softmax", "clipped"] = "softmax"
+    attention: Literal["softmax", "clipped", "sigmoid"] = "softmax"   # sigmoid: sigmoid(s - ln N) per key
     clip_gamma: float = Field(-0.03, le=0)   # clipped softmax: clip((zeta - gamma) * softmax + gamma, 0, 1)
     clip_zeta: float = Field(1.0, ge=1)
     gated: bool = False                      # gated attention: sigmoid(G x) per head scales the output

@@ -19,6 +19,7 @@ on is traced:
   Softmax (last axis) -> lookup tables: exp(s - max s) over the saturated difference, a sum, a
                    reciprocal table of the sum, a product. An approximation of the float softmax: the
                    report gives its agreement with qonnx, never "bit-exact".
+  Sigmoid          one lookup table per element (sigmoid attention), output with the exp table's bits
 
 Any other op, or a Quant that is not power-of-two / zero-point-0, is an error naming the node.
 """
@@ -38,7 +39,7 @@ from onnx import numpy_helper
 from ..errors import JetDeployError
 
 SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
-             "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "Softmax", "Identity")
+             "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "Softmax", "Sigmoid", "Identity")
 
 
 DECIMAL_DIGITS = 200
@@ -299,6 +300,25 @@ def _softmax(x, tables: SoftmaxTables):
     return e * inv
 
 
+def _sigmoid(x, tables: SoftmaxTables):
+    """sigmoid(x) from one lookup table per element (sigmoid attention), on x saturated to [-2^k, 2^k), k the
+    smallest with sigmoid(-2^k) below half an output LSB: saturating there changes no table output."""
+    from da4ml.trace.ops import quantize
+
+    f = int(np.max(np.asarray(x.kif[2])))
+    if f > 16:
+        raise JetDeployError(f"Sigmoid: its input has {f} fraction bits (a float constant added to fixed-point "
+                             f"scores?); the lookup table would have over 2^{f} entries. Quantize the input, or add a "
+                             "constant with few fraction bits")
+    out_f = tables.exp_frac_bits
+    k = next(b for b in range(1, 16) if 1.0 / (1.0 + math.exp(2.0 ** b)) < 2.0 ** -(out_f + 1))
+    lo, hi = -(2.0 ** k), 2.0 ** k - 2.0 ** -f
+    d = x + (x * -1.0 + lo).relu()        # max(x, lo) and min(., hi) with adders and ReLUs (see _softmax)
+    d = d - (d - hi).relu()
+    d = quantize(d, 1, k, f, "WRAP", "TRN")
+    return quantize(d.apply(lambda v: 1.0 / (1.0 + np.exp(-v))), 0, 1, out_f, "SAT", "RND")
+
+
 def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None, bn_mult_bits: int | None = None,
                 cmvm_delay: int | None = None) -> Traced:
     """Trace a (batch-1, static-shape) QONNX file. Returns the da4ml inputs / outputs and what was approximated.
@@ -468,6 +488,10 @@ def _apply(n, args, a, where, tables, approximations, bn_mult_bits=None):
         if "Softmax (lookup tables)" not in approximations:
             approximations.append("Softmax (lookup tables)")
         return _softmax(x, tables)
+    if op == "Sigmoid":
+        if "Sigmoid (lookup table)" not in approximations:
+            approximations.append("Sigmoid (lookup table)")
+        return _sigmoid(x, tables)
     raise JetDeployError(f"{where}: not supported")
 
 

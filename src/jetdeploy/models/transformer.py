@@ -82,6 +82,24 @@ def clipped_softmax(scores: torch.Tensor, gamma: float, zeta: float) -> torch.Te
     return torch.clamp((zeta - gamma) * p + gamma, 0.0, 1.0)
 
 
+def sigmoid_bias(n: int) -> float:
+    """ln n rounded to 1/16: a fixed-point constant, so that the firmware's sigmoid table is indexed by the
+    scores' own bits (a float32 ln n would carry 20-odd fraction bits into the table's index)."""
+    return round(math.log(n) * 16) / 16
+
+
+def attention_weights(scores: torch.Tensor, cfg) -> torch.Tensor:
+    """The attention weights of `cfg.attention` from scores [.., N_q, N_k] (padded keys carry -1e4):
+    softmax; clipped softmax; or sigmoid(s - ln N) per key, no normalisation (Ramapuram et al. 2024,
+    "Theory, Analysis, and Best Practices for Sigmoid Self-Attention"; N = cfg.n_particles, ln N to 1/16), which in
+    firmware is one lookup table per weight instead of a max, an exp table, a sum, a reciprocal and a product."""
+    if cfg.attention == "clipped":
+        return clipped_softmax(scores, cfg.clip_gamma, cfg.clip_zeta)
+    if cfg.attention == "sigmoid":
+        return torch.sigmoid(scores - sigmoid_bias(cfg.n_particles))
+    return torch.softmax(scores, dim=-1)
+
+
 def pairwise_features(p4: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """ParT's interaction features ln dR, ln kT, ln z, ln m^2 for every particle pair: [B, N, N, 4]."""
     px, py, pz, e = p4.unbind(-1)
@@ -139,8 +157,7 @@ class Attention(nn.Module):
             scores = scores + pair_bias
         if key_bias is not None:
             scores = scores + key_bias
-        probs = clipped_softmax(scores, self.cfg.clip_gamma, self.cfg.clip_zeta) if self.cfg.attention == "clipped" \
-            else torch.softmax(scores, dim=-1)
+        probs = attention_weights(scores, self.cfg)
         out = probs @ v                                              # [B, H, N, Dh]
         if self.gate is not None:
             out = out * torch.sigmoid(per_token(self.gate, x)).transpose(1, 2)[..., None]

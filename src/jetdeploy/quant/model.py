@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig, QuantConfig
 from ..errors import JetDeployError
-from ..models.transformer import MASK_FILL, Normalizer, TokenNorm, clipped_softmax, masked_pool, prepare_inputs
+from ..models.transformer import MASK_FILL, Normalizer, TokenNorm, attention_weights, masked_pool, prepare_inputs
 from .quantizers import QuantFactory
 
 
@@ -63,8 +63,7 @@ class QuantAttention(nn.Module):
         scores = self.scores_quant(q @ k.transpose(-1, -2))
         if key_bias is not None:
             scores = scores + key_bias
-        probs = clipped_softmax(scores, self.cfg.clip_gamma, self.cfg.clip_zeta) if self.cfg.attention == "clipped" \
-            else torch.softmax(scores, dim=-1)
+        probs = attention_weights(scores, self.cfg)
         probs = self.probs_quant(probs)
         out = probs @ v
         if self.gate is not None:
