@@ -262,17 +262,18 @@ def test_batchnorm_multipliers_rounded_to_significant_bits(tmp_path):
         trace_qonnx(path, bn_mult_bits=1)
 
 
-def test_truncating_activations_trace_bit_exact_and_shallower(synth_file, tmp_path):
-    """quant.act_rounding: floor -> every activation Quant in the QONNX truncates (FLOOR), the da4ml trace
-    is bit-exact with qonnx up to the softmax tables, and it is shallower than the same graph with half-to-even
-    Quants (the only difference between the two traces)."""
+def test_low_latency_recipe_truncation_sigmoid_attention_no_norm(synth_file, tmp_path):
+    """The fpga16l recipe on a tiny model: quant.act_rounding floor, sigmoid attention, no norm.
+    Every activation Quant in the QONNX truncates (FLOOR); the da4ml trace is bit-exact with qonnx up to the
+    sigmoid table and shallower than the same graph with half-to-even Quants (the only difference between
+    the two traces); hls4ml's C-simulation of the same QONNX (sigmoid Activation) agrees with qonnx."""
     from jetdeploy.fpga.flow import rtl_run
 
     run = tmp_path / "floor"
     cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 4, "quant.act_bits": 6,
-                               "quant.act_rounding": "floor", "model.n_particles": 4, "model.dim": 4,
-                               "model.heads": 1, "model.ffn_dim": 8, "model.head_hidden": [4], "train.epochs": 1,
-                               "train.batch_size": 16})
+                               "quant.act_rounding": "floor", "model.attention": "sigmoid", "model.norm": "none",
+                               "model.n_particles": 4, "model.dim": 4, "model.heads": 1, "model.ffn_dim": 8,
+                               "model.head_hidden": [4], "train.epochs": 1, "train.batch_size": 16})
     train(cfg, synth_file, run, progress=False)
     export_run(run, synth_file, n_verify=32, progress=False)
     path = run / "export" / "model.qonnx.onnx"
@@ -288,8 +289,16 @@ def test_truncating_activations_trace_bit_exact_and_shallower(synth_file, tmp_pa
     da = r["checks"][0]
     assert da["ok"] and da["argmax_agreement"] >= 0.95
     order = [n.output[0] for n in model.graph.node]
-    softmax_out = next(n.output[0] for n in model.graph.node if n.op_type == "Softmax")
-    assert da["first_inexact_tensor"] is None or order.index(da["first_inexact_tensor"]) > order.index(softmax_out)
+    assert not any(n.op_type in ("Softmax", "BatchNormalization") for n in model.graph.node)
+    sigmoid_out = next(n.output[0] for n in model.graph.node if n.op_type == "Sigmoid")
+    assert da["first_inexact_tensor"] is None or order.index(da["first_inexact_tensor"]) > order.index(sigmoid_out)
+    assert "Sigmoid (lookup table)" in da["approximations"]
+    res = run_cli("fpga", "csim", "--run", str(run), "--data", str(synth_file), "--n-check", "60", "--n-trace", "10",
+                  "--quiet")
+    csim = json.loads((run / "fpga" / "csim.json").read_text())
+    assert res.returncode == 0 and csim["ok"], res.stderr + res.stdout
+    assert csim["checks"][0]["argmax_agreement"] >= 0.995
+    assert any("sigmoid" in v for v in csim["node_map"].values())
     for n in model.graph.node:
         for a in n.attribute:
             if a.name == "rounding_mode" and n.name in modes:

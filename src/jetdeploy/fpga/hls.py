@@ -19,6 +19,7 @@ hls4ml's Vitis backend implements:
   Relu                           Activation relu
   Softmax (last axis)            Softmax, implementation 'stable', with n_outer = rows; lookup tables
                                  sized so the exp table is indexed exactly (see `SoftmaxConfig`)
+  Sigmoid                        Activation sigmoid, its table sized to index the input exactly
   LayerNormalization (last axis) LayerNormalization (seq_len = rows). Its 1/sqrt(var) table only covers
                                  variance <= 1, so the input is first scaled by 2^-k (a BatchNormalization
                                  layer whose scale is a power of two: a free shift), with k from the
@@ -54,7 +55,8 @@ from .trace import load_onnx, node_args, quant_kif
 
 SUPPORTED = ("Quant", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
              "Flatten", "ReduceSum", "Cast", "Not", "Greater", "BatchNormalization", "LayerNormalization", "Softmax",
-             "Identity")
+             "Sigmoid", "Identity")
+SIGMOID_TABLE_MAX = 2 ** 14   # hls4ml's sigmoid table spans [-8, 8): 16 * 2^frac entries index a frac-bit input exactly
 MAX_FRAC = 32          # widest fraction a constant may need to be represented exactly
 SOFTMAX_GAP = 24       # a masked (saturated) logit sits >= this far below the row maximum: exp(-24) ~ 4e-11
 
@@ -407,6 +409,12 @@ def _convert_node(b: _Builder, n, args, a, where, out, single, wtype, shapes):
             act = b.dense_from_affine(x, node, out, result=fx)
             b.node_map[node] = f"result type {fx} of Dense '{act.layer}' (affine chain)"
             return act
+        held = b.result_fx.get(x.layer)
+        if held is not None and (held.signed, held.width, held.integer) == (fx.signed, fx.width, fx.integer):
+            # the tensor already has exactly this type (a residual quantizer read by the next block's input
+            # quantizer): the Quant is an identity, and hls4ml would drop a linear Activation for it anyway
+            b.node_map[node] = f"identity (already {fx} in '{x.layer}')"
+            return Act(x.layer, x.shape, x.lo, x.hi, x.frac, single)
         if x.exclusive and _foldable(b, x.layer):
             b.set_result(x.layer, fx, out)
             b.node_map[node] = f"result type {fx} of '{x.layer}'"
@@ -486,6 +494,9 @@ def _convert_node(b: _Builder, n, args, a, where, out, single, wtype, shapes):
 
     if op == "Softmax":
         return _softmax(b, node, x, a, out, where, single)
+
+    if op == "Sigmoid":
+        return _sigmoid(b, node, x, out, where, single)
 
     if op == "LayerNormalization":
         return _layernorm(b, node, n, x, args, a, out, where, single)
@@ -782,6 +793,29 @@ def _softmax(b: _Builder, node, x, a, out, where, single):
     if "Softmax (lookup tables)" not in b.approximations:
         b.approximations.append("Softmax (lookup tables)")
     b.node_map[node] = f"Softmax '{name}' (stable, {x.size // n} rows of {n})"
+    return Act(name, x.shape, 0.0, 1.0, result.frac, single)
+
+
+def _sigmoid(b: _Builder, node, x, out, where, single):
+    """hls4ml's sigmoid Activation: a table over [-8, 8) indexed by x * size / 16 + size / 2 (clamped). With
+    size = 16 * 2^frac every input on the grid has its own entry; beyond +-8 the table's end values differ
+    from the float sigmoid by < 3.4e-4 (below half an LSB of an 8-bit [0, 1] quantizer)."""
+    x = b.materialize(x, f"{node}_in")
+    fx_in = b.result_fx.get(x.layer) or Fx.covering(x.lo, x.hi, x.frac)
+    size = 16 * 2 ** fx_in.frac
+    if size > SIGMOID_TABLE_MAX:
+        raise JetDeployError(f"{where}: Sigmoid of an input with {fx_in.frac} fraction bits: hls4ml's table would "
+                             f"need {size} entries to index it exactly (at most {SIGMOID_TABLE_MAX}); quantize the input")
+    table_t = Fx(False, 1 + b.softmax.exp_frac_bits, 1, "AP_RND", "AP_SAT")
+    result = Fx.covering(0.0, 1.0, 16)
+    name = b.add(node, "Activation", [b.shaped(x, where)], b.decl_shape[x.layer], {"result": result}, out,
+                 activation="sigmoid", table_size=size)
+    b.cfg[name].update({"table_t": str(table_t)})
+    b.luts.add(name)
+    note = "Sigmoid (lookup table over [-8, 8))"
+    if note not in b.approximations:
+        b.approximations.append(note)
+    b.node_map[node] = f"Activation '{name}' (sigmoid, {size}-entry table)"
     return Act(name, x.shape, 0.0, 1.0, result.frac, single)
 
 
