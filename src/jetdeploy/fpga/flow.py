@@ -61,7 +61,7 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, n
             latency_cutoff: float = 5.0, clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None,
             progress: bool = True, simulate: bool = True, synth_workers: int | None = None,
             synth_budget_s: float | None = None, simulator: str = "auto", n_interp: int = 50,
-            bn_mult_bits: int | None = None, cmvm_delay: int | None = None) -> dict:
+            bn_mult_bits: int | None = None, cmvm_delay: int | None = 0) -> dict:
 
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)

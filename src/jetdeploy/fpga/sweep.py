@@ -141,7 +141,7 @@ def _run_group(g: dict) -> list[dict]:
             rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), latency_cutoff=float(r["latency_cutoff"]),
                           clock_ns=float(r["clock_ns"]), synth=bool(r["synth"]), simulate=bool(r["sim"]),
                           progress=False, tables=tables, bn_mult_bits=r.get("bn_mult_bits"),
-                          cmvm_delay=r.get("cmvm_delay"))
+                          cmvm_delay=r.get("cmvm_delay", 0))
         lat, res = rep["latency"], rep.get("resources") or {}
         row = {"point": pt["point"], "key": pt["key"], "train_run": str(run),
                "config_hash": metrics["model"]["config_hash"],
