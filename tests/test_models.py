@@ -27,6 +27,7 @@ VARIANTS = [
     dict(),
     dict(norm="batchnorm", pooling="sum"),
     dict(norm="none", attention="clipped", gated=True),
+    dict(norm="none", attention="sigmoid", pooling="sum"),
     dict(pooling="cls", pair_bias=True, blocks=2),
     dict(arch="deepsets"),
 ]
@@ -65,6 +66,18 @@ def test_batchnorm_statistics_come_from_real_particles_only():
     real = h[mask]
     expected = 0.9 * torch.zeros_like(bn.running_mean) + 0.1 * real.mean(0)
     assert torch.allclose(bn.running_mean, expected.detach(), atol=1e-5)
+
+
+def test_sigmoid_attention_weights_are_independent_per_key_and_zero_on_padding():
+    from jetdeploy.models.transformer import attention_weights, sigmoid_bias
+
+    cfg = ModelConfig(attention="sigmoid", n_particles=16)
+    assert sigmoid_bias(16) == 2.75 and abs(sigmoid_bias(16) - math.log(16)) <= 1 / 32
+    s = torch.tensor([[0.0, 2.75, -1e4, 5.0]])
+    w = attention_weights(s, cfg)
+    assert torch.allclose(w, torch.sigmoid(s - 2.75)) and w[0, 2] == 0 and w[0, 1] == 0.5
+    # no normalisation: a key's weight does not depend on the other keys
+    assert attention_weights(torch.tensor([[0.0, 9.0]]), cfg)[0, 0] == w[0, 0]
 
 
 def test_clipped_softmax_reaches_exact_zero_and_one():
