@@ -25,7 +25,7 @@ FLOAT_RUN   := $(RUN_DIR)/$(TRAIN_PRESET)-float
 QAT_RUN     := $(RUN_DIR)/$(TRAIN_PRESET)-qat
 INT8_RUN    := $(RUN_DIR)/$(TRAIN_PRESET)-int8
 INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=8 --set quant.act_bits=8 --set quant.bias_bits=32 \
-               --set "quant.overrides={}"
+               --set "quant.overrides={}" --set quant.act_rounding=round
 TRAIN_ARGS  ?=
 QAT_ARGS    ?=
 

@@ -50,6 +50,9 @@ def test_act_rounding_is_for_the_fixed_point_scheme_only():
 
     assert load_train_config("fpga16", ["quant.act_rounding=floor"]).quant.act_rounding == "floor"
     with pytest.raises(JetDeployError, match="act_rounding 'floor' is for scheme 'fpga'"):
-        load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=float"])
+        load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=int8", "quant.weight_bits=8",
+                                     "quant.overrides={}", "quant.bias_bits=32"])
+    # the float run of a floor preset (make train's first step) has no quantizers: allowed
+    assert load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=float"]).quant.scheme == "float"
     with pytest.raises(JetDeployError, match="act_rounding"):
         load_train_config("fpga16", ["quant.act_rounding=nearest"])

@@ -217,8 +217,8 @@ class QuantConfig(Strict):
                 raise ValueError(f"overrides['{pattern}'] = {bits}: bit width must be in 2..16")
         if self.scheme == "int8" and (self.weight_bits != 8 or self.act_bits != 8 or self.overrides):
             raise ValueError("scheme 'int8' is 8-bit everywhere: leave weight_bits/act_bits at 8 and overrides empty")
-        if self.scheme != "fpga" and self.act_rounding != "round":
-            raise ValueError(f"act_rounding '{self.act_rounding}' is for scheme 'fpga' (fixed point) only")
+        if self.scheme == "int8" and self.act_rounding != "round":   # (a float run has no quantizers)
+            raise ValueError(f"act_rounding '{self.act_rounding}' is for scheme 'fpga' (fixed point), not 'int8'")
         if self.scheme == "int8" and self.bias_bits != 32:
             raise ValueError("scheme 'int8' uses 32-bit bias (as ONNX Runtime's integer kernels): set bias_bits: 32")
         return self
