@@ -247,7 +247,7 @@ def _masked_logits(a, b, tables: SoftmaxTables, approximations: list):
         signs = np.array([v.msb() for v in bv.ravel()], dtype=object).reshape(bv.shape)
         out = [si - sg * shift for sg, si in zip(np.broadcast_to(signs, shape).ravel(),
                                                   np.broadcast_to(sv, shape).ravel())]
-        note = f"padding bias: -{shift:g} instead of -1e4 where the bias is negative (softmax weight 0 either way)"
+        note = f"padding bias: -{shift:g} instead of -1e4 where the bias is negative (attention weight 0 either way)"
         if note not in approximations:
             approximations.append(note)
         return FixedVariableArray(np.array(out, dtype=object).reshape(shape), scores.solver_options,
