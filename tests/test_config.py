@@ -56,3 +56,14 @@ def test_act_rounding_is_for_the_fixed_point_scheme_only():
     assert load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=float"]).quant.scheme == "float"
     with pytest.raises(JetDeployError, match="act_rounding"):
         load_train_config("fpga16", ["quant.act_rounding=nearest"])
+
+
+@pytest.mark.parametrize("preset", ["default", "fpga16", "fpga16l", "edge32", "edge64"])
+def test_shipped_training_presets_load(preset):
+    from jetdeploy.config import load_train_config
+
+    cfg = load_train_config(preset)
+    assert cfg.name == preset
+    if preset == "fpga16l":   # the low-latency recipe of the RTL design study
+        assert (cfg.model.blocks, cfg.model.attention, cfg.model.norm, cfg.quant.act_rounding) == \
+            (1, "sigmoid", "none", "floor")
