@@ -41,6 +41,8 @@ RTL_KEYS = {"rtl.latency_cutoff": "latency_cutoff", "rtl.clock_ns": "clock_ns",
             "rtl.softmax_inv_bits": "softmax_inv_bits", "rtl.bn_mult_bits": "bn_mult_bits",
             "rtl.cmvm_delay": "cmvm_delay"}
 TRACE_KEYS = ("softmax_exp_bits", "softmax_sum_bits", "softmax_inv_bits", "bn_mult_bits", "cmvm_delay")
+TABLE_FIELDS = {"softmax_exp_bits": "exp_frac_bits", "softmax_sum_bits": "sum_frac_bits",
+                "softmax_inv_bits": "inv_frac_bits"}   # rtl key -> SoftmaxTables field
 
 
 def _key(obj) -> str:
@@ -135,8 +137,7 @@ def _run_group(g: dict) -> list[dict]:
     for pt in g["points"]:
         r = pt["rtl"]
         t1 = time.perf_counter()
-        tables = SoftmaxTables(**{k.removeprefix("softmax_").replace("_bits", "_frac_bits"): int(r[k])
-                                  for k in TRACE_KEYS if k.startswith("softmax_") and r.get(k) is not None})
+        tables = SoftmaxTables(**{field: int(r[k]) for k, field in TABLE_FIELDS.items() if r.get(k) is not None})
         with contextlib.redirect_stdout(io.StringIO()):
             rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), latency_cutoff=float(r["latency_cutoff"]),
                           clock_ns=float(r["clock_ns"]), synth=bool(r["synth"]), simulate=bool(r["sim"]),
