@@ -121,6 +121,40 @@ def test_exported_pruned_graph_equals_torch(spec, tmp_path):
     assert int(pt.last_counts[-1].max()) < 8
 
 
+def test_batch1_graphs_fold_their_shape_arithmetic(tmp_path):
+    """The single-jet graph (batch fixed at 1) and the padded baseline's static [1, N] graph keep no Shape
+    op where every size they reshape with is known, and still equal torch."""
+    import onnx
+
+    model = tagger()
+    nopad = PrunedTagger(model, PruneSpec(method="none"))
+    single, static, batched = tmp_path / "s.onnx", tmp_path / "st.onnx", tmp_path / "b.onnx"
+    info = graphs.export_float(SingleJet(nopad).eval(), 3, 8, single, single=True)
+    graphs.export_float(graphs.Deployable(model).eval(), 3, 8, static, static=True)
+    graphs.export_float(graphs.Deployable(model).eval(), 3, 8, batched)
+    ops = {p: [n.op_type for n in onnx.load(p).graph.node] for p in (single, static, batched)}
+    assert info["static_sizes_folded"] > 0
+    assert "Shape" not in ops[static]
+    # the single-jet graph reads one size at run time: the particle count (dimension 1), nothing else
+    from onnx import numpy_helper
+
+    g = onnx.load(single).graph
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node if n.op_type == "Constant"}
+    consts.update({i.name: numpy_helper.to_array(i) for i in g.initializer})
+    shapes = {n.output[0] for n in g.node if n.op_type == "Shape"}
+    read = {int(i) for n in g.node if n.op_type == "Gather" and n.input[0] in shapes
+            for i in np.ravel(consts[n.input[1]])}
+    assert read == {1}, read
+    assert "Shape" in ops[batched]  # dynamic batch and particles: the sizes are read at run time
+    assert len(ops[single]) < len(ops[batched])
+    x, mask = _jets([8, 5, 2, 1, 7, 3])
+    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), nopad, x, mask,
+                        static=graphs.ort_session(static))
+    assert chk["ok"] and chk["max_abs_diff_static"] < 1e-5 and chk["max_abs_diff_batch1"] < 1e-5, chk
+    with pytest.raises(JetDeployError, match="not both"):
+        graphs.export_float(SingleJet(nopad).eval(), 3, 8, tmp_path / "x.onnx", single=True, static=True)
+
+
 def test_short_jets_lose_nothing_under_the_budget_and_never_nan():
     model = tagger()
     pt = PrunedTagger(model, PruneSpec(method="zerotprune", keep=[0.5, 0.5], similarity_fraction=0.5))  # budget 4
@@ -252,6 +286,35 @@ def test_ltp_thresholds_move_and_reload(float_run, synth_file):
     assert pt.budgets == [16, 12]
 
 
+def test_distillation_loss():
+    from jetdeploy.edge.ltp import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    ce = torch.nn.functional.cross_entropy(student, y)
+    assert torch.allclose(distillation_loss(student, teacher, y, 0.0, 2.0), ce)
+    assert float(distillation_loss(teacher, teacher, y, 1.0, 2.0)) == pytest.approx(0.0, abs=1e-6)  # KL(p || p)
+    s = student.clone().requires_grad_(True)  # a = 1: the gradient moves the student towards the teacher
+    distillation_loss(s, teacher, y, 1.0, 2.0).backward()
+    moved = s.detach() - 0.5 * s.grad
+    kl = lambda a: float(distillation_loss(a, teacher, y, 1.0, 2.0))  # noqa: E731
+    assert kl(moved) < kl(student)
+
+
+def test_ltp_with_distillation_runs_and_records_it(float_run, synth_file, tmp_path):
+    import shutil
+
+    run = tmp_path / "kd"
+    shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
+    r = train_ltp(run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, batch_size=16, budget=[1.0, 0.75],
+                                             distill=0.5, max_train_jets=64), progress=False)
+    assert r["config"]["distill"] == 0.5 and all(np.isfinite(h["train_loss"]) for h in r["history"])
+    assert load_ltp(run).thresholds.numel() == 2
+    with pytest.raises(ValueError):
+        LTPConfig(distill=1.5)
+
+
 def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     import shutil
 
@@ -266,6 +329,8 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     assert res.returncode == 0, res.stderr
     bench = json.loads((float_run / "edge" / "bench.json").read_text())
     assert bench["ok"] and all(c["ok"] for c in bench["checks"])
+    assert any(c["name"].startswith("float-padded:") and "max_abs_diff_static" in c for c in bench["checks"])
+    assert "static graph" in bench["timing"]["batch1_inputs"]
     assert bench["timing"]["denormals_flushed"] is True and "denormals flushed" in (float_run / "edge" / "bench.md").read_text()
     v = bench["variants"]
     for name in ("float-padded", "float-nopad", "zerotprune[0.75,0.5]", "zerotprune[0.75,0.5]+int8",

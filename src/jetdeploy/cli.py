@@ -169,7 +169,8 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
     try:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
-                        budget=args.budget, seed=args.seed)
+                        budget=args.budget, seed=args.seed, distill=args.distill,
+                        distill_temperature=args.distill_temperature)
     except Exception as e:  # pydantic names the field
         raise JetDeployError(f"edge ltp: {e}") from None
     r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
@@ -492,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument("--hard-epochs", type=int, default=2, help="epochs of fine-tuning with real pruning")
     el.add_argument("--lr", type=float, default=2e-4, help="model learning rate (cosine decay)")
     el.add_argument("--max-train-jets", type=int, default=None, help="use only this many training jets")
+    el.add_argument("--distill", type=float, default=0.0,
+                    help="weight a in [0, 1] of distillation from the unpruned model (frozen teacher): loss = "
+                         "(1 - a) CE + a T^2 KL; 0 = plain cross-entropy")
+    el.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature T")
     el.add_argument("--seed", type=int, default=0)
     el.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     el.set_defaults(func=_cmd_edge_ltp)

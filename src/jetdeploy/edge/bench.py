@@ -79,9 +79,10 @@ class SingleJet(torch.nn.Module):
         return self.pruned(x, None)
 
 
-def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: int = 200) -> dict:
+def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: int = 200, static=None) -> dict:
     """Pruned (or not) torch vs its ONNX graphs: the batched graph on batches of 3 jets of different
-    lengths (padded), and the single-jet graph (if any) on each jet's real particles."""
+    lengths (padded), the single-jet graph (if any) on each jet's real particles, and the static
+    graph (if any) on each jet in its N padded slots."""
     from ..export.graphs import Deployable
 
     dep = Deployable(module).eval()
@@ -93,6 +94,8 @@ def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: i
     got = {"batch3": three}
     if single is not None:
         got["batch1"] = np.concatenate([single.run(None, _trim(x, mask, i))[0] for i in range(n)])
+    if static is not None:
+        got["static"] = np.concatenate([static.run(None, {"x": x[i:i + 1], "mask": mask[i:i + 1]})[0] for i in range(n)])
     diffs = {k: float(np.abs(v - ref).max()) for k, v in got.items()}
     agree = min(float((v.argmax(1) == ref.argmax(1)).mean()) for v in got.values())
     worst = max(diffs.values())
@@ -217,8 +220,11 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
         if name != "float-padded":
             g["single"] = onnx_dir / f"{name}.single.onnx"
             graphs.export_float(SingleJet(mod).eval(), F, N, g["single"], single=True)
-        chk = verify_pruned(graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush_denormals),
-                            graphs.ort_session(g["single"], threads=2, denormal_as_zero=flush_denormals) if "single" in g else None, mod, xn, mn)
+        else:  # the padded baseline's batch-1 graph: [1, N] with every size static (all shape arithmetic folded)
+            g["static"] = onnx_dir / f"{name}.static.onnx"
+            graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["static"], static=True)
+        sess = {k: graphs.ort_session(v, threads=2, denormal_as_zero=flush_denormals) for k, v in g.items()}
+        chk = verify_pruned(sess["batched"], sess.get("single"), mod, xn, mn, static=sess.get("static"))
         checks.append({"name": f"{name}: ONNX (ORT) vs torch", **chk})
         if not chk["ok"]:
             raise JetDeployError(f"{g['batched']}: ORT differs from the torch model (max |diff| "
@@ -285,7 +291,8 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
 
     # ---- timing, interleaved -------------------------------------------------------------------
     timed = {name: graphs.ort_session(g["batched"], threads=1, denormal_as_zero=flush_denormals) for name, g in graphs_of.items()}
-    timed_one = {name: graphs.ort_session(g["single"], threads=1, denormal_as_zero=flush_denormals) for name, g in graphs_of.items() if "single" in g}
+    timed_one = {name: (kind, graphs.ort_session(g[kind], threads=1, denormal_as_zero=flush_denormals))
+                 for name, g in graphs_of.items() for kind in ("single", "static") if kind in g}
     torch.set_num_threads(1)
     set_denormal_mode(flush_denormals)  # after the last session is made (see set_denormal_mode)
     nb = max(1, min(n_batches, len(xn) // batch))
@@ -317,7 +324,8 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
     for i in range(n1):
         for name, s in timed.items():
             if name in timed_one:
-                s, feed = timed_one[name], _trim(xn, mn, i)
+                kind, s = timed_one[name]
+                feed = _trim(xn, mn, i) if kind == "single" else {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
             elif name.startswith("qcdq+"):  # pruned QCDQ: the batched graph on the jet's real particles
                 feed = _trim(xn, mn, i, with_mask=True)
             else:  # the padded baselines: the jet in its N slots
@@ -363,7 +371,8 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
                                        if flush_denormals else "kept (IEEE denormals, the CPU default)"),
                          "batch": batch, "batches": nb, "rounds": rounds,
                          "latency_jets": n1, "torch": f"torch {torch.__version__} eager, 1 thread",
-                         "batch1_inputs": "float-padded(+int8), qcdq: the batched graph, the jet in N padded slots; "
+                         "batch1_inputs": "float-padded(+int8): its static graph ([1, N], every size fixed), the jet in N padded "
+                                          "slots; qcdq: the batched graph, the jet in N padded slots; "
                                           "qcdq+zerotprune: the batched graph on the jet's real particles; "
                                           "all others: the single-jet graph on the jet's real particles"},
               "ok": all(c["ok"] for c in checks)}

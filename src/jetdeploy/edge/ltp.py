@@ -8,12 +8,16 @@ lambda x the mean kept fraction; theta_l and the model's weights are trained tog
 Stage 2 (hard): the thresholds are frozen and the model is fine-tuned with real pruning (the
 PrunedTagger of inference), so training sees exactly what deployment does.
 
+Optional distillation (`distill` > 0, as DynamicViT does for its token pruning): the unpruned source model,
+frozen, is the teacher; the loss becomes (1 - a) CE + a T^2 KL(teacher / T || student / T) in both stages.
+
 Writes RUN/edge/ltp.pt (fine-tuned weights + thresholds, loadable with weights_only=True) and
 RUN/edge/ltp.json (history: loss, accuracy, kept fraction, thresholds per epoch).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -44,6 +48,8 @@ class LTPConfig(BaseModel):
     batch_size: int = Field(256, ge=8)
     max_train_jets: int | None = Field(None, ge=1)
     budget: list[float] | None = Field(None, description="token budget cap per block (PruneSpec.keep); none: no cap")
+    distill: float = Field(0.0, ge=0.0, le=1.0, description="weight a of the distillation loss from the unpruned model")
+    distill_temperature: float = Field(2.0, gt=0.0, description="distillation temperature T")
     seed: int = 0
 
 
@@ -66,6 +72,18 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
         h = block.feed_forward(h, mask)
     total = (m.norm(h, mask) * soft[..., None]).sum(1) + carried
     return m.classify(total / n_real[:, None]), torch.stack(kept).mean()
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, weight: float,
+                      temperature: float) -> torch.Tensor:
+    """(1 - a) CE(student, labels) + a T^2 KL(softmax(teacher / T) || softmax(student / T)) (Hinton et al.)."""
+    ce = F.cross_entropy(student, labels)
+    if weight == 0.0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True,
+                  reduction="batchmean")
+    return (1.0 - weight) * ce + weight * t * t * kl
 
 
 def kept_fraction(counts: list[torch.Tensor]) -> tuple[float, float]:
@@ -94,6 +112,11 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     if tcfg.quant.scheme != "float":
         raise JetDeployError(f"{run}: LTP fine-tunes a float run (this one is '{tcfg.quant.scheme}')")
     torch.manual_seed(cfg.seed)
+    teacher = None
+    if cfg.distill > 0:
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
     val_in = load_inputs(data, tcfg.model, "val", 5000)
     n_steps = len(model.blocks)
@@ -123,12 +146,17 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
                 g["lr"] = 0.5 * g["base"] * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
             idx = order[i * bs:(i + 1) * bs]
             x, msk, y = train_in.x[idx], train_in.mask[idx], train_in.labels[idx]
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x, msk)
             if hard:
                 logits, kept = pt(x, msk), torch.tensor(0.0)
-                loss = F.cross_entropy(logits, y)
             else:
                 logits, kept = soft_forward(pt, x, msk, cfg.temperature)
-                loss = F.cross_entropy(logits, y) + cfg.lam * kept
+            loss = (F.cross_entropy(logits, y) if teacher is None else
+                    distillation_loss(logits, target, y, cfg.distill, cfg.distill_temperature))
+            if not hard:
+                loss = loss + cfg.lam * kept
             if not torch.isfinite(loss):
                 raise JetDeployError(f"LTP: loss is {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
             opt.zero_grad(set_to_none=True)

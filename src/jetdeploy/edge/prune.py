@@ -107,7 +107,7 @@ def gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     ONNX gets one row Gather (a copy of whole token rows) instead of an Expand + GatherElements."""
     B, N = t.shape[0], t.shape[1]
     flat = idx + (torch.arange(B, device=idx.device) * N)[:, None]
-    return t.reshape(B * N, *t.shape[2:])[flat]
+    return t.reshape(-1, *t.shape[2:])[flat]
 
 
 def masked_sum(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -130,9 +130,8 @@ def key_bias_of(mask: torch.Tensor, dtype) -> torch.Tensor:
 def received_attention(probs: torch.Tensor, query_weight: torch.Tensor) -> torch.Tensor:
     """LTP importance [B, N]: attention each key receives, mean over heads, summed over the queries
     weighted by `query_weight` (kept-token mask, or the soft mask in training): 1.0 = an average share."""
-    B, H, N, _ = probs.shape
-    w = (query_weight.to(probs.dtype) / H).repeat(1, H)[:, None, :]    # [B, 1, H*N], rows (head, query)
-    return (w @ probs.reshape(B, H * N, N))[:, 0]                      # one pass over the probabilities
+    w = (query_weight.to(probs.dtype) / probs.shape[1])[:, None, None, :]  # [B, 1, 1, N]: one row per jet
+    return (w @ probs).sum(1)[:, 0]                                        # [B, H, 1, N] -> [B, N]
 
 
 def _masked(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -223,7 +222,7 @@ class PrunedTagger(nn.Module):
         spec = self.spec
         n = torch._shape_as_tensor(h)[1]
         if spec.method == "ltp":
-            s = received_attention(probs, torch.ones_like(probs[:, 0, 0, :]))
+            s = probs.sum(2).mean(1)  # received_attention with every query real
             count = (s >= self.thresholds[step]).sum(1).max().clamp(min=1, max=self.budgets[step])
             return torch.topk(s, count, dim=1).indices
         budget = self.budgets[step]
@@ -263,10 +262,10 @@ class PrunedTagger(nn.Module):
                 h, probs = block.attend(h, None, None)
                 if self.steps[i]:
                     idx = self._select_single(i, h, probs, gen)
-                    new_h = gather_tokens(h, idx)
                     if carry:  # the final-norm states of the pruned tokens: all minus kept
-                        carried = carried + m.norm(h, None).sum(1) - m.norm(new_h, None).sum(1)
-                    h = new_h
+                        nh = m.norm(h, None)
+                        carried = carried + nh.sum(1) - gather_tokens(nh, idx).sum(1)
+                    h = gather_tokens(h, idx)
                 counts.append(torch.ones_like(n_real) * torch._shape_as_tensor(h)[1])
                 h = block.feed_forward(h, None)
             self.last_counts = counts

@@ -24,10 +24,13 @@ from ..config import ModelConfig
 MASK_FILL = -1e4  # added to the scores of padded keys: exp(-1e4) == 0 in float32
 
 
-def per_token(fn, x: torch.Tensor) -> torch.Tensor:
+def per_token(fn, x: torch.Tensor, out: int | None = None) -> torch.Tensor:
     """fn on every token of x [..., D] as one [tokens, D] matrix: in ONNX a Linear becomes one Gemm with
     its bias (and ReLU) fused, where a 3-D input exports as MatMul + a separate broadcast Add."""
-    return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    if out is None:  # a Linear, or a Sequential ending in one (and an activation)
+        out = [m for m in fn.modules() if isinstance(m, nn.Linear)][-1].out_features
+    # one dynamic size (-1) and a constant width: the tracer writes a Shape/Gather/Concat chain per traced size
+    return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-2], -1, out)
 
 
 class Normalizer(nn.Module):
@@ -146,11 +149,10 @@ class Attention(nn.Module):
         self.cfg = cfg
 
     def split(self, t: torch.Tensor) -> torch.Tensor:  # [B, N, D] -> [B, H, N, Dh]
-        B, N, _ = t.shape
-        return t.reshape(B, N, self.heads, self.head_dim).transpose(1, 2)
+        return t.reshape(t.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
-        B, N, D = x.shape
+        B, D = x.shape[0], self.heads * self.head_dim
         q, k, v = (self.split(per_token(f, x)) for f in (self.q, self.k, self.v))
         scores = (q @ k.transpose(-1, -2)) * self.scale
         if pair_bias is not None:
@@ -161,7 +163,7 @@ class Attention(nn.Module):
         out = probs @ v                                              # [B, H, N, Dh]
         if self.gate is not None:
             out = out * torch.sigmoid(per_token(self.gate, x)).transpose(1, 2)[..., None]
-        out = per_token(self.o, out.transpose(1, 2).reshape(B, N, D))
+        out = per_token(self.o, out.transpose(1, 2).reshape(B, -1, D))
         return (out, probs) if return_attention else out
 
 
@@ -184,7 +186,8 @@ class Block(nn.Module):
 
     def feed_forward(self, x, mask):
         """The per-token half: x + FFN(Norm(x)) (token pruning sits between the two halves)."""
-        return x + self.drop(per_token(lambda t: self.fc2(F.relu(self.fc1(t))), self.norm2(x, mask)))
+        return x + self.drop(per_token(lambda t: self.fc2(F.relu(self.fc1(t))), self.norm2(x, mask),
+                                          self.fc2.out_features))
 
     def forward(self, x, mask, key_bias, pair_bias=None):
         x, _ = self.attend(x, mask, key_bias, pair_bias)
