@@ -142,8 +142,13 @@ def test_batch1_graphs_fold_their_shape_arithmetic(tmp_path):
     consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node if n.op_type == "Constant"}
     consts.update({i.name: numpy_helper.to_array(i) for i in g.initializer})
     shapes = {n.output[0] for n in g.node if n.op_type == "Shape"}
-    read = {int(i) for n in g.node if n.op_type == "Gather" and n.input[0] in shapes
-            for i in np.ravel(consts[n.input[1]])}
+    read = set()
+    for n in g.node:
+        if n.input and n.input[0] in shapes:
+            assert n.op_type in ("Gather", "Slice"), n.op_type
+            ix = np.ravel(consts[n.input[1]]) if n.op_type == "Gather" else \
+                range(int(consts[n.input[1]][0]), int(consts[n.input[2]][0]))
+            read |= {int(i) for i in ix}
     assert read == {1}, read
     assert "Shape" in ops[batched]  # dynamic batch and particles: the sizes are read at run time
     assert len(ops[single]) < len(ops[batched])

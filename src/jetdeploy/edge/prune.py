@@ -217,13 +217,13 @@ class PrunedTagger(nn.Module):
         return full, k
 
     def _select_single(self, step: int, h, probs, generator=None) -> torch.Tensor:
-        """Indices [B, k] of the tokens block `step` keeps, when every token is real (one jet, or
-        jets of equal length): the same choice as _select, without any mask arithmetic."""
+        """Indices [1, k] of the tokens block `step` keeps in one jet whose tokens are all real: the same
+        choice as _select, without any mask arithmetic."""
         spec = self.spec
         n = torch._shape_as_tensor(h)[1]
         if spec.method == "ltp":
             s = probs.sum(2).mean(1)  # received_attention with every query real
-            count = (s >= self.thresholds[step]).sum(1).max().clamp(min=1, max=self.budgets[step])
+            count = (s >= self.thresholds[step]).sum().clamp(min=1, max=self.budgets[step])
             return torch.topk(s, count, dim=1).indices
         budget = self.budgets[step]
         k = torch.clamp(n, max=budget)
@@ -253,20 +253,22 @@ class PrunedTagger(nn.Module):
         m = self.model
         carry = self.spec.pool == "carry"
         gen = torch.Generator(device=x.device).manual_seed(self.spec.seed) if self.spec.method == "random" else None
-        if mask is None:
-            ones = torch.ones_like(x[..., 0], dtype=torch.bool)
-            h, _ = m.tokens(x, ones)
-            n_real = torch.ones_like(x[:, 0, 0], dtype=torch.long) * torch._shape_as_tensor(x)[1]
+        if mask is None:  # one jet: the kept tokens are picked along dimension 1, no batch arithmetic
+            if x.shape[0] != 1:
+                raise JetDeployError(f"PrunedTagger without a mask takes one jet (x [1, n, F]); got a batch of "
+                                     f"{x.shape[0]}: pass the mask")
+            h, _ = m.tokens(x, None)
+            n_real = torch._shape_as_tensor(x)[1:2]
             carried, counts = 0.0, [n_real]
             for i, block in enumerate(m.blocks):
                 h, probs = block.attend(h, None, None)
                 if self.steps[i]:
-                    idx = self._select_single(i, h, probs, gen)
+                    idx = self._select_single(i, h, probs, gen)[0]
                     if carry:  # the final-norm states of the pruned tokens: all minus kept
                         nh = m.norm(h, None)
-                        carried = carried + nh.sum(1) - gather_tokens(nh, idx).sum(1)
-                    h = gather_tokens(h, idx)
-                counts.append(torch.ones_like(n_real) * torch._shape_as_tensor(h)[1])
+                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
+                    h = h[:, idx]
+                counts.append(torch._shape_as_tensor(h)[1:2])
                 h = block.feed_forward(h, None)
             self.last_counts = counts
             return m.classify(self._pool(m.norm(h, None).sum(1) + carried, n_real, counts[-1]))

@@ -47,7 +47,7 @@ class Normalizer(nn.Module):
 
 def prepare_inputs(normalizer: Normalizer, x: torch.Tensor, mask: torch.Tensor, use_mask: bool):
     """Standardised features with padded slots zeroed, and the bool mask (None when masking is off)."""
-    m = mask.bool() if use_mask else None
+    m = mask.bool() if use_mask and mask is not None else None  # mask None: every particle is real
     x = normalizer(x)
     return (x if m is None else x * m[..., None].to(x.dtype)), m
 
