@@ -34,7 +34,9 @@ EDGE_PRESET ?= edge32
 EDGE_FLOAT  := $(RUN_DIR)/$(EDGE_PRESET)-float
 EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
-LTP_ARGS    ?=
+# each edge preset's LTP operating point (edge64: >= 2x batch-256 throughput at <= 0.5 points; README, edge)
+LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
+LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 
 .PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
