@@ -210,6 +210,8 @@ def test_pruning_errors_are_clear():
     cls_cfg = model.cfg.model_copy(update={"pooling": "cls"})
     with pytest.raises(JetDeployError, match="pooling"):
         PrunedTagger(TransformerTagger(cls_cfg, 3, 5), PruneSpec(method="zerotprune", keep=[1.0, 0.5]))
+    with pytest.raises(JetDeployError, match="one jet"):  # no mask: a single jet only
+        PrunedTagger(model, PruneSpec(method="zerotprune", keep=[1.0, 0.5]))(torch.zeros(2, 8, 3))
 
 
 def test_received_attention_is_one_for_uniform_attention():
