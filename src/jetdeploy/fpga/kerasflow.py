@@ -31,6 +31,9 @@ def load_keras(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise JetDeployError(f"{path}: no such Keras model file")
+    from .twin import register_layers
+
+    register_layers()   # jetdeploy's own Keras layer (MaskGate) and its da4ml replay
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # keras raises ValueError / zipfile errors / OSError
@@ -43,7 +46,9 @@ def default_out(path: str | Path) -> Path:
 
 
 def input_kif(model) -> tuple[int, int, int]:
-    """(k, i, f) of the quantizer that first reads the model input (the RTL boundary)."""
+    """(k, i, f) of the quantizer that first reads the model input (the RTL boundary): a layer's input
+    quantizer, or an HGQ2 Quantizer layer."""
+    from hgq.quantizer import Quantizer
     from keras import ops
 
     inp = model.inputs[0]
@@ -51,10 +56,13 @@ def input_kif(model) -> tuple[int, int, int]:
         nodes = [n for n in layer._inbound_nodes if any(t is inp for t in n.arguments.keras_tensors)]
         if not nodes:
             continue
-        q = getattr(layer, "_iq", None)
-        if q is None or not getattr(layer, "enable_iq", False):
-            break
-        q = q[0] if hasattr(q, "quantizers") else q
+        if isinstance(layer, Quantizer):   # an HGQ2 quantizer layer on the input (the sigmoid twin's)
+            q = layer
+        else:
+            q = getattr(layer, "_iq", None)
+            if q is None or not getattr(layer, "enable_iq", False):
+                break
+            q = q[0] if hasattr(q, "quantizers") else q
         k, i, f = (np.asarray(ops.convert_to_numpy(v)) for v in q.quantizer.kif)
         if k.size != 1 or i.size != 1 or f.size != 1:
             raise JetDeployError(f"layer '{layer.name}': heterogeneous input quantizer; the RTL input needs one type")

@@ -171,10 +171,13 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
                              f"{model.quant_cfg.scheme})")
     for what, ok in (("norm 'batchnorm' or 'none'", cfg.norm in ("batchnorm", "none")),
                      ("pooling 'sum'", cfg.pooling == "sum"), ("no gate", not cfg.gated),
-                     ("no pair bias", not cfg.pair_bias), ("softmax attention", cfg.attention == "softmax"),
+                     ("no pair bias", not cfg.pair_bias),
+                     ("softmax or sigmoid attention", cfg.attention in ("softmax", "sigmoid")),
                      ("no embed_hidden", not cfg.embed_hidden)):
         if not ok:
             raise JetDeployError(f"the Keras twin supports {what} (HGQ2/hls4ml upstream layers); this model differs")
+    if cfg.attention == "sigmoid":
+        return build_sigmoid_twin(model, trainable=trainable)
     if round_mode not in ("RND", "RND_CONV"):
         raise JetDeployError(f"twin rounding must be RND (upstream, da4ml) or RND_CONV (half to even, as QONNX), got {round_mode}")
     _OPTS["round"], _OPTS["trainable"] = round_mode, trainable
@@ -274,12 +277,179 @@ def _fill_mha(mha, a, act) -> None:
     mha._softmax.input_scaler = 1.0 if not _OPTS["trainable"] else mha._softmax.input_scaler
 
 
+# --- the sigmoid-attention twin: explicit HGQ2 layers, the padding mask as an input channel ---------------------
+
+def register_layers():
+    """A Keras layer x * m with m one bit per element (the padding mask), and its da4ml replay: the gate of
+    jetdeploy.fpga.trace (two adders and two ReLUs) instead of da4ml's shift-and-add product of two variables."""
+    keras = require_keras()
+    if "MaskGate" in _CLASSES:
+        return _CLASSES["MaskGate"]
+
+    @keras.saving.register_keras_serializable(package="jetdeploy")
+    class MaskGate(keras.layers.Layer):
+        """inputs (x, m): x * m, m in {0, 1} broadcast against x."""
+
+        def call(self, inputs):
+            x, m = inputs
+            return x * m
+
+        def compute_output_shape(self, input_shapes):
+            return input_shapes[0]
+
+    import hgq._dais_tracer.layers  # noqa: F401  (HGQ2's handlers first: a later registration replaces one)
+    from hgq._dais_tracer.layers._base import ReplayOperationBase
+    from hgq.layers import QAffinedUnaryFunctionLUT
+
+    from .trace import _gate
+
+    class _AffinedLUTReplay(ReplayOperationBase):
+        """HGQ2 0.2.0's replay of QAffinedUnaryFunctionLUT adds its float32 bias to a float64 tensor, which
+        TensorFlow refuses; this one builds the table in float32, as the Keras layer computes it."""
+        __activation_handled__ = True
+        handles = (QAffinedUnaryFunctionLUT,)
+
+        def call(self, x):
+            op = self.op
+            scale = keras.ops.convert_to_numpy(op.scale).astype(np.float32)
+            bias = keras.ops.convert_to_numpy(op.bias).astype(np.float32)
+
+            def table(v):
+                kv = keras.ops.convert_to_tensor(np.asarray(v, np.float32)[None] * scale + bias)
+                return np.asarray(keras.ops.convert_to_numpy(op.activation(kv))[0], np.float64)
+
+            return x.apply(table)
+
+    class _MaskGateReplay(ReplayOperationBase):   # registered with HGQ2's da4ml tracer by its metaclass
+        handles = (MaskGate,)
+
+        def call(self, inputs, *args):
+            x, m = inputs if not args else (inputs, args[0])
+            out = _gate(x, m)
+            if out is None:
+                raise JetDeployError(f"layer '{self.op.name}': MaskGate needs a one-bit mask (0 or 1) as its second input")
+            return out
+
+    _CLASSES["MaskGate"] = MaskGate
+    return MaskGate
+
+
+_CLASSES: dict = {}
+SIGMOID_TWIN_NOTES = [
+    "the padding mask is the input's last channel (1 real, 0 padded), one bit in firmware: masked keys and masked "
+    "tokens in the pooling are gated to 0, as in our QONNX graph",
+    "sigmoid(s - ln N) is HGQ2's QAffinedUnaryFunctionLUT (scale 1, bias -ln N to 1/16): the same table as our "
+    "QONNX graph's",
+]
+
+
+def build_sigmoid_twin(model, trainable: bool = False):
+    """The Keras/HGQ2 twin of an fpga-scheme transformer with sigmoid attention (model.attention: sigmoid),
+    built from explicit layers, as no upstream attention layer has sigmoid weights:
+
+        x [B, N, F+1] (features quantized host-side to the input type, then the mask bit)
+        -> embed (QEinsumDense + unsigned quantizer = ReLU) -> per block: q, k, v (QEinsumDense)
+        -> scores QEinsum('bnhd,bmhd->bhnm') -> sigmoid(s - ln N) table -> x key mask
+        -> QEinsum('bhnm,bmhd->bnhd') -> o (QEinsumDense) -> residual (QAdd) -> FFN -> residual
+        -> x token mask -> sum / N -> head
+
+    Every quantizer has the type of its Brevitas counterpart and the run's rounding (act_rounding floor: TRN,
+    round: half to even), so that the fixed twin computes what the QONNX graph computes. trainable=True puts each
+    activation type on the input of the layer that reads it (HGQ2's convention, so that EBOPs price the
+    activation x activation products by their operands' widths) with one trainable width per element, and one per
+    weight; the input quantizer (the RTL boundary) and the mask stay fixed."""
+    keras = require_keras()
+    from hgq.layers import QAdd, QAffinedUnaryFunctionLUT, QEinsum, QGlobalAveragePooling1D
+    from hgq.quantizer import Quantizer
+
+    from ..models.transformer import sigmoid_bias
+
+    cfg = model.cfg
+    rnd = "TRN" if model.quant_cfg.act_rounding == "floor" else "RND_CONV"
+    _OPTS["round"], _OPTS["trainable"] = rnd, trainable
+    MaskGate = register_layers()
+    t = _Twin(model)
+    m = model
+    model.eval()
+    N, D, H, F = cfg.n_particles, cfg.dim, cfg.heads, m.embed[0].in_features
+    Dh = D // H
+    act = kif_of_act
+    in_kif = act(m.input_quant.act_quant)
+    if 2.0 ** in_kif[1] - 2.0 ** -in_kif[2] < 1.0:
+        raise JetDeployError(f"the input type {in_kif} cannot hold the mask bit 1.0")
+    x_in = keras.Input((N, F + 1), name="x")
+    xq = Quantizer(_conf(in_kif, "datalane", fixed=True), name="input_quant")(x_in)   # the RTL boundary
+    feats = xq[:, :, :F]
+    bit = Quantizer(_conf((0, 1, 0), "datalane", fixed=True, round_mode="TRN"), name="mask_bit")(xq[:, :, F])
+    key_mask = keras.layers.Reshape((1, 1, N), name="key_mask")(bit)
+    tok_mask = keras.layers.Reshape((N, 1), name="token_mask")(bit)
+    x = t.dense("embed", m.embed[0], in_kif, act(m.embed[1].act_quant))(feats)
+    x_kif = act(m.embed[1].act_quant)
+    luts = []
+    for bi, blk in enumerate(m.blocks):
+        a = blk.attn
+        h = t.batchnorm(f"b{bi}_norm1", blk.norm1.norm)(x) if cfg.norm == "batchnorm" else x
+        a_in = act(a.in_quant.act_quant)
+        q, k, v = (keras.layers.Reshape((N, H, Dh), name=f"b{bi}_{n}_heads")(
+            t.dense(f"b{bi}_{n}", lin, a_in, None)(h)) for n, lin in (("q", a.q), ("k", a.k), ("v", a.v)))
+        s = QEinsum("bnhd,bmhd->bhnm", name=f"b{bi}_scores", enable_oq=False, enable_ebops=trainable,
+                    iq_confs=[_conf(act(a.q_quant.act_quant), "datalane"),
+                              _conf(act(a.k_quant.act_quant), "datalane")])([q, k])
+        lut = QAffinedUnaryFunctionLUT("sigmoid", name=f"b{bi}_sigmoid", enable_ebops=trainable,
+                                       iq_conf=_conf(act(a.scores_quant.act_quant), "datalane"),
+                                       oq_conf=_conf(act(a.probs_quant.act_quant), "table"))
+        p = MaskGate(name=f"b{bi}_key_mask")([lut(s), key_mask])
+        luts.append(lut)
+        ctx = QEinsum("bhnm,bmhd->bnhd", name=f"b{bi}_context", enable_oq=False, enable_ebops=trainable,
+                      iq_confs=[_conf(act(a.probs_quant.act_quant), "datalane"),
+                                _conf(act(a.v_quant.act_quant), "datalane")])([p, v])
+        ctx = keras.layers.Reshape((N, D), name=f"b{bi}_heads_merged")(ctx)
+        o = t.dense(f"b{bi}_o", a.o, act(a.ctx_quant.act_quant), None)(ctx)
+        x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True, enable_ebops=trainable,
+                 iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
+        x_kif = act(blk.res1_quant.act_quant)
+        h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
+        h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), None)(h)
+        h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None)(h)   # unsigned SAT input = the ReLU
+        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, enable_ebops=False,
+                 oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
+        x_kif = act(blk.res2_quant.act_quant)
+    if cfg.norm == "batchnorm":
+        x = t.batchnorm("norm", m.norm.norm)(x)
+    x = MaskGate(name="token_mask_gate")([x, tok_mask])
+    x = QGlobalAveragePooling1D(name="pool", enable_iq=False, enable_oq=False, enable_ebops=False)(x)  # sum / N
+    head = [layer for layer in m.head if hasattr(layer, "weight")]
+    relus = [layer for layer in m.head if not hasattr(layer, "weight")]
+    hin = act(m.head_quant.act_quant)
+    for j, lin in enumerate(head):
+        last = j == len(head) - 1
+        out_kif = act(m.output_quant.act_quant) if last else act(relus[j].act_quant)
+        x = t.dense(f"head{j}", lin, hin, out_kif, tokens=False, enable_iq=True)(x)
+        hin = out_kif
+    twin = keras.Model(x_in, x, name=f"{getattr(cfg, 'name', 'fpga')}_sigmoid_twin")
+    for layer, ws in t.weights:
+        for name, val in ws.items():
+            getattr(layer, name).assign(np.asarray(val, dtype=np.float32))
+    for lut in luts:
+        lut.scale.assign(np.ones((1,), np.float32))
+        lut.bias.assign(np.full((1,), -sigmoid_bias(N), np.float32))
+    return twin
+
+
 def twin_inputs(model, x, mask) -> np.ndarray:
-    """The twin's input: our model's standardised features with padded slots zeroed (host-side)."""
+    """The twin's input: our model's standardised features with padded slots zeroed (host-side). For the
+    sigmoid twin: those features through the run's input quantizer (host-side, so that every rounding mode
+    reaches the firmware as the same bits), and the mask bit as the last channel."""
     import torch
 
     from ..models.transformer import prepare_inputs
 
     with torch.no_grad():
         xs, _ = prepare_inputs(model.normalizer, torch.as_tensor(x), torch.as_tensor(mask), True)
-    return xs.numpy().astype(np.float32)
+        if model.cfg.attention != "sigmoid":
+            return xs.numpy().astype(np.float32)
+        xq = model.input_quant(xs)
+        xq = xq.value if hasattr(xq, "value") else xq
+        bit = torch.as_tensor(mask).to(xq.dtype)[..., None]
+        return torch.cat([xq * bit, bit], dim=-1).numpy().astype(np.float32)
