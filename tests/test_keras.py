@@ -246,17 +246,30 @@ def test_sigmoid_twin_computes_what_our_model_computes(tiny_sigmoid_transformer,
     assert tuple(kif) == tuple(twin.kif_of_act(model.input_quant.act_quant))
     y = np.asarray(comb.predict(x.reshape(len(x), -1))).reshape(got.shape)
     assert np.array_equal(y, got)                               # the mask gates trace exactly
+    from jetdeploy.fpga.crosscheck import crosscheck
+
+    with pytest.raises(JetDeployError, match="upstream cross-check compares with hls4ml's MultiHeadAttention"):
+        crosscheck(tiny_sigmoid_transformer, str(synth_file), n_check=10, progress=False)
 
 
 def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_file, tmp_path):
     out = tmp_path / "hgq"
     res = run_cli("fpga", "hgq", "--run", str(tiny_sigmoid_transformer), "--data", str(synth_file), "--out", str(out),
-                  "--epochs", "2", "--beta", "1e-4", "--lr", "0.1", "--batch-size", "32", "--n-test", "40", "--quiet")
+                  "--epochs", "2", "--beta", "1e-4", "--lr", "0.1", "--batch-size", "32", "--n-test", "40",
+                  "--val-drop", "99", "--quiet")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout
     r = json.loads((out / "hgq.json").read_text())
     saved, traced = r["checks"]
     assert saved["bit_exact"] == 1.0 and traced["bit_exact"] == 1.0
     assert r["ebops_after"] < r["ebops_before"]                  # the penalty narrowed something
+    # the model is chosen from the (validation accuracy, EBOPs) Pareto front: the fewest EBOPs within 99 points
+    front = r["pareto_front"]
+    assert front and r["chosen"]["ebops"] == min(p["ebops"] for p in front) == r["ebops_after"]
+    assert sorted(p.name for p in (out / "pareto").glob("*.keras")) == sorted(p["file"] for p in front)
+    with pytest.raises(JetDeployError, match="--val-drop is in accuracy points"):
+        from jetdeploy.fpga.hgq import hgq_finetune
+
+        hgq_finetune(tiny_sigmoid_transformer, str(synth_file), out=tmp_path / "x", val_drop=150)
     m = kerasflow.load_keras(out / "model.keras")
     sq = m.get_layer("b0_scores").iq[0].quantizer              # one trainable width per q element
     assert tuple(np.shape(sq._f))[-3:] == (8, 2, 2) and sq._f.trainable

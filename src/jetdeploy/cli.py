@@ -244,7 +244,7 @@ def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
 
     r = hgq_finetune(args.run, args.data, out=args.out, epochs=args.epochs, beta=args.beta, lr=args.lr,
                      batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                     progress=not args.quiet)
+                     val_drop=args.val_drop, progress=not args.quiet)
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     print(f"accuracy {r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f} (test, {r['n_test']} jets); EBOPs "
@@ -673,6 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--n-train", type=int, default=None, help="training jets (default: the whole 'train' split)")
     fg.add_argument("--n-test", type=int, default=5000, help="validation and test jets")
     fg.add_argument("--seed", type=int, default=0, help="Keras / TensorFlow seed")
+    fg.add_argument("--val-drop", type=float, default=None, metavar="POINTS",
+                    help="keep the Pareto front of (validation accuracy, EBOPs) over the epochs (OUT/pareto/) and "
+                         "choose its smallest model within POINTS accuracy points of the twin before fine-tuning "
+                         "(default: the last epoch's model)")
     fg.add_argument("--quiet", action="store_true", help="only the summary")
     fg.set_defaults(func=_cmd_fpga_hgq)
     fw = fsub.add_parser(

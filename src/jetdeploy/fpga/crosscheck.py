@@ -21,6 +21,7 @@ import numpy as np
 
 from ..io import write_json
 from . import kerasflow
+from ..errors import JetDeployError
 from .twin import TWIN_DIFFERENCES, build_twin, require_keras, twin_inputs
 
 
@@ -41,6 +42,10 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     run = Path(run_dir)
     model, rec = ckpt.load_model(run)
     cfg = rec["config"]
+    if cfg.model.attention != "softmax":
+        raise JetDeployError(f"{run}: the upstream cross-check compares with hls4ml's MultiHeadAttention (softmax); "
+                             f"this run has model.attention '{cfg.model.attention}'. Its Keras twin goes through "
+                             "`jetdeploy fpga hgq` and `fpga rtl --keras` (da4ml) instead")
     if data is None:
         data = json.loads((run / "train.json").read_text())["data"]["file"]
     inp = load_inputs(data, cfg.model, "test", n_check)

@@ -37,15 +37,21 @@ def starting_ebops(model, x) -> float:
 
 def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path | None = None, epochs: int = 20,
                  beta: float = 3e-7, lr: float = 1e-3, batch_size: int = 1024, n_train: int | None = None,
-                 n_test: int = 5000, seed: int = 0, progress: bool = True) -> dict:
+                 n_test: int = 5000, seed: int = 0, val_drop: float | None = None, progress: bool = True) -> dict:
+    """val_drop None: the model of the last epoch. val_drop D (accuracy points): HGQ2's ParetoFront callback
+    keeps every epoch's model that is Pareto-optimal in (validation accuracy, EBOPs), and the one with the fewest
+    EBOPs whose validation accuracy is at most D points below the twin's before fine-tuning is chosen (the
+    selection sees the validation split only; the test accuracy is measured after it)."""
     keras = require_keras()
-    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, PieceWiseSchedule
+    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
     from ..train import checkpoint as ckpt
     from ..train.dataset import load_inputs
 
     if epochs < 1 or not beta > 0 or not lr > 0:
         raise JetDeployError(f"fpga hgq: epochs must be >= 1, beta and lr > 0 (got {epochs}, {beta}, {lr})")
+    if val_drop is not None and not 0 <= val_drop < 100:
+        raise JetDeployError(f"fpga hgq: --val-drop is in accuracy points, 0 <= D < 100 (got {val_drop})")
     say = print if progress else (lambda *a, **k: None)
     run = Path(run_dir)
     model, rec = ckpt.load_model(run)
@@ -66,19 +72,47 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     ebops0 = starting_ebops(model, x_tr[:batch_size])
     twin = build_twin(model, trainable=True)
 
-    def accuracy(m):
-        return float(np.mean(np.asarray(m.predict(x_te, verbose=0, batch_size=2048)).argmax(1) == y_te))
+    def accuracy(m, x=x_te, y=y_te):
+        return float(np.mean(np.asarray(m.predict(x, verbose=0, batch_size=2048)).argmax(1) == y))
 
     acc0 = accuracy(twin)
+    val0 = accuracy(twin, x_va, y_va)
+    callbacks = [BetaScheduler(PieceWiseSchedule([(0, beta / 100, "log"), (max(1, epochs // 2), beta, "constant")])),
+                 FreeEBOPs()]
+    front_dir = out / "pareto"
+    if val_drop is not None:
+        import shutil
+
+        shutil.rmtree(front_dir, ignore_errors=True)
+        callbacks.append(ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
+                                     fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras"))
     say(f"hgq: trainable twin of {run}: accuracy {acc0:.4f} (before fine-tuning), EBOPs {ebops0:.0f}")
     twin.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                  metrics=["accuracy"])
-    schedule = PieceWiseSchedule([(0, beta / 100, "log"), (max(1, epochs // 2), beta, "constant")])
     t0 = time.perf_counter()
     hist = twin.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_data=(x_va, y_va),
-                    callbacks=[BetaScheduler(schedule), FreeEBOPs()], verbose=2 if progress else 0, shuffle=True)
+                    callbacks=callbacks, verbose=2 if progress else 0, shuffle=True)
     fit_s = time.perf_counter() - t0
     ebops1 = float(hist.history["ebops"][-1])   # at the last training step
+    chosen = {"rule": "the last epoch", "epoch": epochs - 1, "val_accuracy": float(hist.history["val_accuracy"][-1])}
+    front = []
+    if val_drop is not None:
+        front = sorted(({"epoch": int(e), "val_accuracy": float(hist.history["val_accuracy"][e]),
+                         "ebops": float(hist.history["ebops"][e]), "file": p.name}
+                        for p in front_dir.glob("epoch=*.keras")
+                        for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
+        ok = [r for r in front if r["val_accuracy"] >= val0 - val_drop / 100]
+        if not ok:
+            raise JetDeployError(f"fpga hgq: no epoch on the Pareto front is within {val_drop} points of the "
+                                 f"validation accuracy before fine-tuning ({val0:.4f}); best "
+                                 f"{max(r['val_accuracy'] for r in front):.4f}: lower --beta or raise --val-drop")
+        pick = ok[0]
+        twin = kerasflow.load_keras(front_dir / pick["file"])
+        ebops1 = pick["ebops"]
+        chosen = {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of "
+                          f"the validation accuracy before fine-tuning ({val0:.4f})", **pick}
+        say(f"hgq: chose epoch {pick['epoch']} (val accuracy {pick['val_accuracy']:.4f}, EBOPs {pick['ebops']:.0f}) "
+            f"of {len(front)} on the Pareto front")
     acc1 = accuracy(twin)
     path = out / "model.keras"
     twin.save(path)
@@ -100,6 +134,7 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     result = {"run": str(run), "data": str(data), "model": str(path), "seed": seed, "epochs": epochs, "beta": beta,
               "lr": lr, "batch_size": batch_size, "n_train": len(y_tr), "n_test": len(y_te), "fit_s": round(fit_s, 1),
               "accuracy_before": acc0, "accuracy_after": acc1, "ebops_before": ebops0, "ebops_after": ebops1,
+              "val_accuracy_before": val0, "chosen": chosen, "pareto_front": front,
               "da4ml": {"cost_adders": float(comb.cost), "comb_latency": [float(v) for v in comb.latency],
                         "input_kif": list(kif)},
               "checks": checks, "ok": all(c["ok"] for c in checks),

@@ -81,6 +81,10 @@ def _conf(kif, place, overflow="SAT", round_mode=None, fixed=False):
     from hgq.quantizer import QuantizerConfig
 
     round_mode = round_mode or _OPTS["round"]
+    if place in ("weight", "bias") and round_mode == "TRN":
+        # weights and biases are on their grids (any rounding is the identity there); in HGQ training their
+        # latent float values move, and truncation would drop a weight one step on any small negative update
+        round_mode = "RND"
     k, i, f = kif
     if _OPTS["trainable"] and place != "table" and not fixed:
         # HGQ: one trainable (i, f) per weight / per activation element, starting from our type
