@@ -129,6 +129,25 @@ class _Twin:
         self.weights.append((layer, {"kernel": w.T, "bias": b}))
         return layer
 
+    def head(self, x, every_iq: bool):
+        """The classifier head on the pooled vector; every_iq: each dense quantizes its own input (else the
+        first only: the later ones read the previous dense's output quantizer)."""
+        m, act = self.m, kif_of_act
+        head = [layer for layer in m.head if hasattr(layer, "weight")]
+        relus = [layer for layer in m.head if not hasattr(layer, "weight")]
+        in_kif = act(m.head_quant.act_quant)
+        for j, lin in enumerate(head):
+            out_kif = act(m.output_quant.act_quant) if j == len(head) - 1 else act(relus[j].act_quant)
+            x = self.dense(f"head{j}", lin, in_kif, out_kif, tokens=False, enable_iq=every_iq or j == 0)(x)
+            in_kif = out_kif
+        return x
+
+    def assign_weights(self) -> None:
+        """Set the collected weights, after the model is built."""
+        for layer, ws in self.weights:
+            for name, v in ws.items():
+                getattr(layer, name).assign(np.asarray(v, dtype=np.float32))
+
     def batchnorm(self, keras_name, bn):
         from hgq.layers import QBatchNormalization
 
@@ -227,18 +246,9 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
     if cfg.norm == "batchnorm":
         x = t.batchnorm("norm", m.norm.norm)(x)
     x = QGlobalAveragePooling1D(name="pool", enable_iq=False, enable_oq=False, enable_ebops=False)(x)  # sum / N
-    head = [layer for layer in m.head if hasattr(layer, "weight")]
-    relus = [layer for layer in m.head if not hasattr(layer, "weight")]
-    in_kif = act(m.head_quant.act_quant)
-    for j, lin in enumerate(head):
-        last = j == len(head) - 1
-        out_kif = act(m.output_quant.act_quant) if last else act(relus[j].act_quant)
-        x = t.dense(f"head{j}", lin, in_kif, out_kif, tokens=False, enable_iq=j == 0)(x)
-        in_kif = out_kif
+    x = t.head(x, every_iq=False)
     twin = keras.Model(x_in, x, name=f"{cfg.name if hasattr(cfg, 'name') else 'fpga'}_twin")
-    for layer, ws in t.weights:
-        for name, v in ws.items():
-            getattr(layer, name).assign(np.asarray(v, dtype=np.float32))
+    t.assign_weights()
     for mha, a in mhas:
         _fill_mha(mha, a, kif_of_act)
     return twin
@@ -423,18 +433,9 @@ def build_sigmoid_twin(model, trainable: bool = False):
         x = t.batchnorm("norm", m.norm.norm)(x)
     x = MaskGate(name="token_mask_gate")([x, tok_mask])
     x = QGlobalAveragePooling1D(name="pool", enable_iq=False, enable_oq=False, enable_ebops=False)(x)  # sum / N
-    head = [layer for layer in m.head if hasattr(layer, "weight")]
-    relus = [layer for layer in m.head if not hasattr(layer, "weight")]
-    hin = act(m.head_quant.act_quant)
-    for j, lin in enumerate(head):
-        last = j == len(head) - 1
-        out_kif = act(m.output_quant.act_quant) if last else act(relus[j].act_quant)
-        x = t.dense(f"head{j}", lin, hin, out_kif, tokens=False, enable_iq=True)(x)
-        hin = out_kif
+    x = t.head(x, every_iq=True)
     twin = keras.Model(x_in, x, name=f"{getattr(cfg, 'name', 'fpga')}_sigmoid_twin")
-    for layer, ws in t.weights:
-        for name, val in ws.items():
-            getattr(layer, name).assign(np.asarray(val, dtype=np.float32))
+    t.assign_weights()
     for lut in luts:
         lut.scale.assign(np.ones((1,), np.float32))
         lut.bias.assign(np.full((1,), -sigmoid_bias(N), np.float32))
