@@ -294,8 +294,10 @@ def _fill_mha(mha, a, act) -> None:
 # --- the sigmoid-attention twin: explicit HGQ2 layers, the padding mask as an input channel ---------------------
 
 def register_layers():
-    """A Keras layer x * m with m one bit per element (the padding mask), and its da4ml replay: the gate of
-    jetdeploy.fpga.trace (two adders and two ReLUs) instead of da4ml's shift-and-add product of two variables."""
+    """Register jetdeploy's Keras layer and da4ml replays (once per process; returns MaskGate):
+    MaskGate, x * m with m one bit per element (the padding mask), replayed as the gate of jetdeploy.fpga.trace
+    (two adders and two ReLUs) instead of da4ml's shift-and-add product of two variables; and a float32 replay
+    of HGQ2's QAffinedUnaryFunctionLUT (HGQ2 0.2.0's own fails on a dtype mismatch)."""
     keras = require_keras()
     if "MaskGate" in _CLASSES:
         return _CLASSES["MaskGate"]
@@ -349,12 +351,6 @@ def register_layers():
 
 
 _CLASSES: dict = {}
-SIGMOID_TWIN_NOTES = [
-    "the padding mask is the input's last channel (1 real, 0 padded), one bit in firmware: masked keys and masked "
-    "tokens in the pooling are gated to 0, as in our QONNX graph",
-    "sigmoid(s - ln N) is HGQ2's QAffinedUnaryFunctionLUT (scale 1, bias -ln N to 1/16): the same table as our "
-    "QONNX graph's",
-]
 
 
 def build_sigmoid_twin(model, trainable: bool = False):
