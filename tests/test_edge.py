@@ -10,8 +10,8 @@ from conftest import run_cli, tiny_train_config
 from jetdeploy.config import ModelConfig
 from jetdeploy.edge.bench import SingleJet, geometric_schedule, verify_pruned
 from jetdeploy.edge.ltp import LTPConfig, load_ltp, train_ltp
-from jetdeploy.edge.prune import (PrunedTagger, PruneSpec, compact, gather_tokens, macs_per_jet, masked_sum,
-                                  padded_macs, received_attention, weighted_pagerank)
+from jetdeploy.edge.prune import (NEG, PrunedTagger, PruneSpec, compact, gather_queries, gather_tokens, macs_per_jet,
+                                  masked_sum, padded_macs, received_attention, weighted_pagerank)
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export import graphs
 from jetdeploy.models.transformer import TransformerTagger
@@ -102,7 +102,10 @@ def _jets(lengths, n_particles=8, seed=1):
 
 @pytest.mark.parametrize("spec", [PruneSpec(method="zerotprune", keep=[0.75, 0.5], similarity_fraction=0.5),
                                   PruneSpec(method="zerotprune", keep=[1.0, 0.25], similarity_fraction=0.0),
-                                  PruneSpec(method="ltp", keep=[1.0, 0.75])], ids=["ztp", "ztp-i", "ltp"])
+                                  PruneSpec(method="ltp", keep=[1.0, 0.75]),
+                                  PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry"),
+                                  PruneSpec(method="zerotprune", keep=[0.75, 0.5], pool="drop")],
+                         ids=["ztp", "ztp-i", "ltp", "ltp-entry", "ztp-drop"])
 def test_exported_pruned_graph_equals_torch(spec, tmp_path):
     model = tagger()
     pt = PrunedTagger(model, spec, thresholds=torch.tensor([0.9, 1.0]) if spec.method == "ltp" else None)
@@ -190,12 +193,53 @@ def test_unpruned_and_carry_pooling_semantics():
     assert not torch.allclose(carry[0], drop[0])          # the 8-particle jet: carried states count
 
 
+def test_kept_rows_only_attention_equals_full_attention_then_pruning():
+    """pool entry / drop: a pruning block computes probs x V and the output projection for its kept tokens
+    only. Reference: the whole attention for every token, then the kept tokens gathered, with the pruned
+    ones carrying the (final-norm) state they entered the block with."""
+    model = tagger(blocks=2)
+    theta = torch.tensor([0.95, 1.0])
+    x, mask = _jets([8, 5, 2, 7, 1, 8])
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5
+    with torch.no_grad():
+        got = {pool: PrunedTagger(model, PruneSpec(method="ltp", keep=[0.75, 0.5], pool=pool), thresholds=theta)
+               for pool in ("entry", "drop", "carry")}
+        out = {pool: pt(xt, mt) for pool, pt in got.items()}
+        ref = got["entry"]
+        h, m = model.tokens(xt, mt)
+        n_real, carried = m.sum(1), 0.0
+        for i, block in enumerate(model.blocks):
+            h_in = h
+            h, probs = block.attend(h, m, ((~m).float() * -1e4)[:, None, None, :])
+            score, k = ref._select(i, h, probs, m)
+            new_m, kept, kept_in, _ = compact(score, k, h, h_in)
+            carried = carried + masked_sum(model.norm(h_in, m), m) - masked_sum(model.norm(kept_in, new_m), new_m)
+            h, m = block.feed_forward(kept, new_m), new_m
+        pooled = masked_sum(model.norm(h, m), m)
+        want_entry = model.classify((pooled + carried) / n_real[:, None])
+        want_drop = model.classify(pooled / m.sum(1)[:, None])
+    assert torch.allclose(out["entry"], want_entry, atol=1e-5)
+    assert torch.allclose(out["drop"], want_drop, atol=1e-5)
+    assert [c.tolist() for c in got["entry"].last_counts] == [c.tolist() for c in got["carry"].last_counts]
+    assert not torch.allclose(out["entry"], out["carry"])  # entering states differ from post-attention ones
+    # the query-row gather
+    probs = torch.randn(2, 3, 5, 4)
+    idx = torch.tensor([[4, 0], [2, 2]])
+    assert torch.equal(gather_queries(probs, idx), torch.stack([probs[b][:, idx[b]] for b in range(2)]))
+    assert NEG < -1e8
+
+
 def test_macs_follow_the_kept_tokens():
     model = tagger()
     full = padded_macs(model, 8)
     counts = [torch.tensor([8]), torch.tensor([4]), torch.tensor([2])]
     assert macs_per_jet(model, counts)[0] < full
     assert macs_per_jet(model, [torch.tensor([8])])[0] == pytest.approx(full)
+    # kept rows only: block 0 saves (8 - 4) x (d^2 + 8 d) of its 8 queries' output work, block 1 (4 - 2) x (d^2 + 4 d)
+    d = model.cfg.dim
+    saved = macs_per_jet(model, counts)[0] - macs_per_jet(model, counts, kept_rows_only=True)[0]
+    assert saved == pytest.approx(4 * (d * d + 8 * d) + 2 * (d * d + 4 * d))
+    assert macs_per_jet(model, [torch.tensor([8])], kept_rows_only=True)[0] == pytest.approx(full)
     assert geometric_schedule(0.25, 2) == [0.5, 0.25]
 
 
@@ -320,6 +364,13 @@ def test_ltp_with_distillation_runs_and_records_it(float_run, synth_file, tmp_pa
     assert load_ltp(run).thresholds.numel() == 2
     with pytest.raises(ValueError):
         LTPConfig(distill=1.5)
+    # pool entry is trained with the entering states carried, recorded, and reloaded as such
+    r = train_ltp(run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, batch_size=16, budget=[0.75, 0.5],
+                                             pool="entry", max_train_jets=64), progress=False)
+    assert r["config"]["pool"] == "entry" and all(np.isfinite(h["train_loss"]) for h in r["history"])
+    assert load_ltp(run).spec.pool == "entry"
+    with pytest.raises(ValueError):
+        LTPConfig(pool="drop")
 
 
 def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):

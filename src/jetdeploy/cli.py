@@ -170,7 +170,7 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
                         budget=args.budget, seed=args.seed, distill=args.distill,
-                        distill_temperature=args.distill_temperature)
+                        distill_temperature=args.distill_temperature, pool=args.pool)
     except Exception as e:  # pydantic names the field
         raise JetDeployError(f"edge ltp: {e}") from None
     r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
@@ -497,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight a in [0, 1] of distillation from the unpruned model (frozen teacher): loss = "
                          "(1 - a) CE + a T^2 KL; 0 = plain cross-entropy")
     el.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature T")
+    el.add_argument("--pool", choices=["carry", "entry"], default="carry",
+                    help="what a pruned particle adds to the pooled sum: its state after the attention of the block "
+                         "that prunes it (carry), or the state it entered that block with (entry: the block then "
+                         "computes probs x V and the output projection for the kept particles only, which is faster)")
     el.add_argument("--seed", type=int, default=0)
     el.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     el.set_defaults(func=_cmd_edge_ltp)

@@ -58,7 +58,7 @@ def _torch_logits(mod, x: torch.Tensor, mask: torch.Tensor, batch: int = 500):
     with torch.no_grad():
         for i in range(0, len(x), batch):
             outs.append(mod(x[i:i + batch], mask[i:i + batch]))
-            macs.append(macs_per_jet(mod.model, mod.last_counts))
+            macs.append(macs_per_jet(mod.model, mod.last_counts, mod.spec.pool != "carry"))
     return torch.cat(outs).numpy(), torch.cat(macs).numpy()
 
 

@@ -21,6 +21,7 @@ import copy
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,9 @@ class LTPConfig(BaseModel):
     budget: list[float] | None = Field(None, description="token budget cap per block (PruneSpec.keep); none: no cap")
     distill: float = Field(0.0, ge=0.0, le=1.0, description="weight a of the distillation loss from the unpruned model")
     distill_temperature: float = Field(2.0, gt=0.0, description="distillation temperature T")
+    pool: Literal["carry", "entry"] = Field("carry", description="what a pruned token adds to the pooled sum: its state "
+                                            "after its pruning block's attention (carry) or the state it entered that "
+                                            "block with (entry: the block computes attention rows of kept tokens only)")
     seed: int = 0
 
 
@@ -61,12 +65,14 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
     n_real = real.sum(1).clamp(min=1)
     soft, carried, kept = real, torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype), []
     bias = key_bias_of(mask, h.dtype)
+    entry = pt.spec.pool == "entry"
     for i, block in enumerate(m.blocks):
         kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
+        h_in = h
         h, probs = block.attend(h, mask, kb)
         s = received_attention(probs, soft)
         new = soft * torch.sigmoid((s - pt.thresholds[i]) / temperature)
-        carried = carried + (m.norm(h, mask) * (soft - new)[..., None]).sum(1)
+        carried = carried + (m.norm(h_in if entry else h, mask) * (soft - new)[..., None]).sum(1)
         soft = new
         kept.append(soft.sum(1) / n_real)
         h = block.feed_forward(h, mask)
@@ -121,7 +127,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     val_in = load_inputs(data, tcfg.model, "val", 5000)
     n_steps = len(model.blocks)
     budget = cfg.budget or [1.0] * n_steps
-    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget), thresholds=torch.zeros(n_steps))
+    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=cfg.pool), thresholds=torch.zeros(n_steps))
     theta = torch.nn.Parameter(torch.zeros(n_steps))
     pt.thresholds = theta
     base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
@@ -201,5 +207,6 @@ def load_ltp(run_dir: str | Path, path: str | Path | None = None) -> PrunedTagge
                              f"{src['config_hash']}); run `jetdeploy edge ltp` again")
     ckpt.load_state(model, rec["state_dict"], str(path))
     model.eval()
-    budget = LTPConfig.model_validate(rec["ltp"]).budget or [1.0] * len(model.blocks)
-    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget), thresholds=rec["thresholds"]).eval()
+    lcfg = LTPConfig.model_validate(rec["ltp"])
+    budget = lcfg.budget or [1.0] * len(model.blocks)
+    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=lcfg.pool), thresholds=rec["thresholds"]).eval()

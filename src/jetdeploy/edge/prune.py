@@ -13,7 +13,12 @@ batch is cut to the largest kept count (jets with fewer carry masked slots). One
     padded columns that no jet in the batch needs are dropped before the embedding;
   * pruned tokens are not forgotten: their last state (after the final norm) is added to the pooled
     sum ("carry" pooling), so the classifier still averages over every particle while the blocks
-    only compute the kept ones. `pool: drop` averages over the kept tokens only (for comparison).
+    only compute the kept ones. `pool: entry` carries the state a pruned token *entered* its pruning
+    block with; `pool: drop` averages over the kept tokens only. With entry or drop, nothing reads a
+    pruned token's attention output, so a pruning block computes its attention probabilities for every
+    token (the scores need them) and then the rest of the attention (probs x V, the output projection,
+    the residual) for the kept tokens only; the S-stage then compares the states the tokens entered
+    the block with.
 
 Zero-TPrune (Wang, Dedhia, Jha, CVPR 2024), as implemented here:
   * importance: weighted PageRank on each head's attention graph, s <- A^T s from the uniform
@@ -55,7 +60,7 @@ class PruneSpec(BaseModel):
     keep: list[float] = Field(default_factory=lambda: [0.8, 0.6, 0.4, 0.3])
     similarity_fraction: float = Field(0.5, ge=0.0, le=1.0)
     wpr_iterations: int = Field(3, ge=1, le=100)
-    pool: Literal["carry", "drop"] = "carry"
+    pool: Literal["carry", "entry", "drop"] = "carry"
     seed: int = 0  # the random control's generator
 
     @field_validator("keep")
@@ -113,6 +118,14 @@ def gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def masked_sum(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum_j weight[b, j] t[b, j, :] -> [B, D], as one batched matrix-vector product (one pass over t)."""
     return (weight.to(t.dtype)[:, None, :] @ t)[:, 0]
+
+
+def gather_queries(probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The query rows idx [B, k] of attention probs [B, H, N, M] -> [B, H, k, M], as one row Gather on the
+    flattened [B * H * N, M] tensor (the same k rows in every head)."""
+    B, H, N, M = probs.shape[0], probs.shape[1], probs.shape[2], probs.shape[3]
+    flat = idx[:, None, :] + (torch.arange(B * H, device=idx.device) * N).reshape(B, H, 1)
+    return probs.reshape(-1, M)[flat]
 
 
 def compact(score: torch.Tensor, k: torch.Tensor, *tensors: torch.Tensor):
@@ -245,7 +258,7 @@ class PrunedTagger(nn.Module):
         m = self.model
         if m.cfg.pooling == "sum":  # masked sum / N, as the tagger pools its N padded slots
             return total / m.cfg.n_particles
-        denom = n_real if self.spec.pool == "carry" else n_kept
+        denom = n_kept if self.spec.pool == "drop" else n_real
         return total / denom.clamp(min=1).to(total.dtype)[:, None]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, p4: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,6 +274,17 @@ class PrunedTagger(nn.Module):
             n_real = torch._shape_as_tensor(x)[1:2]
             carried, counts = 0.0, [n_real]
             for i, block in enumerate(m.blocks):
+                if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
+                    a, probs, v = block.attention_probs(h, None, None)
+                    idx = self._select_single(i, h, probs, gen)[0]
+                    if self.spec.pool == "entry":
+                        nh = m.norm(h, None)
+                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
+                    gate_in = a[:, idx] if block.attn.gate is not None else None
+                    h = block.attend_rows(h[:, idx], gate_in, probs[:, :, idx], v)
+                    counts.append(torch._shape_as_tensor(h)[1:2])
+                    h = block.feed_forward(h, None)
+                    continue
                 h, probs = block.attend(h, None, None)
                 if self.steps[i]:
                     idx = self._select_single(i, h, probs, gen)[0]
@@ -280,15 +304,25 @@ class PrunedTagger(nn.Module):
         h, _ = m.tokens(x, mask)
         carried, counts = 0.0, [n_real]
         for i, block in enumerate(m.blocks):
+            if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
+                a, probs, v = block.attention_probs(h, mask, key_bias_of(mask, h.dtype))
+                score, k = self._select(i, h, probs, mask, gen)
+                vals, idx = torch.topk(score, k, dim=1)
+                new_mask, kept = vals > NEG / 2, gather_tokens(h, idx)
+                if self.spec.pool == "entry":  # the final-norm states the pruned tokens entered with
+                    nh = m.norm(h, mask)
+                    carried = carried + masked_sum(nh, mask) - masked_sum(gather_tokens(nh, idx), new_mask)
+                gate_in = gather_tokens(a, idx) if block.attn.gate is not None else None
+                mask, h = new_mask, block.attend_rows(kept, gate_in, gather_queries(probs, idx), v)
+                counts.append(mask.sum(1))
+                h = block.feed_forward(h, mask)
+                continue
             h, probs = block.attend(h, mask, key_bias_of(mask, h.dtype))
             if self.steps[i]:
                 score, k = self._select(i, h, probs, mask, gen)
-                if carry:  # the final-norm states of the pruned tokens: all minus kept
-                    nh = m.norm(h, mask)
-                    new_mask, new_h, new_nh, _ = compact(score, k, h, nh)
-                    carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
-                else:
-                    new_mask, new_h, _ = compact(score, k, h)
+                nh = m.norm(h, mask)  # carry: the final-norm states of the pruned tokens, all minus kept
+                new_mask, new_h, new_nh, _ = compact(score, k, h, nh)
+                carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
                 mask, h = new_mask, new_h
             counts.append(mask.sum(1))
             h = block.feed_forward(h, mask)
@@ -301,19 +335,21 @@ def _linear_macs(seq: nn.Module) -> int:
     return sum(l.in_features * l.out_features for l in seq.modules() if isinstance(l, nn.Linear))
 
 
-def macs_per_jet(model: nn.Module, counts: list[torch.Tensor]) -> torch.Tensor:
+def macs_per_jet(model: nn.Module, counts: list[torch.Tensor], kept_rows_only: bool = False) -> torch.Tensor:
     """Analytic multiply-accumulates per jet. counts[0]: tokens entering block 0; counts[i + 1]: tokens
     kept by block i's pruning step (its FFN and the next block's attention see them); a short list
     repeats its last entry. Block i costs counts[i] x 4d^2 (q/k/v/o) + 2 counts[i]^2 d (the attention
-    matmuls) + counts[i+1] x 2 d f (FFN); embedding and head included; norms, softmax and the pruning
-    scores are not counted."""
+    matmuls) + counts[i+1] x 2 d f (FFN); with `kept_rows_only` (pool entry / drop) the output
+    projection and probs x V run on the kept rows: counts[i] x 3d^2 + counts[i]^2 d + counts[i+1] x
+    (d^2 + counts[i] d). Embedding and head included; norms, softmax and the pruning scores are not counted."""
     cfg = model.cfg
     L = len(model.blocks)
     c = [counts[min(i, len(counts) - 1)].to(torch.float64) for i in range(L + 1)]
     d, f = cfg.dim, cfg.ffn_dim
     total = c[0] * _linear_macs(model.embed) + _linear_macs(model.head)
     for i in range(L):
-        total = total + c[i] * 4 * d * d + 2 * c[i] * c[i] * d + c[i + 1] * 2 * d * f
+        rows = c[i + 1] if kept_rows_only else c[i]  # the queries whose attention output is computed
+        total = total + c[i] * 3 * d * d + rows * d * d + c[i] * c[i] * d + rows * c[i] * d + c[i + 1] * 2 * d * f
     return total
 
 

@@ -151,19 +151,28 @@ class Attention(nn.Module):
     def split(self, t: torch.Tensor) -> torch.Tensor:  # [B, N, D] -> [B, H, N, Dh]
         return t.reshape(t.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
-        B, D = x.shape[0], self.heads * self.head_dim
+    def probs_values(self, x, key_bias, pair_bias=None):
+        """The attention probabilities [B, H, N, N] (rows: queries) and the values [B, H, N, Dh] of x [B, N, D]."""
         q, k, v = (self.split(per_token(f, x)) for f in (self.q, self.k, self.v))
         scores = (q @ k.transpose(-1, -2)) * self.scale
         if pair_bias is not None:
             scores = scores + pair_bias
         if key_bias is not None:
             scores = scores + key_bias
-        probs = attention_weights(scores, self.cfg)
-        out = probs @ v                                              # [B, H, N, Dh]
+        return attention_weights(scores, self.cfg), v
+
+    def mix(self, probs, v, x):
+        """The output [B, n, D] of the n queries whose rows probs [B, H, n, N] holds; x [B, n, D]: their inputs
+        (read by the gate only). Token pruning passes the rows of the tokens it keeps."""
+        B, D = probs.shape[0], self.heads * self.head_dim
+        out = probs @ v                                              # [B, H, n, Dh]
         if self.gate is not None:
             out = out * torch.sigmoid(per_token(self.gate, x)).transpose(1, 2)[..., None]
-        out = per_token(self.o, out.transpose(1, 2).reshape(B, -1, D))
+        return per_token(self.o, out.transpose(1, 2).reshape(B, -1, D))
+
+    def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
+        probs, v = self.probs_values(x, key_bias, pair_bias)
+        out = self.mix(probs, v, x)
         return (out, probs) if return_attention else out
 
 
@@ -181,8 +190,18 @@ class Block(nn.Module):
 
     def attend(self, x, mask, key_bias, pair_bias=None):
         """The attention half: x + Attn(Norm(x)), and the attention probabilities [B, H, N, N]."""
-        a, probs = self.attn(self.norm1(x, mask), key_bias, pair_bias, return_attention=True)
-        return x + self.drop(a), probs
+        a, probs, v = self.attention_probs(x, mask, key_bias, pair_bias)
+        return self.attend_rows(x, a, probs, v), probs
+
+    def attention_probs(self, x, mask, key_bias, pair_bias=None):
+        """attend's first part: Norm(x), the attention probabilities [B, H, N, N] and the values."""
+        a = self.norm1(x, mask)
+        return (a, *self.attn.probs_values(a, key_bias, pair_bias))
+
+    def attend_rows(self, x, a, probs, v):
+        """attend's second part, for the queries whose rows are given: x, a = Norm(x) [B, n, D] and probs
+        [B, H, n, N] hold only those rows (token pruning keeps its tokens' rows and skips the rest)."""
+        return x + self.drop(self.attn.mix(probs, v, a))
 
     def feed_forward(self, x, mask):
         """The per-token half: x + FFN(Norm(x)) (token pruning sits between the two halves)."""

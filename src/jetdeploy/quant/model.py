@@ -54,8 +54,8 @@ class QuantAttention(nn.Module):
         B, N, _ = t.shape
         return t.reshape(B, N, self.heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
-        B, N, D = x.shape
+    def probs_values(self, x, key_bias, pair_bias=None):
+        """The attention probabilities [B, H, N, N] (rows: queries) and the values of x [B, N, D]."""
         xq = self.in_quant(x)
         q = self.split(self.q_quant(self.q(xq)))
         k = self.split(self.k_quant(self.k(xq)))
@@ -63,12 +63,19 @@ class QuantAttention(nn.Module):
         scores = self.scores_quant(q @ k.transpose(-1, -2))
         if key_bias is not None:
             scores = scores + key_bias
-        probs = attention_weights(scores, self.cfg)
-        probs = self.probs_quant(probs)
+        return self.probs_quant(attention_weights(scores, self.cfg)), v
+
+    def mix(self, probs, v, x):
+        """The output [B, n, D] of the queries whose rows probs [B, H, n, N] holds; x [B, n, D]: their inputs."""
+        B, n, D = probs.shape[0], probs.shape[2], self.heads * self.head_dim
         out = probs @ v
         if self.gate is not None:
-            out = out * self.gate_quant(torch.sigmoid(self.gate(xq))).transpose(1, 2)[..., None]
-        out = self.o_quant(self.o(self.ctx_quant(out.transpose(1, 2).reshape(B, N, D))))
+            out = out * self.gate_quant(torch.sigmoid(self.gate(self.in_quant(x)))).transpose(1, 2)[..., None]
+        return self.o_quant(self.o(self.ctx_quant(out.transpose(1, 2).reshape(B, n, D))))
+
+    def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
+        probs, v = self.probs_values(x, key_bias, pair_bias)
+        out = self.mix(probs, v, x)
         return (out, probs) if return_attention else out
 
 
@@ -87,8 +94,15 @@ class QuantBlock(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def attend(self, x, mask, key_bias, pair_bias=None):
-        a, probs = self.attn(self.norm1(x, mask), key_bias, return_attention=True)
-        return self.res1_quant(x + self.drop(a)), probs
+        a, probs, v = self.attention_probs(x, mask, key_bias)
+        return self.attend_rows(x, a, probs, v), probs
+
+    def attention_probs(self, x, mask, key_bias, pair_bias=None):
+        a = self.norm1(x, mask)
+        return (a, *self.attn.probs_values(a, key_bias))
+
+    def attend_rows(self, x, a, probs, v):
+        return self.res1_quant(x + self.drop(self.attn.mix(probs, v, a)))
 
     def feed_forward(self, x, mask):
         h = self.fc2(self.relu(self.fc1(self.ffn_quant(self.norm2(x, mask)))))
