@@ -379,10 +379,10 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     # a second LTP operating point, trained on a copy of the run, is timed side by side
     second = tmp_path / "second"
     shutil.copytree(float_run, second, ignore=shutil.ignore_patterns("edge"))
-    train_ltp(second, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, lam=2.0, batch_size=16, budget=[1.0, 0.5]),
-              progress=False)
+    train_ltp(second, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, lam=2.0, batch_size=16, budget=[1.0, 0.5],
+                                            pool="entry"), progress=False)
     res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.75,0.5",
-                  "--ltp", str(second / "edge" / "ltp.pt"),
+                  "--ltp", str(second / "edge" / "ltp.pt"), "--latency-block", "4",
                   "--batch", "16", "--batches", "2", "--rounds", "1", "--n-latency", "10", "--quiet")
     assert res.returncode == 0, res.stderr
     bench = json.loads((float_run / "edge" / "bench.json").read_text())
@@ -401,6 +401,12 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     assert v["float-nopad"]["throughput_bucketed_jets_per_s"] > 0
     assert ("ltp-weights-unpruned" in v) == (float_run / "edge" / "ltp.pt").exists()
     assert v["ltp@second"]["timed"] and v["ltp@second"]["keep"] == [1.0, 0.5] and v["ltp@second"]["throughput_jets_per_s"] > 0
+    assert v["ltp@second"]["pool"] == v["ltp@second+int8"]["pool"] == "entry"
+    assert "ltp@second (pool entry)" in (float_run / "edge" / "bench.md").read_text()
+    # batch 1, warm (blocks of 4 jets per variant) and cold (variants take turns jet by jet), 10 jets each
+    assert bench["timing"]["latency_block"] == 4
+    assert all(v[k]["latency_ms_p50_cold"] > 0 and v[k]["latency_p50_cold_gain_vs_float_padded"] > 0
+               for k in ("float-padded", "ltp@second", "torch-eager"))
     assert any(c["name"].startswith("ltp@second") and c["ok"] for c in bench["checks"])
     assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
     assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
@@ -409,6 +415,8 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
 def test_cli_edge_errors(float_run, synth_file, tmp_path):
     res = run_cli("edge", "bench", "--run", str(tmp_path / "nope"), "--data", str(synth_file))
     assert res.returncode == 2 and "model.pt" in res.stderr
+    res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--latency-block", "0")
+    assert res.returncode == 2 and "--latency-block 0" in res.stderr
     res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.5,x")
     assert res.returncode == 2 and "comma-separated fractions" in res.stderr
     res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.5,0.4,0.3")

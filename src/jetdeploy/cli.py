@@ -186,7 +186,7 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
     from .edge.bench import edge_bench
 
     r = edge_bench(args.run, args.data, keeps=args.keep, int8_run=args.int8_run, extra_ltp=args.ltp, n_test=args.n_test,
-                   n_latency=args.n_latency, n_batches=args.batches, rounds=args.rounds, batch=args.batch,
+                   n_latency=args.n_latency, latency_block=args.latency_block, n_batches=args.batches, rounds=args.rounds, batch=args.batch,
                    flush_denormals=not args.keep_denormals, progress=not args.quiet)
     out = os.path.join(args.run, "edge")
     print(open(os.path.join(out, "bench.md")).read())
@@ -522,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "`jetdeploy edge ltp --run DIR` on a copy of RUN; shown as ltp@DIR")
     eb.add_argument("--n-test", type=int, default=None, help="score on this many test jets (default: all)")
     eb.add_argument("--n-latency", type=int, default=300, help="jets timed one by one")
+    eb.add_argument("--latency-block", type=int, default=50,
+                    help="batch 1: each variant times this many consecutive jets before the next takes its turn (warm "
+                         "caches, as in deployment); the same jets are also timed taking turns jet by jet (cold)")
     eb.add_argument("--batch", type=int, default=256, help="batch size of the throughput figure")
     eb.add_argument("--batches", type=int, default=8, help="batches per round")
     eb.add_argument("--rounds", type=int, default=3, help="interleaved rounds")

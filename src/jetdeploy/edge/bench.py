@@ -20,7 +20,9 @@ it off). A masked softmax writes denormal probabilities for every padded key (ML
 near -104), and the next MatMul slows down on them: on edge64 flushing made the padded baseline 1.5x to
 1.7x faster on batches sorted by multiplicity (much padding) and up to 1.2x in file order. Scores and
 accuracies are computed with the same setting as the timing; batch 1 latency
-(p50 / p99 over single jets) and batch-256 throughput (jets / summed batch time, median over rounds)
+(p50 / p99 over single jets, each variant timing blocks of 50 consecutive jets so that it runs warm as a
+deployed model does, the variants taking turns block by block; the same jets are also timed with the variants
+taking turns jet by jet, "cold") and batch-256 throughput (jets / summed batch time, median over rounds)
 on the first batches of the test split, in file order (mixed multiplicities in every batch) and
 bucketed (the same jets sorted by multiplicity first). Rounds interleave the variants, so drifts in
 machine load hit all alike. PyTorch eager (one thread) of the unpruned model is timed in the same loop.
@@ -126,7 +128,7 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]] | None = None,
                int8_run: str | Path | None = None, extra_ltp: list[str | Path] | None = None,
-               n_test: int | None = None, n_latency: int = 300,
+               n_test: int | None = None, n_latency: int = 300, latency_block: int = 50,
                n_batches: int = 8, rounds: int = 3, batch: int = 256, flush_denormals: bool = True,
                progress: bool = True) -> dict:
     """All variants side by side (see the module docstring). The denormal mode of the calling thread is
@@ -134,19 +136,21 @@ def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]
     torch.set_flush_denormal(flush_denormals)
     try:
         return _edge_bench(run_dir, data, keeps=keeps, int8_run=int8_run, extra_ltp=extra_ltp or [], n_test=n_test,
-                           n_latency=n_latency, n_batches=n_batches, rounds=rounds, batch=batch,
-                           flush_denormals=flush_denormals, progress=progress)
+                           n_latency=n_latency, latency_block=latency_block, n_batches=n_batches, rounds=rounds,
+                           batch=batch, flush_denormals=flush_denormals, progress=progress)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency, n_batches, rounds, batch,
+def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency, latency_block, n_batches, rounds, batch,
                 flush_denormals, progress) -> dict:
     from ..export import graphs
     from .ltp import load_ltp
 
     run = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
+    if latency_block < 1:
+        raise JetDeployError(f"--latency-block {latency_block}: give at least 1 jet per block")
     model, rec = ckpt.load_model(run)
     cfg = rec["config"]
     if cfg.quant.scheme != "float" or cfg.model.arch != "transformer":
@@ -193,6 +197,8 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
                           "macs_tool": "analytic, from the real tokens each block computes"}
         if mod.spec.method == "ltp":
             variants[name]["thresholds"] = mod.thresholds.tolist()
+        if mod.spec.method != "none":
+            variants[name]["pool"] = mod.spec.pool
     controls = [("random", k, "accuracy control at a Zero-TPrune budget, PyTorch only") for k in keeps]
     if "ltp" in torch_mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
         lk = torch_mods["ltp"].spec.keep
@@ -321,22 +327,36 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
         done += 1
         say(f"  batch {batch}: round {done}/{rounds} ({time.perf_counter() - bar_t0:.0f} s)")
     n1 = min(n_latency, len(xn))
+
+    def one_jet(name: str, i: int) -> float:
+        """Seconds for jet i alone through the variant's batch-1 graph."""
+        if name == "torch-eager":
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                model(x[i:i + 1], mask_b[i:i + 1])
+                return time.perf_counter() - t0
+        s = timed[name]
+        if name in timed_one:
+            kind, s = timed_one[name]
+            feed = _trim(xn, mn, i) if kind == "single" else {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
+        elif name.startswith("qcdq+"):  # pruned QCDQ: the batched graph on the jet's real particles
+            feed = _trim(xn, mn, i, with_mask=True)
+        else:  # the padded baselines: the jet in its N slots
+            feed = {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
+        t0 = time.perf_counter()
+        s.run(None, feed)
+        return time.perf_counter() - t0
+
+    # warm (the headline): each variant runs latency_block consecutive jets, as a deployed model does, and the
+    # variants take turns block by block; cold: the variants take turns jet by jet, so each run finds the
+    # caches full of the other graphs (with ~25 graphs, the per-node overhead of the pruned graphs grows most)
+    t_cold = {k: [] for k in t_one}
+    for start in range(0, n1, latency_block):
+        for name in t_one:
+            t_one[name] += [one_jet(name, i) for i in range(start, min(start + latency_block, n1))]
     for i in range(n1):
-        for name, s in timed.items():
-            if name in timed_one:
-                kind, s = timed_one[name]
-                feed = _trim(xn, mn, i) if kind == "single" else {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
-            elif name.startswith("qcdq+"):  # pruned QCDQ: the batched graph on the jet's real particles
-                feed = _trim(xn, mn, i, with_mask=True)
-            else:  # the padded baselines: the jet in its N slots
-                feed = {"x": xn[i:i + 1], "mask": mn[i:i + 1]}
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            t_one[name].append(time.perf_counter() - t0)
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            model(x[i:i + 1], mask_b[i:i + 1])
-            t_one["torch-eager"].append(time.perf_counter() - t0)
+        for name in t_cold:
+            t_cold[name].append(one_jet(name, i))
     if thread_flushes_denormals() != flush_denormals:
         raise JetDeployError("the timing thread's denormal mode changed during the timed loops; the figures are void")
     variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,
@@ -348,12 +368,14 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
         v["throughput_bucketed_jets_per_s"] = nb * batch / float(np.median(t_batch["bucketed"][name]))
         v["latency_ms_p50"] = 1e3 * float(np.percentile(t_one[name], 50))
         v["latency_ms_p99"] = 1e3 * float(np.percentile(t_one[name], 99))
+        v["latency_ms_p50_cold"] = 1e3 * float(np.percentile(t_cold[name], 50))
     base, eager = variants["float-padded"], variants["torch-eager"]
     for v in variants.values():
         if v.get("timed"):
             v["throughput_vs_float_padded"] = v["throughput_jets_per_s"] / base["throughput_jets_per_s"]
             v["throughput_bucketed_vs_float_padded"] = v["throughput_bucketed_jets_per_s"] / base["throughput_jets_per_s"]
             v["latency_p50_gain_vs_float_padded"] = base["latency_ms_p50"] / v["latency_ms_p50"]
+            v["latency_p50_cold_gain_vs_float_padded"] = base["latency_ms_p50_cold"] / v["latency_ms_p50_cold"]
             v["throughput_vs_torch_eager"] = v["throughput_jets_per_s"] / eager["throughput_jets_per_s"]
         v["macs_vs_float_padded"] = v["macs_per_jet"] / base["macs_per_jet"]
         if "accuracy" not in v:
@@ -370,7 +392,11 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
                          "denormals": ("flushed to zero: ORT session.set_denormal_as_zero, torch.set_flush_denormal(True)"
                                        if flush_denormals else "kept (IEEE denormals, the CPU default)"),
                          "batch": batch, "batches": nb, "rounds": rounds,
-                         "latency_jets": n1, "torch": f"torch {torch.__version__} eager, 1 thread",
+                         "latency_jets": n1, "latency_block": latency_block,
+                         "latency_order": (f"warm: each variant times {latency_block} consecutive jets, variants take turns "
+                                           "block by block (the p50 / p99 figures); cold: variants take turns jet by jet "
+                                           "(latency_ms_p50_cold)"),
+                         "torch": f"torch {torch.__version__} eager, 1 thread",
                          "batch1_inputs": "float-padded(+int8): its static graph ([1, N], every size fixed), the jet in N padded "
                                           "slots; qcdq: the batched graph, the jet in N padded slots; "
                                           "qcdq+zerotprune: the batched graph on the jet's real particles; "
@@ -384,25 +410,27 @@ def _edge_bench(run_dir, data, *, keeps, int8_run, extra_ltp, n_test, n_latency,
 
 def bench_table(res: dict) -> str:
     rows = [f"| variant | accuracy | Δacc | MACs/jet (×padded) | batch-{res['timing']['batch']} jets/s | ×float-padded | "
-            "×torch eager | bucketed jets/s (×float-padded) | batch-1 p50 ms | p99 ms | p50 gain |", "|" + "---|" * 11]
+            "×torch eager | bucketed jets/s (×float-padded) | batch-1 p50 ms | p99 ms | p50 gain | cold p50 gain |", "|" + "---|" * 12]
     for name, v in res["variants"].items():
         if v.get("timed"):
-            rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
+            label = name if v.get("pool", "carry") == "carry" else f"{name} (pool {v['pool']})"
+            rows.append(f"| {label} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
                         f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | "
                         f"{v['throughput_jets_per_s']:.0f} | {v['throughput_vs_float_padded']:.2f} | "
                         f"{v['throughput_vs_torch_eager']:.2f} | {v['throughput_bucketed_jets_per_s']:.0f} "
                         f"({v['throughput_bucketed_vs_float_padded']:.2f}) | {v['latency_ms_p50']:.3f} | {v['latency_ms_p99']:.3f} | "
-                        f"{v['latency_p50_gain_vs_float_padded']:.2f} |")
+                        f"{v['latency_p50_gain_vs_float_padded']:.2f} | {v['latency_p50_cold_gain_vs_float_padded']:.2f} |")
         else:
             rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
-                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | – | – | – | – | – | – | – |")
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | – | – | – | – | – | – | – | – |")
     t = res["timing"]
     head = (f"# Edge benchmark: {res['run']}\n\n{res['n_test_jets']} test jets of {res['data']}; timing: {t['tool']}, "
             f"{t['intra_op_threads']} intra-op thread, spinning off, {t['graph_optimization']}, denormals "
             f"{t.get('denormals', 'kept')}; batch {t['batch']} "
             f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median), in file order and bucketed by "
             f"multiplicity; batch 1 over {t['latency_jets']} "
-            f"jets ({t['batch1_inputs']}). Random = accuracy control (PyTorch).\n\n")
+            f"jets ({t['batch1_inputs']}; {t.get('latency_order', 'variants take turns jet by jet')}). "
+            "Random = accuracy control (PyTorch).\n\n")
     checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
                        f"{c['max_abs_diff']:.1e}, agreement {c['argmax_agreement']:.4f}"
                        for c in res["checks"])
