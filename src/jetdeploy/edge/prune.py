@@ -307,11 +307,12 @@ class PrunedTagger(nn.Module):
             if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
                 a, probs, v = block.attention_probs(h, mask, key_bias_of(mask, h.dtype))
                 score, k = self._select(i, h, probs, mask, gen)
-                vals, idx = torch.topk(score, k, dim=1)
-                new_mask, kept = vals > NEG / 2, gather_tokens(h, idx)
                 if self.spec.pool == "entry":  # the final-norm states the pruned tokens entered with
                     nh = m.norm(h, mask)
-                    carried = carried + masked_sum(nh, mask) - masked_sum(gather_tokens(nh, idx), new_mask)
+                    new_mask, kept, new_nh, idx = compact(score, k, h, nh)
+                    carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
+                else:
+                    new_mask, kept, idx = compact(score, k, h)
                 gate_in = gather_tokens(a, idx) if block.attn.gate is not None else None
                 mask, h = new_mask, block.attend_rows(kept, gate_in, gather_queries(probs, idx), v)
                 counts.append(mask.sum(1))
