@@ -195,8 +195,32 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
 
 
 def _keras_or_run(args: argparse.Namespace) -> None:
-    if bool(args.keras) == bool(args.run):
-        raise JetDeployError("give either --run RUN_DIR (our QONNX path) or --keras MODEL.keras (a Keras 3 / HGQ2 model)")
+    given = [f for f in ("run", "keras", "onnx") if getattr(args, f, None)]
+    if len(given) != 1:
+        raise JetDeployError("give one of --run RUN_DIR (an fpga run of ours), --onnx MODEL.onnx (any QONNX file) or "
+                             "--keras MODEL.keras (a Keras 3 / HGQ2 model)")
+    if args.run and (args.inputs or args.out):
+        raise JetDeployError("--inputs / --out go with --onnx or --keras; a run's stages read its jets and write RUN/fpga/")
+
+
+def _input_bits(args: argparse.Namespace):
+    text = getattr(args, "input_bits", None)
+    if not text:
+        return None
+    try:
+        w, i = (int(v) for v in text.split(","))
+    except ValueError:
+        raise JetDeployError(f"--input-bits {text!r}: give WIDTH,INTEGER (e.g. 16,6 for ap_fixed<16,6>)") from None
+    if not 2 <= w <= 32 or not -8 <= i <= w:
+        raise JetDeployError(f"--input-bits {text!r}: width must be 2..32 and integer bits at most the width")
+    return w, i
+
+
+def _onnx_source(args: argparse.Namespace, n: int):
+    from .fpga.hlsflow import onnx_source
+
+    return onnx_source(args.onnx, inputs=args.inputs, data=args.data, n=n, out=args.out, input_bits=_input_bits(args),
+                       progress=not args.quiet)
 
 
 def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
@@ -264,11 +288,19 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
 
     tables = SoftmaxTables(diff_int_bits=args.softmax_diff_bits, exp_frac_bits=args.softmax_exp_bits,
                            sum_frac_bits=args.softmax_sum_bits, inv_frac_bits=args.softmax_inv_bits)
-    r = rtl_run(args.run, args.data, n_check=args.n_check, n_sim=args.n_sim, latency_cutoff=args.latency_cutoff,
-                clock_ns=args.clock_ns, synth=args.synth, progress=not args.quiet, simulate=args.sim, tables=tables,
-                synth_workers=args.synth_workers, synth_budget_s=args.synth_budget, simulator=args.simulator,
-                n_interp=args.n_interp, bn_mult_bits=args.bn_mult_bits,
-                cmvm_delay=args.cmvm_delay)
+    kw = dict(n_sim=args.n_sim, latency_cutoff=args.latency_cutoff, clock_ns=args.clock_ns, synth=args.synth,
+              progress=not args.quiet, simulate=args.sim, tables=tables, synth_workers=args.synth_workers,
+              synth_budget_s=args.synth_budget, simulator=args.simulator, n_interp=args.n_interp,
+              bn_mult_bits=args.bn_mult_bits, cmvm_delay=args.cmvm_delay)
+    if args.onnx:
+        from .fpga.flow import default_out, rtl_onnx
+
+        r = rtl_onnx(args.onnx, inputs=args.inputs, data=args.data, out=args.out, n_check=args.n_check,
+                     input_bits=_input_bits(args), **kw)
+        folder = args.out or str(default_out(args.onnx))
+    else:
+        r = rtl_run(args.run, args.data, n_check=args.n_check, **kw)
+        folder = os.path.join(args.run, "fpga")
     for c in r["checks"]:
         print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}")
     lat = r["latency"]
@@ -281,7 +313,7 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
     if res and not res.get("complete", True):
         print(f"  PARTIAL: {res['stages_synthesized']}/{res['stages_total']} stages synthesized; LUT/CARRY/DSP "
               "extrapolated from da4ml's per-stage cost (run again to resume)")
-    print(f"wrote {os.path.join(args.run, 'fpga', 'rtl.json')} and the Verilog in {os.path.join(args.run, 'fpga', 'rtl')}")
+    print(f"wrote {os.path.join(folder, 'rtl.json')} and the Verilog in {os.path.join(folder, 'rtl')}")
     return _status(r["ok"], "a check failed (see rtl.json)")
 
 
@@ -300,8 +332,13 @@ def _cmd_fpga_hls(args: argparse.Namespace) -> int:
     if args.keras:
         return _cmd_fpga_keras(args, "hls")
 
-    r = hls_run(args.run, args.data, n_tb=args.n_tb, **_hls_kwargs(args))
-    print(f"wrote {r['project']} and {os.path.join(args.run, 'fpga', 'hls.json')}")
+    if args.onnx:
+        from .fpga.hlsflow import N_CALIBRATION, hls_project
+
+        r = hls_project(_onnx_source(args, max(args.n_tb, N_CALIBRATION)), n_tb=args.n_tb, **_hls_kwargs(args))
+    else:
+        r = hls_run(args.run, args.data, n_tb=args.n_tb, **_hls_kwargs(args))
+    print(f"wrote {r['project']} and {os.path.join(os.path.dirname(r['project']), 'hls.json')}")
     return 0
 
 
@@ -312,9 +349,15 @@ def _cmd_fpga_csim(args: argparse.Namespace) -> int:
     if args.keras:
         return _cmd_fpga_keras(args, "csim")
 
-    r = csim_run(args.run, args.data, n_check=args.n_check, n_trace=args.n_trace, **_hls_kwargs(args))
-    print(open(os.path.join(args.run, "fpga", "csim.md")).read())
-    print(f"wrote {os.path.join(args.run, 'fpga', 'csim.json')} and csim.md")
+    if args.onnx:
+        from .fpga.hlsflow import csim_check
+
+        r = csim_check(_onnx_source(args, args.n_check), n_trace=args.n_trace, **_hls_kwargs(args))
+    else:
+        r = csim_run(args.run, args.data, n_check=args.n_check, n_trace=args.n_trace, **_hls_kwargs(args))
+    folder = os.path.dirname(r["project"])
+    print(open(os.path.join(folder, "csim.md")).read())
+    print(f"wrote {os.path.join(folder, 'csim.json')} and csim.md")
     return _status(r["ok"], "a C-simulation check failed (see csim.json)")
 
 
@@ -325,9 +368,18 @@ def _cmd_fpga_synth(args: argparse.Namespace) -> int:
         raise JetDeployError("fpga synth takes --run only; for a Keras model, `fpga hls --keras` writes the Vitis HLS "
                              "project (build it with vitis-run / hls4ml build())")
     _keras_or_run(args)
+    if args.onnx:
+        from pathlib import Path
 
-    r = synth_run(args.run, args.data, **_hls_kwargs(args))
-    print(f"wrote {os.path.join(args.run, 'fpga', 'synth.json')} ({r['tool']})")
+        from .fpga.flow import default_out
+        from .fpga.hlsflow import N_CALIBRATION, synth_build
+
+        out = Path(args.out) if args.out else default_out(args.onnx)
+        r = synth_build(lambda: _onnx_source(args, N_CALIBRATION), out, {"onnx": args.onnx}, **_hls_kwargs(args))
+    else:
+        out = os.path.join(args.run, "fpga")
+        r = synth_run(args.run, args.data, **_hls_kwargs(args))
+    print(f"wrote {os.path.join(out, 'synth.json')} ({r['tool']})")
     return 0
 
 
@@ -535,17 +587,28 @@ def build_parser() -> argparse.ArgumentParser:
     eb.set_defaults(func=_cmd_edge_bench)
 
     fp = sub.add_parser("fpga", formatter_class=fmt, help="FPGA back ends: hls4ml (Vitis HLS) and open-source RTL",
-                        description="FPGA firmware from an fpga (fixed-point QAT) run's QONNX.")
+                        description="FPGA firmware from a QONNX graph: an fpga (fixed-point QAT) run's (--run), any QONNX file (--onnx), or a Keras 3 / HGQ2 model (--keras).")
     fsub = fp.add_subparsers(dest="fpga_command", required=True, metavar="WHAT")
 
-    def keras_args(q):
+    def keras_args(q, onnx=True):
         q.add_argument("--keras", default=None, metavar="MODEL.keras",
                        help="instead of --run: a saved Keras 3 / HGQ2 model (needs the [keras] extra), through "
                             "hls4ml's Keras v3 frontend and da4ml's HGQ2 tracer")
+        if onnx:
+            q.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                           help="instead of --run: any QONNX file (Brevitas, QKeras via qonnx, hand-written; any batch "
+                                "size, dynamic too), checked against qonnx execution on --inputs / --data / seeded "
+                                "random inputs")
+            q.add_argument("--input-bits", default=None, metavar="W,I",
+                           help="with --onnx: the firmware type ap_fixed<W,I> of a graph input that reaches arithmetic "
+                                "before any Quant (a QKeras graph's float input); a Quant to it is inserted and "
+                                "reported (default: 16,6, hls4ml's default)")
         q.add_argument("--inputs", default=None, metavar="X.npy",
-                       help="with --keras: test inputs shaped like the model input (default: seeded random values "
-                            "over the input quantizer's range)")
-        q.add_argument("--out", default=None, help="with --keras: output folder (default: MODEL's stem + '-fpga')")
+                       help="with --keras / --onnx: test inputs, the model's own inputs (float values before its "
+                            "first quantizer): an .npy for one input, an .npz keyed by input name for several "
+                            "(default: seeded random values over each input quantizer's range)")
+        q.add_argument("--out", default=None,
+                       help="with --keras / --onnx: output folder (default: MODEL's stem + '-fpga' next to it)")
 
     def hls_args(q):
         q.add_argument("--run", default=None, help="fpga run folder (after jetdeploy export)")
@@ -568,7 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "layer that emits code, and write the Vitis HLS project (build_prj.tcl, firmware, testbench "
                     "and its data) to RUN/fpga/hls/, plus RUN/fpga/hls.json (node -> layer map, types).")
     hls_args(fh)
-    fh.add_argument("--data", default=None, help="jet file for the testbench vectors (default: the run's)")
+    fh.add_argument("--data", default=None, help="jet file whose 'test' jets are the check's inputs (default with --run: "
+                    "the run's training file; with --onnx they feed a [N, F] particle input with the file's first F "
+                    "features and a [N] mask input)")
     fh.add_argument("--n-tb", type=int, default=100, help="testbench jets written to tb_data/")
     fh.set_defaults(func=_cmd_fpga_hls)
     fc = fsub.add_parser(
@@ -578,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "output, and a per-layer trace that must be bit-exact up to the first lookup table (softmax). "
                     "Writes RUN/fpga/csim.json and csim.md; exits non-zero when a check fails.")
     hls_args(fc)
-    fc.add_argument("--data", default=None, help="jet file for the check (default: the run's training file, 'test')")
+    fc.add_argument("--data", default=None, help="jet file whose 'test' jets are the check's inputs (default with --run: "
+                    "the run's training file; with --onnx they feed a [N, F] particle input with the file's first F "
+                    "features and a [N] mask input)")
     fc.add_argument("--n-check", type=int, default=1000, help="held-out jets compared")
     fc.add_argument("--n-trace", type=int, default=100, help="jets in the per-layer trace")
     fc.set_defaults(func=_cmd_fpga_csim)
@@ -589,7 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN/fpga/synth.json: latency (cycles, ns), II, LUT/FF/DSP/BRAM. Without the tool it says so, "
                     "records it in synth.json and exits non-zero; the project stays usable.")
     hls_args(fs)
-    fs.add_argument("--data", default=None, help="jet file for table sizing and testbench (default: the run's)")
+    fs.add_argument("--data", default=None, help="jet file whose 'test' jets are the check's inputs (default with --run: "
+                    "the run's training file; with --onnx they feed a [N, F] particle input with the file's first F "
+                    "features and a [N] mask input)")
     fs.set_defaults(func=_cmd_fpga_synth)
     fr = fsub.add_parser(
         "rtl", formatter_class=fmt, help="QONNX -> da4ml -> Verilog; measured latency (Verilator / Icarus Verilog), Yosys resources",
@@ -601,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(standardisation is host-side) plus one mask bit per particle.")
     fr.add_argument("--run", default=None, help="fpga run folder (after jetdeploy export)")
     keras_args(fr)
-    fr.add_argument("--data", default=None, help="jet file for the checks (default: the run's training file, 'test')")
+    fr.add_argument("--data", default=None, help="jet file whose 'test' jets are the check's inputs (default with --run: "
+                    "the run's training file; with --onnx they feed a [N, F] particle input with the file's first F "
+                    "features and a [N] mask input)")
     fr.add_argument("--n-check", type=int, default=1000, help="held-out jets: da4ml interpreter vs qonnx")
     fr.add_argument("--n-sim", type=int, default=200, help="jets fed to the RTL simulation (one per clock)")
     fr.add_argument("--n-interp", type=int, default=50,

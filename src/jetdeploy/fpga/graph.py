@@ -176,10 +176,11 @@ class QonnxGraph:
                                      f"{backend} does not support (supported: {', '.join(sorted(table))})")
 
     @classmethod
-    def load(cls, path: str | Path, batch: int = 1, input_bits: tuple[int, int] | None = None) -> "QonnxGraph":
+    def load(cls, path: str | Path, batch: int = 1, input_bits: tuple[int, int] | None = None,
+             insert_input_quants: bool = True) -> "QonnxGraph":
         path = Path(path)
         proto = read_onnx(path)
-        mw, notes = normalise(proto, path, batch, input_bits or DEFAULT_INPUT_BITS)
+        mw, notes = normalise(proto, path, batch, input_bits or DEFAULT_INPUT_BITS, insert_input_quants)
         g = mw.graph
         consts = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in g.initializer}
         shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in [*g.input, *g.value_info, *g.output]}
@@ -230,7 +231,7 @@ def _const(node, j: int, consts: dict, where: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # normalisation (qonnx transformations)
-def normalise(proto: onnx.ModelProto, path: Path, batch: int, input_bits: tuple[int, int]):
+def normalise(proto: onnx.ModelProto, path: Path, batch: int, input_bits: tuple[int, int], input_quants: bool = True):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.fold_constants import FoldConstants
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
@@ -242,6 +243,7 @@ def normalise(proto: onnx.ModelProto, path: Path, batch: int, input_bits: tuple[
             n.domain = QONNX_DOMAIN
     notes: list[str] = []
     _set_batch(proto, batch, notes)
+    original = {t for n in proto.graph.node for t in n.output} | {i.name for i in proto.graph.input}
     mw = ModelWrapper(proto)
     try:
         with warnings.catch_warnings():
@@ -261,14 +263,28 @@ def normalise(proto: onnx.ModelProto, path: Path, batch: int, input_bits: tuple[
         raise
     except Exception as e:  # qonnx / onnx shape inference on a graph it cannot handle
         raise JetDeployError(f"{path}: qonnx could not normalise the graph ({type(e).__name__}: {e})") from None
-    mw = insert_input_quants(mw, path, input_bits, notes)
+    _stable_names(mw, original)
+    if input_quants:
+        mw = insert_input_quants(mw, path, input_bits, notes)
     return mw, notes
+
+
+def _stable_names(mw, original: set) -> None:
+    """Tensors a transformation created (qonnx names them at random) get names from their place in the graph,
+    so that the same graph normalised at two batch sizes has the same tensor names."""
+    for j, n in enumerate(mw.graph.node):
+        for k, t in enumerate(list(n.output)):
+            if t not in original and t not in {o.name for o in mw.graph.output}:
+                mw.rename_tensor(t, f"n{j}_{n.op_type}_out{k}")
 
 
 def _set_batch(proto: onnx.ModelProto, batch: int, notes: list) -> None:
     """Dynamic batch -> `batch`; a static batch -> `batch` too (ChangeBatchSize's logic, every input/output)."""
     changed = False
+    weights = {i.name for i in proto.graph.initializer}   # Brevitas lists its weights as graph inputs too
     for vi in [*proto.graph.input, *proto.graph.output]:
+        if vi.name in weights:
+            continue
         dims = vi.type.tensor_type.shape.dim
         if not dims:
             continue

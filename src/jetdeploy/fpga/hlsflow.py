@@ -1,4 +1,5 @@
-"""`jetdeploy fpga hls | csim | synth`: an fpga run's QONNX -> hls4ml Vitis project -> checks -> reports.
+"""`jetdeploy fpga hls | csim | synth`: a QONNX file (an fpga run's, `--run`, or anyone's, `--onnx`) -> hls4ml
+Vitis project -> checks -> reports (RUN/fpga/ or OUT/).
 
   hls    RUN/fpga/hls/            the Vitis HLS project (firmware, build_prj.tcl, testbench + its data)
          RUN/fpga/hls.json        the conversion: every ONNX node and what it became, types, settings
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from ..errors import JetDeployError
 from ..io import write_json
 from .hls import DEFAULT_PART, SoftmaxConfig, build_model, convert
+from .reference import file_reference, run_reference
 
 AGREEMENT_MIN = 0.995          # argmax agreement C-sim vs qonnx (lookup-table softmax)
 PROJECT = "jetdeploy_tagger"
@@ -54,22 +56,48 @@ def _settings(part, clock_ns, reuse_factor, strategy, softmax) -> dict:
 N_CALIBRATION = 500  # held-out jets whose qonnx tensors size the lookup tables (LayerNorm variance)
 
 
-def _prepare(run: Path, part, clock_ns, reuse_factor, strategy, softmax, say, calibration: dict):
+@dataclass
+class Source:
+    """What an HLS stage compiles and where it writes: a QONNX file, its reference tensors, the output folder."""
+
+    qonnx: Path
+    ref: dict
+    out: Path                  # RUN/fpga or OUT
+    info: dict                 # run / data / config hash, or the --onnx file and its inputs
+    input_bits: tuple | None = None
+
+
+def run_source(run_dir, data, n: int) -> Source:
+    """An fpga run of ours: its exported QONNX and held-out jets of its data file."""
+    run = Path(run_dir)
+    qonnx = _qonnx_of(run)
+    data = _data_of(run, data)
+    ref = run_reference(run, data, n)
+    return Source(qonnx, ref, run / "fpga", {"run": str(run), "data": str(data),
+                                             "config_hash": json.loads((run / "train.json").read_text()).get("config_hash")})
+
+
+def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bits=None, progress=True) -> Source:
+    """Any QONNX file: qonnx execution of it on --inputs / --data / seeded random values."""
+    from .flow import default_out
+
+    ref, desc = file_reference(path, inputs, data, n, progress=progress, input_bits=input_bits)
+    return Source(Path(path), ref, Path(out) if out else default_out(path), desc, input_bits)
+
+
+def _prepare(src: Source, part, clock_ns, reuse_factor, strategy, softmax, say):
     import hls4ml
 
-    qonnx = _qonnx_of(run)
     settings = _settings(part, clock_ns, reuse_factor, strategy, softmax)
-    conv = convert(qonnx, softmax, calibration)
-    out = run / "fpga"
-    prj = out / "hls"
+    conv = convert(src.qonnx, softmax, src.ref, input_bits=src.input_bits)
+    prj = src.out / "hls"
     if prj.exists():
         shutil.rmtree(prj)  # hls4ml writes into it; a stale project must not survive a failed conversion
     model = build_model(conv, prj, part=part, clock_ns=clock_ns, reuse_factor=reuse_factor, strategy=strategy,
                         project=PROJECT)
-    say(f"hls4ml {hls4ml.__version__}: {qonnx.name} -> {len(model.get_layers())} layers "
+    say(f"hls4ml {hls4ml.__version__}: {src.qonnx.name} -> {len(model.get_layers())} layers "
         f"(Vitis, io_parallel, {part}, {clock_ns} ns, {strategy}, reuse {reuse_factor})")
-    info = {"run": str(run), "qonnx": str(qonnx), "hls4ml": hls4ml.__version__, "project": str(prj),
-            "config_hash": json.loads((run / "train.json").read_text()).get("config_hash"), **settings,
+    info = {**src.info, "qonnx": str(src.qonnx), "hls4ml": hls4ml.__version__, "project": str(prj), **settings,
             "inputs": [{"name": n, "qonnx_tensor": t, "type": str(f)} for n, t, f in
                        zip(conv.inputs, conv.input_tensors, conv.input_types)],
             "firmware_boundary": "the first Quant on each input (standardisation is host-side) and one mask bit "
@@ -93,36 +121,36 @@ def _tb_data(model, conv, ref: dict, n: int, prj: Path) -> None:
     np.savetxt(tb / "tb_output_predictions.dat", y, fmt="%.10g")
 
 
-def hls_run(run_dir, data=None, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
-            softmax: SoftmaxConfig | None = None, n_tb: int = 100, progress=True) -> dict:
-    """Write the Vitis HLS project (with testbench data) and RUN/fpga/hls.json."""
-    from .flow import _reference
+def hls_run(run_dir, data=None, n_tb: int = 100, **kw) -> dict:
+    """`fpga hls --run`: the Vitis HLS project (with testbench data) and RUN/fpga/hls.json."""
+    return hls_project(run_source(run_dir, data, max(n_tb, N_CALIBRATION)), n_tb=n_tb, **kw)
 
-    run = Path(run_dir)
+
+def hls_project(src: Source, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
+                softmax: SoftmaxConfig | None = None, n_tb: int = 100, progress=True) -> dict:
+    """Write the Vitis HLS project of a source (with testbench data) and OUT/hls.json."""
     say = print if progress else (lambda *a, **k: None)
-    softmax = softmax or SoftmaxConfig()
-    _qonnx_of(run)
-    ref = _reference(run, _data_of(run, data), max(n_tb, N_CALIBRATION))
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
+    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
     model.write()
-    _tb_data(model, conv, ref, n_tb, Path(info["project"]))
+    _tb_data(model, conv, src.ref, n_tb, Path(info["project"]))
     info["testbench_vectors"] = n_tb
-    write_json(run / "fpga" / "hls.json", info)
+    info["ok"] = True
+    write_json(src.out / "hls.json", info)
     say(f"wrote the Vitis HLS project {info['project']} (build_prj.tcl; {n_tb} testbench jets in tb_data/)")
     return info
 
 
-def csim_run(run_dir, data=None, n_check=1000, n_trace=100, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1,
-             strategy="Latency", softmax: SoftmaxConfig | None = None, progress=True) -> dict:
-    """Compile the hls4ml project (g++), run it on held-out jets and compare with qonnx (RUN/fpga/csim.json)."""
-    from .flow import _reference
+def csim_run(run_dir, data=None, n_check=1000, **kw) -> dict:
+    """`fpga csim --run`: compile the run's hls4ml project, compare with qonnx on held-out jets (RUN/fpga/csim.json)."""
+    return csim_check(run_source(run_dir, data, n_check), **kw)
 
-    run = Path(run_dir)
+
+def csim_check(src: Source, n_trace=100, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
+               softmax: SoftmaxConfig | None = None, progress=True) -> dict:
+    """Compile the hls4ml project (g++), run it on the reference inputs and compare with qonnx (OUT/csim.json)."""
     say = print if progress else (lambda *a, **k: None)
-    softmax = softmax or SoftmaxConfig()
-    _qonnx_of(run)
-    ref = _reference(run, _data_of(run, data), n_check)
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
+    ref = src.ref
+    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
     t0 = time.perf_counter()
     model.compile()
     compile_s = time.perf_counter() - t0
@@ -152,12 +180,10 @@ def csim_run(run_dir, data=None, n_check=1000, n_trace=100, part=DEFAULT_PART, c
          "layers_checked": len(exact_layers), "inexact_layers": inexact, "first_lookup_table_layer": first_lut,
          "ok": not inexact and bool(exact_layers), "tool": "hls4ml ModelGraph.trace vs qonnx full execution context"},
     ]
-    result = {**info, "data": str(_data_of(run, data)), "compile_s": round(compile_s, 1),
-              "predict_s_per_jet": predict_s / n, "checks": checks, "per_layer": layers,
-              "ok": all(c["ok"] for c in checks)}
-    out = run / "fpga"
-    write_json(out / "csim.json", result)
-    (out / "csim.md").write_text(format_csim(result))
+    result = {**info, "compile_s": round(compile_s, 1), "predict_s_per_jet": predict_s / n, "checks": checks,
+              "per_layer": layers, "ok": all(c["ok"] for c in checks)}
+    write_json(src.out / "csim.json", result)
+    (src.out / "csim.md").write_text(format_csim(result))
     for c in checks:
         say(f"{'PASS' if c['ok'] else 'FAIL'}  {c['name']}")
     return result
@@ -188,7 +214,7 @@ def _per_layer(model, conv, ref: dict, feed: list, n: int) -> list[dict]:
 
 def format_csim(r: dict) -> str:
     c, t = r["checks"]
-    lines = [f"# hls4ml C-simulation check: {r['run']}", "",
+    lines = [f"# hls4ml C-simulation check: {r.get('run') or r.get('onnx')}", "",
              f"hls4ml {r['hls4ml']}, {r['backend']} {r['io_type']}, part {r['part']}, clock {r['clock_ns']} ns, "
              f"{r['strategy']} strategy, reuse factor {r['reuse_factor']}; g++ compile {r['compile_s']} s", "",
              "| check | jets | result | threshold | status |", "|---|---|---|---|---|",
@@ -255,15 +281,20 @@ def synth_report(prj: str | Path, clock_ns: float) -> dict:
             "utilization": {k: (res[k] / avail[k] if res[k] is not None and avail[k] else None) for k in res}}
 
 
-def synth_run(run_dir, data=None, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
-              softmax: SoftmaxConfig | None = None, progress=True) -> dict:
-    """Vitis HLS C synthesis of the project when the tool exists; a clear error (exit non-zero) otherwise."""
+def synth_run(run_dir, data=None, **kw) -> dict:
+    """`fpga synth --run`: Vitis HLS C synthesis of the run's project (RUN/fpga/synth.json)."""
     run = Path(run_dir)
+    return synth_build(lambda: run_source(run, data, N_CALIBRATION), run / "fpga", {"run": str(run)}, **kw)
+
+
+def synth_build(make_source, out: Path, label: dict, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1,
+                strategy="Latency", softmax: SoftmaxConfig | None = None, progress=True) -> dict:
+    """Vitis HLS C synthesis when the tool exists; a clear error (exit non-zero) otherwise, before any reference
+    is computed. `make_source()` gives the `Source` to build."""
     say = print if progress else (lambda *a, **k: None)
-    out = run / "fpga"
     exe = find_vitis()
     if exe is None:
-        result = {"run": str(run), "ran": False, "tool": "Vitis HLS",
+        result = {**label, "ran": False, "tool": "Vitis HLS",
                   "reason": "vitis-run not found on PATH (hls4ml's Vitis backend calls `vitis-run --tcl build_prj.tcl "
                             f"--mode hls`); source the Vitis settings64.sh or set {VITIS_ENV}=/path/to/Vitis/<version>",
                   "project": str(out / "hls")}
@@ -272,20 +303,16 @@ def synth_run(run_dir, data=None, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=
         raise JetDeployError(f"vendor synthesis not run: {result['reason']}. The project in {out / 'hls'} is complete "
                              "and can be built by hand with that command.")
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
-    from .flow import _reference
-
-    softmax = softmax or SoftmaxConfig()
-    _qonnx_of(run)
-    ref = _reference(run, _data_of(run, data), N_CALIBRATION)
-    conv, model, info = _prepare(run, part, clock_ns, reuse_factor, strategy, softmax, say, ref)
+    src = make_source()
+    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
     model.write()
-    _tb_data(model, conv, ref, 100, Path(info["project"]))
+    _tb_data(model, conv, src.ref, 100, Path(info["project"]))
     t0 = time.perf_counter()
     say(f"running {exe} (C synthesis) in {info['project']} ...")
     model.build(csim=False, synth=True, export=False, log_to_stdout=False)
     rep = synth_report(info["project"], clock_ns)
-    result = {**{k: info[k] for k in ("run", "qonnx", "hls4ml", "project", "config_hash", "part", "clock_ns",
-                                      "reuse_factor", "strategy")},
+    result = {**label, **{k: info.get(k) for k in ("qonnx", "hls4ml", "project", "config_hash", "part", "clock_ns",
+                                                   "reuse_factor", "strategy")},
               "ran": True, "executable": exe, "wall_s": round(time.perf_counter() - t0, 1), **rep}
     write_json(out / "synth.json", result)
     say(f"Vitis HLS: latency {rep['latency_cycles']['worst']} cycles = {rep['latency_ns']['worst']} ns, "

@@ -29,7 +29,10 @@ import numpy as np
 from ..errors import JetDeployError
 from .graph import QuantSpec, decode_quant
 
-MULT_BITS = 18   # significant bits of an explicit multiplier (a scale ratio that is not a power of two)
+MULT_BITS = 18   # significant bits of an explicit multiplier (a scale ratio that is not a power of two), at most
+PRODUCT_BITS = 30  # operand width + multiplier bits kept within this (see `multiplier`)
+REAL_FRAC = 16   # fraction bits of a non-power-of-two-scaled value where its real value is needed
+GUARD_BITS = 10  # fraction bits kept below the target step before a requantization is rounded
 INT_TOL = 1e-4   # a bias within this of an integer (in the accumulator's scale) is that integer
 
 
@@ -67,14 +70,26 @@ def is_pow2(a: np.ndarray) -> bool:
     return bool(np.all(a > 0)) and bool(np.all(np.abs(np.log2(a) - np.round(np.log2(a))) < 1e-12))
 
 
-def multiplier(m: np.ndarray) -> tuple[np.ndarray, bool]:
-    """An explicit multiplier: exact when a power of two, else rounded to MULT_BITS significant bits."""
+def multiplier(m: np.ndarray, width: int = 0) -> tuple[np.ndarray, bool]:
+    """An explicit multiplier: exact when a power of two, else rounded to at most MULT_BITS significant bits, and
+    to fewer where the operand is wide: da4ml 0.6's C++ interpreter (the RTL's reference) disagreed with its
+    Python one once the operand's width plus the multiplier's passed about 31 bits."""
     from .fixedpoint import round_significant
 
     m = np.asarray(m, dtype=np.float64)
     if is_pow2(m):
         return m, True
-    return round_significant(m, MULT_BITS), False
+    return round_significant(m, mult_bits(width)), False
+
+
+def mult_bits(width: int) -> int:
+    return max(4, min(MULT_BITS, PRODUCT_BITS - width))
+
+
+def width_of(v) -> int:
+    """The widest element of a da4ml array, in bits (sign, integer and fraction)."""
+    k, i, f = (np.asarray(a) for a in v.kif)
+    return int(np.max(k + i + f))
 
 
 def constant_along(scale: np.ndarray, axis: int) -> np.ndarray | None:
@@ -112,13 +127,16 @@ def real(v, ctx, what: str):
     """The real value of v (v itself unless it is Scaled): q times its scale as an explicit multiplier."""
     if not isinstance(v, Scaled):
         return v
-    m, exact = multiplier(v.scale)
-    if not exact:
-        _note(ctx, f"non-power-of-two scale applied as a multiplier rounded to {MULT_BITS} significant bits "
-                   f"(before {what})")
     if v.is_const:
         return v.q * v.scale
-    return v.q * m
+    m, exact = multiplier(v.scale, width_of(v.q))
+    if not exact:
+        _note(ctx, f"non-power-of-two scale applied as a multiplier rounded to {mult_bits(width_of(v.q))} significant "
+                   f"bits (before {what})")
+    if exact:
+        return v.q * m
+    _note(ctx, f"real values of a non-power-of-two scale truncated to {REAL_FRAC} fraction bits")
+    return _truncate(v.q * m, REAL_FRAC)
 
 
 def quant_sym(x, spec: QuantSpec, ctx):
@@ -127,18 +145,37 @@ def quant_sym(x, spec: QuantSpec, ctx):
 
     if spec.zero_point != 0:
         raise JetDeployError(f"{ctx.where}: zero point {spec.zero_point} (only 0 is supported)")
-    if isinstance(x, Scaled):
-        m, exact = multiplier(x.scale / np.broadcast_to(spec.scale, x.shape))
-        v = x.q * m
-    else:
-        m, exact = multiplier(1.0 / np.broadcast_to(np.asarray(spec.scale, dtype=np.float64), tuple(x.shape)))
-        v = x * m
+    q_in = x.q if isinstance(x, Scaled) else _coarsen(x, spec, ctx)
+    ratio = (x.scale if isinstance(x, Scaled) else 1.0) / np.broadcast_to(np.asarray(spec.scale, np.float64), tuple(q_in.shape))
+    m, exact = multiplier(ratio, width_of(q_in))
+    v = q_in * m
     if not exact:
-        _note(ctx, f"Quant with a non-power-of-two scale: requantized with a multiplier rounded to {MULT_BITS} "
-                   "significant bits (float32 division in qonnx)")
+        _note(ctx, f"Quant with a non-power-of-two scale: requantized with a multiplier of {mult_bits(width_of(q_in))} "
+                   f"significant bits, the product truncated to {GUARD_BITS} fraction bits (float32 division in qonnx)")
+        v = _truncate(v, GUARD_BITS)
     k = int(spec.signed)
     q = quantize_like_qonnx(v, (k, spec.bits - k, 0), int(spec.narrow), spec.rounding, ctx.where)
     return _settle(Scaled(q, np.broadcast_to(spec.scale, tuple(q.shape))))
+
+
+def _coarsen(x, spec: QuantSpec, ctx):
+    """A real value to GUARD_BITS fraction bits finer than the Quant's step (truncating), so that the multiplier
+    that divides by the step keeps its bits (see `multiplier`)."""
+    step = float(np.min(np.abs(spec.scale)))
+    frac = int(np.ceil(-np.log2(step))) + GUARD_BITS
+    if int(np.max(np.asarray(x.kif[2]))) <= frac:
+        return x
+    _note(ctx, f"a real value truncated to {GUARD_BITS} fraction bits below its non-power-of-two Quant step")
+    return _truncate(x, frac)
+
+
+def _truncate(v, frac: int):
+    """v on the grid 2^-frac (truncating): a product with a many-bit multiplier carries an odd internal scale
+    factor, with which da4ml 0.6's C++ interpreter (the RTL's reference) rounded differently from its Python one."""
+    from da4ml.trace.ops import quantize
+
+    big = int(np.max(np.asarray(v.kif[1]))) + 2
+    return quantize(v, 1, big, frac, "WRAP", "TRN")
 
 
 def _settle(v: Scaled):
@@ -156,7 +193,10 @@ def bipolar_sym(x, spec: QuantSpec, ctx):
         raise JetDeployError(f"{ctx.where}: BipolarQuant of a value with a non-positive scale")
     f = int(np.max(np.asarray(q.kif[2])))
     v = q * (2.0 ** f) + 1.0          # >= 1 where q >= 0, <= 0 where q < 0 (q is on the 2^-f grid)
-    bit = v.relu() - (v - 1.0).relu()
+    from da4ml.trace.ops import quantize
+
+    # 0 or 1 exactly; the quantize only tells da4ml so (the difference of two ReLUs has a wide range)
+    bit = quantize(v.relu() - (v - 1.0).relu(), 0, 1, 0, "WRAP", "TRN")
     sign = bit * 2.0 - 1.0
     return _settle(Scaled(sign, np.broadcast_to(spec.scale, tuple(sign.shape))))
 

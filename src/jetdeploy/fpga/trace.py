@@ -82,6 +82,14 @@ class Traced:
     input_kif: dict = field(default_factory=dict)
     tensors: dict = field(default_factory=dict)   # every traced tensor by QONNX name (per-layer checks)
     notes: list[str] = field(default_factory=list)  # what the reader's normalisation changed
+    quant_outputs: set = field(default_factory=set)  # tensors written by a Quant node (the per-tensor check)
+    input_scale: dict = field(default_factory=dict)  # RTL input -> its scale, where the RTL takes integers
+
+    def feed(self, ref: dict, n: int) -> np.ndarray:
+        """The RTL / interpreter input rows of n reference jets (integers where an input scale is carried)."""
+        cols = [(np.round(ref[nm][:n] / self.input_scale[nm]) if nm in self.input_scale else ref[nm][:n]).reshape(n, -1)
+                for nm in self.input_names]
+        return np.concatenate(cols, axis=1).astype(np.float64)
 
 
 def _is_sym(v) -> bool:
@@ -110,12 +118,19 @@ def trace_graph(qg: QonnxGraph, tables: SoftmaxTables, bn_mult_bits: int | None,
         raise JetDeployError(f"{qg.path}: {len(qg.output_names)} graph outputs; the RTL path takes one")
     env: dict[str, object] = dict(qg.consts)
     inputs, names, kifs = [], [], {}
+    scales = {}
     for b in qg.boundary:
-        kif = b.quant.kif() if b.kind == "quant" else (0, 1, 0)   # the mask: one bit
+        if b.kind == "quant" and not b.quant.power_of_two:   # integers in, the scale carried beside them
+            k = int(b.quant.signed)
+            kif, scales[b.tensor] = (k, b.quant.bits - k, 0), np.broadcast_to(b.quant.scale, b.shape).copy()
+        else:
+            kif = b.quant.kif() if b.kind == "quant" else (0, 1, 0)   # the mask: one bit
         # the constant matrix products' adder trees: da4ml's hard delay constraint (levels above the minimum;
         # -1 = none, the cheapest trees), inherited by every array computed from this input
         inp = FixedVariableArrayInput(b.shape, solver_options=None if cmvm_delay is None else {"hard_dc": cmvm_delay})
         env[b.tensor] = quantize(inp, *kif, "WRAP", "TRN")
+        if b.tensor in scales:
+            env[b.tensor] = scaled.Scaled(env[b.tensor], scales[b.tensor])
         inputs.append(inp), names.append(b.tensor)
         kifs[b.tensor] = kif
     ctx = TraceContext(tables, [], bn_mult_bits)
@@ -129,8 +144,10 @@ def trace_graph(qg: QonnxGraph, tables: SoftmaxTables, bn_mult_bits: int | None,
             env[name] = value
     out = qg.output_names[0]
     result = scaled.real(env[out], ctx, "the graph output")
-    tensors = {k: scaled.unwrap(v) for k, v in env.items() if _is_sym(v)}
-    return Traced(inputs, names, result, out, ctx.approximations, kifs, tensors, list(qg.notes))
+    # a Scaled tensor holds integers, not qonnx's values: it is left out of the per-tensor comparison
+    tensors = {k: v for k, v in env.items() if _is_sym(v) and not isinstance(v, scaled.Scaled)}
+    quants = {nd.output[0] for nd in qg.nodes if nd.op_type in ("Quant", "BipolarQuant")}
+    return Traced(inputs, names, result, out, ctx.approximations, kifs, tensors, list(qg.notes), quants, scales)
 
 
 def apply_node(n, args, a, ctx: TraceContext):
@@ -388,13 +405,18 @@ def _concat(ctx, n, args, a):
 @handles("BatchNormalization")
 def _batchnorm(ctx, n, args, a):
     x = scaled.real(args[0], ctx, ctx.where)
+    wide = isinstance(args[0], scaled.Scaled)   # a real value of a non-power-of-two scale: many bits
     gamma, beta, mean, var = (np.asarray(v, dtype=np.float32) for v in args[1:5])
     eps = np.float32(a.get("epsilon", 1e-5))
     mult = (gamma / np.sqrt(var + eps)).astype(np.float32).astype(np.float64)
     add = (beta - mean * (gamma / np.sqrt(var + eps))).astype(np.float32).astype(np.float64)
     bshape = [1] * len(x.shape)
     bshape[1] = -1  # channels on axis 1
-    if ctx.bn_mult_bits is None:
+    if wide and ctx.bn_mult_bits is None:
+        bits = scaled.mult_bits(scaled.width_of(x))
+        mult = round_significant(mult, bits)
+        ctx.note(f"BatchNormalization after a non-power-of-two scale: multipliers rounded to {bits} significant bits")
+    elif ctx.bn_mult_bits is None:
         ctx.note("BatchNormalization (float32 in qonnx, exact products here)")
     else:
         mult = round_significant(mult, ctx.bn_mult_bits)
