@@ -38,26 +38,27 @@ def _calibrate(module, shape, seed=0):
 def brevitas_mha_transformer(path: Path, n: int = 4, f: int = 3, d: int = 8, classes: int = 5) -> Path:
     """Particles as tokens: a per-particle QuantLinear embedding, brevitas.nn.QuantMultiheadAttention (packed
     in_proj: one Gemm and three Slices), mean pooling (ReduceMean) and a QuantLinear head; fixed-point
-    (power-of-two) quantizers throughout."""
+    (power-of-two) quantizers throughout, biases quantized too (Int16Bias), so that qonnx's float32 arithmetic
+    is exact."""
     import torch
     import torch.nn as nn
     import brevitas.nn as qnn
     from brevitas.quant import Int8ActPerTensorFixedPoint as A8, Int8WeightPerTensorFixedPoint as W8
-    from brevitas.quant import Uint8ActPerTensorFixedPoint as U8
+    from brevitas.quant import Int16Bias, Uint8ActPerTensorFixedPoint as U8
 
     class Tagger(nn.Module):
         def __init__(self):
             super().__init__()
             self.inq = qnn.QuantIdentity(act_quant=A8, return_quant_tensor=True)
-            self.emb = qnn.QuantLinear(f, d, bias=True, weight_quant=W8)
+            self.emb = qnn.QuantLinear(f, d, bias=True, weight_quant=W8, bias_quant=Int16Bias)
             self.act = qnn.QuantReLU(act_quant=U8, return_quant_tensor=True)
             self.mha = qnn.QuantMultiheadAttention(
-                d, 2, batch_first=True, in_proj_weight_quant=W8, out_proj_weight_quant=W8, in_proj_input_quant=A8,
+                d, 2, batch_first=True, bias=False, in_proj_weight_quant=W8, out_proj_weight_quant=W8, in_proj_input_quant=A8,
                 attn_output_weights_quant=U8,
                 q_scaled_quant=A8, k_transposed_quant=A8, v_quant=A8, out_proj_input_quant=A8,
                 out_proj_output_quant=A8, in_proj_bias_quant=None, out_proj_bias_quant=None)
             self.pool = qnn.QuantIdentity(act_quant=A8, return_quant_tensor=True)
-            self.head = qnn.QuantLinear(d, classes, bias=True, weight_quant=W8)
+            self.head = qnn.QuantLinear(d, classes, bias=True, weight_quant=W8, bias_quant=Int16Bias)
 
         def forward(self, x):
             h = self.act(self.emb(self.inq(x)))
@@ -104,9 +105,10 @@ def brevitas_mlp(path: Path, weight_bits: int = 8, act_bits: int = 8, inputs: in
     return _export(m, torch.randn(1, *shape), path)
 
 
-def brevitas_bipolar_mlp(path: Path, inputs: int = 16, hidden: int = 16, classes: int = 5) -> Path:
-    """A binarized MLP: BipolarQuant weights and activations (Brevitas' SignedBinary quantizers), the input
-    and output at 8-bit fixed point."""
+def brevitas_bipolar_mlp(path: Path, inputs: int = 16, hidden: int = 16, classes: int = 5,
+                         weight_scale: float = 1.0) -> Path:
+    """A binarized MLP: BipolarQuant weights and activations (Brevitas' SignedBinary quantizers, weights +-
+    `weight_scale`; Brevitas' own default is 0.1), the input at 8-bit fixed point."""
     import torch
     import torch.nn as nn
     import brevitas.nn as qnn
@@ -116,9 +118,10 @@ def brevitas_bipolar_mlp(path: Path, inputs: int = 16, hidden: int = 16, classes
         def __init__(self):
             super().__init__()
             self.inq = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
-            self.fc1 = qnn.QuantLinear(inputs, hidden, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+            wq = SignedBinaryWeightPerTensorConst.let(scaling_const=weight_scale)
+            self.fc1 = qnn.QuantLinear(inputs, hidden, bias=False, weight_quant=wq)
             self.sign = qnn.QuantIdentity(act_quant=SignedBinaryActPerTensorConst, return_quant_tensor=True)
-            self.fc2 = qnn.QuantLinear(hidden, classes, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+            self.fc2 = qnn.QuantLinear(hidden, classes, bias=False, weight_quant=wq)
 
         def forward(self, x):
             return self.fc2(self.sign(self.fc1(self.inq(x))))

@@ -217,6 +217,7 @@ class _Builder:
         self.shapes = shapes or {}
         self.calibration = calibration or {}
         self.wtype: dict[str, Fx] = {}         # quantized constants -> their exact type (from their Quant)
+        self.quantized: set[str] = set()       # layers whose result type is a Quant's (folded or cast)
         self.layers: list[dict] = []
         self.cfg: dict[str, dict] = {}
         self.decl_shape: dict[str, list] = {}  # hls4ml output shape of each layer

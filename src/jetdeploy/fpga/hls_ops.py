@@ -86,6 +86,7 @@ def _quant(b, c):
         return spec.apply(x)
     if isinstance(x, Aff):
         act = b.dense_from_affine(x, c.name, c.out, result=fx)
+        b.quantized.add(act.layer)
         b.node_map[c.name] = f"result type {fx} of Dense '{act.layer}' (affine chain)"
         return act
     held = b.result_fx.get(x.layer)
@@ -94,12 +95,16 @@ def _quant(b, c):
         # quantizer): the Quant is an identity, and hls4ml would drop a linear Activation for it anyway
         b.node_map[c.name] = f"identity (already {fx} in '{x.layer}')"
         return Act(x.layer, x.shape, x.lo, x.hi, x.frac, c.single)
-    if x.exclusive and _foldable(b, x.layer):
+    if x.exclusive and _foldable(b, x.layer) and x.layer not in b.quantized:
+        # a layer whose result type is already a Quant's keeps it: a second Quant (after a free reshape or
+        # transpose) rounds that value again, which a single result type cannot do
         b.set_result(x.layer, fx, c.out)
+        b.quantized.add(x.layer)
         b.node_map[c.name] = f"result type {fx} of '{x.layer}'"
         return Act(x.layer, x.shape, fx.lo, fx.hi, fx.frac, c.single)
     name = b.add(c.name, "Activation", [x.layer], b.decl_shape[x.layer], {"result": fx}, c.out, activation="linear")
     b.node_map[c.name] = f"Activation '{name}' (linear, casts to {fx})"
+    b.quantized.add(name)
     return Act(name, x.shape, fx.lo, fx.hi, fx.frac, c.single)
 
 
@@ -162,9 +167,14 @@ def _transpose(b, c):
         b.node_map[c.name] = "free transpose (only axes of length 1 move)"
         return Act(x.layer, shape, x.lo, x.hi, x.frac, x.exclusive and c.single)
     src = b.shaped(x, c.where)
-    if not (len(x.shape) > 1 and x.shape[0] == 1 and perm[0] == 0):
+    drops_in = len(x.shape) > 1 and x.shape[0] == 1       # the hls4ml shape leaves out a leading 1
+    drops_out = len(shape) > 1 and shape[0] == 1
+    if drops_in and perm[0] == 0:
+        hperm = [p - 1 for p in perm[1:]]
+    elif not drops_in and not drops_out:                # no batch axis of 1 (heads x batch of Brevitas' attention)
+        hperm = perm
+    else:
         raise JetDeployError(f"{c.where}: a Transpose that moves the batch axis")
-    hperm = [p - 1 for p in perm[1:]]
     name = b.add(c.name, "Transpose", [src], _hls_shape(shape), {"result": b.result_fx[src]}, c.out, perm=hperm)
     b.node_map[c.name] = f"Transpose '{name}'"
     return Act(name, shape, x.lo, x.hi, x.frac, c.single)
@@ -311,10 +321,10 @@ def _conv(b, c):
     t = Call(c.node, f"{c.name}_cl", c.out, c.where, c.single, [x], {"perm": perm})
     xt = _transpose(b, t)
     xt = b.materialize(xt, f"{c.name}_cl") if isinstance(xt, Aff) else xt
-    y = _matmul_const(b, c.name, xt, w.T.copy(), c.node.input[1], b.wtype, c.out, c.where, c.single)
+    # the layers in channels-last order stand for no QONNX tensor (the per-layer trace compares layouts as they are)
+    y = _matmul_const(b, c.name, xt, w.T.copy(), c.node.input[1], b.wtype, None, c.where, c.single)
     if len(c.args) > 2 and c.args[2] is not None:
-        add = Call(c.node, f"{c.name}_bias", c.out, c.where, c.single, [y, np.asarray(c.args[2])], {})
-        y = _binary(b, _AddNode(c.node, c.name), add.args, c.where, c.out, c.single, b.wtype)
+        y = _binary(b, _AddNode(c.node, c.name), [y, np.asarray(c.args[2])], c.where, None, c.single, b.wtype)
     back = Call(c.node, f"{c.name}_back", c.out, c.where, c.single, [y], {"perm": list(np.argsort(perm))})
     return _transpose(b, back)
 
