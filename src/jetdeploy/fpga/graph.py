@@ -98,6 +98,18 @@ def quant_kif(scale: float, zero_point: float, bits: float, signed: int, where: 
     return k, b - k - f, f
 
 
+def registrar(table: dict):
+    """`@handles("MatMul", ...)`: a decorator that registers a back end's handler for ONNX op types in `table`
+    (the supported-op list and its error messages come from the table)."""
+    def handles(*ops):
+        def deco(fn):
+            for op in ops:
+                table[op] = fn
+            return fn
+        return deco
+    return handles
+
+
 def attrs(node) -> dict:
     out = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in out.items()}
@@ -172,7 +184,7 @@ class QonnxGraph:
             if n.output[0] in self.host or any(n.output[0] == b.tensor for b in self.boundary):
                 continue
             if n.op_type not in table:
-                raise JetDeployError(f"{self.path}: node '{n.name or n.output[0]}' is a {n.op_type}, which the "
+                raise JetDeployError(f"{self.path}: node '{n.name or n.output[0]}' is a {n.op_type}, which "
                                      f"{backend} does not support (supported: {', '.join(sorted(table))})")
 
     @classmethod

@@ -2,9 +2,10 @@
 
 hls4ml 1.3's QONNX frontend cannot take our transformer: it has no LayerNormalization / ReduceMean /
 Slice handlers and it drops an activation x activation MatMul without a word. Instead of forking or
-patching it, this module reads the QONNX graph itself and hands hls4ml a layer list through
+patching it, this module takes the QONNX graph from the shared reader (`graph.QonnxGraph`: any QONNX
+file, normalised with qonnx's transformations) and hands hls4ml a layer list through
 `ModelGraph.from_layer_list` - the entry point every hls4ml frontend ends in - using only layers that
-hls4ml's Vitis backend implements:
+hls4ml's Vitis backend implements. One handler per op family, registered in `hls_ops.HANDLERS`:
 
   MatMul with constant weights   EinsumDense ('...d,df->...f', per particle) or Dense (1-D input);
                                  a following Add of a constant vector becomes its bias
@@ -26,10 +27,17 @@ hls4ml's Vitis backend implements:
                                  variance measured on held-out jets (`calibration`), else from the type
   Reshape / Unsqueeze / Squeeze  no layer (io_parallel arrays are flat), a Reshape where a Transpose
                                  needs the shape
-  Transpose                      Transpose
-  constant-affine chains         (Not, Cast, Mul/Div/Add/Sub by constants, ReduceSum, Unsqueeze) on
-                                 one activation - the padding mask, the masked-sum pooling - are
-                                 collected into one affine map and emitted as a single Dense
+  Transpose                      Transpose (free when only axes of length 1 move)
+  Conv (pointwise, 1x1)          channels moved last (Transpose), EinsumDense, moved back
+  Slice / Split / Gather         constant selections: affine maps (wiring), folded into the next Dense
+  Concat                         pieces of one layer: an affine map; of several layers: Concatenate
+  BipolarQuant                   an affine map into ap_ufixed<1,1,AP_TRN,AP_SAT> (the step x >= 0), then
+                                 2 s step - s as an affine map
+  constant-affine chains         (Not, Cast, Mul/Div/Add/Sub by constants, ReduceSum / ReduceMean,
+                                 Unsqueeze) on one activation - the padding mask, the masked-sum pooling
+                                 - are collected into one affine map and emitted as a single Dense
+
+A Quant whose scale is not one power of two is refused here (the RTL path takes it, `scaled.py`).
 
 The hls4ml inputs are the firmware boundary (same as `fpga rtl`): the output of the first Quant on
 each float input (standardisation is host-side) and one bit per particle for the mask.

@@ -14,19 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import JetDeployError
+from .graph import registrar
 from .hls import (SIGMOID_TABLE_MAX, SOFTMAX_GAP, Act, Aff, Fx, _broadcast_rows, _Builder, _hls_shape, _identity,
                   const_fx, quant_fx)
 
 HANDLERS: dict = {}
-
-
-def handles(*ops):
-    """Register an hls4ml handler for ONNX op types."""
-    def deco(fn):
-        for op in ops:
-            HANDLERS[op] = fn
-        return fn
-    return deco
+handles = registrar(HANDLERS)   # @handles("MatMul"): fn(...) is the handler of MatMul
 
 
 @dataclass

@@ -43,21 +43,12 @@ from ..errors import JetDeployError
 from . import scaled
 from .fixedpoint import (SoftmaxTables, _gate, _masked_logits, _sigmoid, _softmax, exact_decimals,  # noqa: F401
                          quantize_like_qonnx, round_significant, to_comb)
-from .graph import QonnxGraph, QuantSpec, attrs, quant_kif  # noqa: F401  (quant_kif: the public helper)
+from .graph import QonnxGraph, QuantSpec, attrs, quant_kif, registrar  # noqa: F401  (quant_kif: the public helper)
 
 HANDLERS: dict = {}
+handles = registrar(HANDLERS)   # @handles("MatMul"): fn(...) is the handler of MatMul
 LN_VAR_BITS = 12          # significant bits of the LayerNorm variance that index the 1/sqrt table
 LN_OUT_FRAC = 12          # fraction bits of the 1/sqrt table output
-
-
-def handles(*ops):
-    """Register a da4ml handler for ONNX op types: fn(ctx, node, args, attrs) -> value (or a list for
-    several outputs)."""
-    def deco(fn):
-        for op in ops:
-            HANDLERS[op] = fn
-        return fn
-    return deco
 
 
 @dataclass
@@ -113,7 +104,7 @@ def trace_graph(qg: QonnxGraph, tables: SoftmaxTables, bn_mult_bits: int | None,
     from da4ml.trace import FixedVariableArrayInput
     from da4ml.trace.ops import quantize
 
-    qg.check_supported(HANDLERS, "RTL path")
+    qg.check_supported(HANDLERS, "the RTL path")
     if len(qg.output_names) != 1:
         raise JetDeployError(f"{qg.path}: {len(qg.output_names)} graph outputs; the RTL path takes one")
     env: dict[str, object] = dict(qg.consts)
