@@ -44,6 +44,11 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, *
 def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None = None, out: str | Path | None = None,
              n_check: int = 1000, input_bits=None, progress: bool = True, **kw) -> dict:
     """`fpga rtl --onnx`: any QONNX file against qonnx execution on its test inputs (OUT/rtl.json)."""
+    from .graph import QonnxGraph
+    from .trace import HANDLERS
+
+    # an op without a handler stops here, before qonnx runs on the inputs
+    QonnxGraph.load(onnx_path, input_bits=input_bits).check_supported(HANDLERS, "the RTL path")
     ref, source = file_reference(onnx_path, inputs, data, n_check, progress=progress, input_bits=input_bits)
     out_dir = Path(out) if out else default_out(onnx_path)
     return rtl_flow(Path(onnx_path), ref, out_dir, source, progress=progress, input_bits=input_bits, **kw)

@@ -81,6 +81,7 @@ def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bit
     """Any QONNX file: qonnx execution of it on --inputs / --data / seeded random values."""
     from .flow import default_out
 
+    convert(path, input_bits=input_bits)   # an op or a scale the hls4ml path refuses stops here, before qonnx runs
     ref, desc = file_reference(path, inputs, data, n, progress=progress, input_bits=input_bits)
     return Source(Path(path), ref, Path(out) if out else default_out(path), desc, input_bits)
 

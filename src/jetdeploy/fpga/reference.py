@@ -171,7 +171,7 @@ def _execute_any_batch(path, qg1: QonnxGraph, feeds: dict, n: int, input_bits, p
                 return ref, f"qonnx execution at batch {batch}"
     except Exception:  # a graph whose shapes do not follow the batch: executed jet by jet below
         pass
-    return execute(qg1.model, _chunks(feeds, n, 1), progress=True, stack=True), "qonnx execution jet by jet (batch 1)"
+    return execute(qg1.model, _chunks(feeds, n, 1), progress, stack=True), "qonnx execution jet by jet (batch 1)"
 
 
 def _chunks(feeds: dict, n: int, batch: int) -> list[dict]:
