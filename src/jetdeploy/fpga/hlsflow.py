@@ -301,8 +301,8 @@ def synth_build(make_source, out: Path, label: dict, part=DEFAULT_PART, clock_ns
                   "project": str(out / "hls")}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "synth.json", result)
-        raise JetDeployError(f"vendor synthesis not run: {result['reason']}. The project in {out / 'hls'} is complete "
-                             "and can be built by hand with that command.")
+        raise JetDeployError(f"vendor synthesis not run: {result['reason']}. `jetdeploy fpga hls` writes the project "
+                             f"to {out / 'hls'}; it can be built by hand with that command.")
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
     src = make_source()
     conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
