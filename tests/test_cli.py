@@ -18,6 +18,39 @@ def test_help_everywhere():
     assert "--preset" in r.stdout and "--workers" in r.stdout and "resumes" in r.stdout
 
 
+def _commands(parser, prefix=()):
+    """Every command path of the parser: ('data',), ('data', 'generate'), ..."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_help_of_every_command_explains_it(capsys):
+    """`--help` of every command and subcommand: exit 0, a description of what it does, and every flag with its
+    help text (in-process: one parse per command)."""
+    import pytest
+
+    from jetdeploy.cli import build_parser, main
+
+    paths = [p for p, _ in _commands(build_parser())]
+    assert {("fpga", "rtl"), ("edge", "bench"), ("bench", "onnx"), ("report",), ("fpga", "sweep")} <= set(paths)
+    assert len(paths) >= 22
+    for path, sub in _commands(build_parser()):
+        with pytest.raises(SystemExit) as e:
+            main([*path, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith(f"usage: jetdeploy {' '.join(path)}"), path
+        assert sub.description and len(sub.description) > 30, f"{path}: no description"
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{' '.join(path)} {action.option_strings[0]}: no help text"
+                assert action.option_strings[0] in out
+
+
 def test_generate_via_cli_then_up_to_date(tmp_path):
     preset = tmp_path / "one.yaml"
     preset.write_text("name: one\njets_per_class: 1\nshard_size: 1\nmax_particles: 16\n")

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import micro_config, run_cli
+from jetdeploy.dask_client import dask_client
 from jetdeploy.data import generate as gen
 from jetdeploy.errors import JetDeployError
 
@@ -69,7 +70,7 @@ def test_a_killed_worker_costs_only_its_shard(micro_sample, client, tmp_path):
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     with pytest.raises(JetDeployError, match="cannot reach the Dask scheduler"):
-        gen.dask_client("tcp://127.0.0.1:1", 1)
+        dask_client("tcp://127.0.0.1:1", 1)
 
 
 def test_cli_dask_local(micro_sample, tmp_path):

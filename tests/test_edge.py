@@ -9,6 +9,7 @@ import torch
 from conftest import run_cli, tiny_train_config
 from jetdeploy.config import ModelConfig
 from jetdeploy.edge.bench import SingleJet, geometric_schedule, verify_pruned
+from jetdeploy.settings import BenchSettings
 from jetdeploy.edge.ltp import LTPConfig, load_ltp, train_ltp
 from jetdeploy.edge.prune import (NEG, PrunedTagger, PruneSpec, compact, gather_queries, gather_tokens, macs_per_jet,
                                   masked_sum, padded_macs, received_attention, weighted_pagerank)
@@ -399,6 +400,9 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     assert v["zerotprune[0.75,0.5]"]["throughput_jets_per_s"] > 0 and v["zerotprune[0.75,0.5]"]["latency_ms_p99"] > 0
     assert v["random[0.75,0.5]"]["timed"] is False
     assert v["float-nopad"]["throughput_bucketed_jets_per_s"] > 0
+    # every gain is also quoted over the padding-free graph (what one deploys without pruning), on a named CPU
+    assert v["float-nopad"]["throughput_bucketed_vs_float_nopad"] == 1.0 == v["float-nopad"]["latency_p50_gain_vs_float_nopad"]
+    assert v["zerotprune[0.75,0.5]"]["throughput_bucketed_vs_float_nopad"] > 0 and bench["timing"]["cpu"]
     assert ("ltp-weights-unpruned" in v) == (float_run / "edge" / "ltp.pt").exists()
     assert v["ltp@second"]["timed"] and v["ltp@second"]["keep"] == [1.0, 0.5] and v["ltp@second"]["throughput_jets_per_s"] > 0
     assert v["ltp@second"]["pool"] == v["ltp@second+int8"]["pool"] == "entry"
@@ -445,8 +449,8 @@ def test_bench_with_the_qat_twin_prunes_its_qcdq_graph(float_run, synth_file, tm
                                "train.batch_size": 16})
     train(cfg, synth_file, int8, progress=False)
     export_run(int8, synth_file, n_verify=50, progress=False)
-    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]], int8_run=int8, n_latency=5, n_batches=2, rounds=1,
-                   batch=16, progress=False)
+    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]], int8_run=int8,
+                   settings=BenchSettings(n_latency=5, n_batches=2, rounds=1, batch=16), progress=False)
     names = {c["name"]: c for c in r["checks"]}
     chk = names["qcdq+zerotprune[0.75,0.5]: ONNX (ORT) vs Brevitas"]
     assert chk["ok"] and chk["argmax_agreement"] >= 0.995
@@ -460,8 +464,8 @@ def test_bench_compares_the_methods_at_ltp_budget(float_run, synth_file):
     if not (float_run / "edge" / "ltp.pt").exists():
         train_ltp(float_run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=0, batch_size=16, budget=[1.0, 0.75]),
                   progress=False)
-    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]], n_latency=3, n_batches=1, rounds=1, batch=16,
-                   progress=False)
+    r = edge_bench(float_run, synth_file, keeps=[[0.75, 0.5]],
+                   settings=BenchSettings(n_latency=3, n_batches=1, rounds=1, batch=16), progress=False)
     v = r["variants"]
     budget = load_ltp(float_run).spec.keep
     label = ",".join(f"{k:g}" for k in budget)

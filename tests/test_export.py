@@ -51,7 +51,7 @@ def test_float_onnx_dynamic_shapes_match_torch(runs):
                 ref = module(x, mask).numpy()
             assert got.shape == (B, 5)
             assert np.abs(got - ref).max() <= 1e-5, (B, N)
-    checks = {c["check"]: c for c in json.loads((runs["float"] / "export" / "verify.json").read_text())["checks"]}
+    checks = {c["name"]: c for c in json.loads((runs["float"] / "export" / "verify.json").read_text())["checks"]}
     assert checks["float ONNX (ORT) vs torch"]["max_abs_diff"] <= 1e-5
     assert checks["model.int8-dynamic.onnx integer kernels"]["ok"]
     assert checks["model.int8-static.onnx integer kernels"]["n_integer_kernels"] > 0
@@ -80,7 +80,7 @@ def test_qonnx_is_bit_exact_and_fixed_point(runs):
 def test_qcdq_runs_integer_kernels_and_agrees_with_brevitas(runs, tmp_path):
     r = export_run(runs["int8"], n_verify=80, progress=False)
     assert r["ok"], r["checks"]
-    checks = {c["check"]: c for c in r["checks"]}
+    checks = {c["name"]: c for c in r["checks"]}
     kern = checks["QCDQ integer kernels"]
     # every QuantLinear (embed, q/k/v/o, fc1/fc2, 2 head layers) and both attention matmuls run in integers
     assert kern["float_matmul_on_dequantized_weights"] == 0
@@ -140,7 +140,7 @@ def test_cli_export_exit_status(runs, monkeypatch):
     assert "[ok] QCDQ integer kernels" in r.stdout
     import jetdeploy.export.verify as v
 
-    monkeypatch.setattr(v, "QCDQ_AGREEMENT", 1.01)  # an unreachable threshold must fail loudly
+    monkeypatch.setattr(v, "AGREEMENT_MIN", 1.01)  # an unreachable threshold must fail loudly
     res = v.export_run(runs["int8"], n_verify=40, progress=False)
     assert not res["ok"]
     assert json.loads((runs["int8"] / "export" / "verify.json").read_text())["ok"] is False

@@ -39,7 +39,7 @@ def test_foreign_model_through_csim_and_rtl(models, name, tmp_path):
     res = run_cli("fpga", "csim", "--onnx", str(path), "--out", str(out), "--n-check", "200", "--quiet")
     assert res.returncode == 0, res.stdout + res.stderr
     logits, layers = _json(out / "csim.json")["checks"]
-    assert logits["n_jets"] == 200 and logits["argmax_agreement"] >= 0.995
+    assert logits["n"] == 200 and logits["argmax_agreement"] >= 0.995
     assert layers["ok"] and layers["layers_checked"] >= 2 and not layers["inexact_layers"]
     # the Brevitas attention's softmax reads unquantized scores (13 fraction bits): a 2M-adder design that
     # Icarus Verilog takes minutes to compile; its interpreters are checked, the simulation on the others
@@ -48,11 +48,11 @@ def test_foreign_model_through_csim_and_rtl(models, name, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     r = _json(out / "rtl.json")
     da, interp, *sim = r["checks"]
-    assert da["argmax_agreement"] >= 0.995 and interp["bit_exact_jets"] == 1.0
+    assert da["argmax_agreement"] >= 0.995 and interp["bit_exact"] == 1.0
     if name != "mha":
         assert sim[0]["bit_exact_vs_da4ml"] and sim[0]["n_vectors"] == 20 and r["latency"]["latency_cycles"] >= 1
     if name in ("qkeras", "bipolar"):   # no lookup table: bit-exact with qonnx, jet for jet
-        assert da["bit_exact_jets"] == 1.0 and logits["bit_exact_jets"] == 1.0
+        assert da["bit_exact"] == 1.0 and logits["bit_exact"] == 1.0
     else:                               # exact up to the softmax tables
         first = da["first_inexact_tensor"]
         order = [n.output[0] for n in onnx.load(str(path)).graph.node]
@@ -98,7 +98,7 @@ def test_non_power_of_two_scales_rtl_supported_hls_refused(tmp_path):
     res = run_cli("fpga", "rtl", "--onnx", str(path), "--out", str(out), "--n-check", "200", "--n-sim", "10", "--quiet")
     assert res.returncode == 0, res.stdout + res.stderr
     da, interp, sim = _json(out / "rtl.json")["checks"]
-    assert da["argmax_agreement"] >= 0.995 and da["bit_exact_jets"] < 1.0   # float32 in qonnx: never bit-exact
+    assert da["argmax_agreement"] >= 0.995 and da["bit_exact"] < 1.0   # float32 in qonnx: never bit-exact
     assert any("multiplier" in a for a in da["approximations"])
     assert interp["ok"] and sim["bit_exact_vs_da4ml"]
 
@@ -158,7 +158,7 @@ def test_pointwise_conv_slice_and_concat_are_bit_exact_in_both_back_ends(tmp_pat
                       "--quiet", *extra)
         assert res.returncode == 0, res.stdout + res.stderr
         check = _json(out / f"{stage}.json")["checks"][0]
-        assert check["n_jets"] == 64 and check["bit_exact_jets"] == 1.0
+        assert check["n"] == 64 and check["bit_exact"] == 1.0
     bad = tmp_path / "bad.npy"
     np.save(bad, x[:, :2])
     res = run_cli("fpga", "rtl", "--onnx", str(path), "--inputs", str(bad), "--out", str(tmp_path / "b"))

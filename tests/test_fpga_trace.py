@@ -49,8 +49,8 @@ def test_rtl_flow_on_a_tiny_transformer(tiny_fpga_run, synth_file):
     assert res.returncode == 0, res.stderr + res.stdout
     r = json.loads((tiny_fpga_run / "fpga" / "rtl.json").read_text())
     da, interp, sim = r["checks"]
-    assert da["n_jets"] == 60 and da["argmax_agreement"] >= 0.95
-    assert interp["ok"] and interp["n_jets"] == 50 and interp["bit_exact_jets"] == 1.0
+    assert da["n"] == 60 and da["argmax_agreement"] >= 0.95
+    assert interp["ok"] and interp["n"] == 50 and interp["bit_exact"] == 1.0
     # bit-exact layer by layer until the first tensor computed through the softmax tables
     tensors = [row["tensor"] for row in r["per_tensor"]]
     first_bad = da["first_inexact_tensor"]
@@ -159,13 +159,13 @@ def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path
     assert res.returncode == 0, res.stderr + res.stdout
     r = json.loads((run / "fpga" / "rtl.json").read_text())
     da, interp, sim = r["checks"]
-    assert da["bit_exact_jets"] == 1.0 and not da["approximations"] and interp["ok"]  # no lookup tables in a Deep Sets
+    assert da["bit_exact"] == 1.0 and not da["approximations"] and interp["ok"]  # no lookup tables in a Deep Sets
     assert sim["ok"] and sim["latency_cycles"] == r["design"]["stages"] > 0
     assert r["resources"]["LUT"] > 0 and r["resources"]["FF"] > 0 and "per pipeline stage" in r["resources"]["tool"]
     res = run_cli("fpga", "csim", "--run", str(run), "--data", str(synth_file), "--n-check", "60")
     assert res.returncode == 0, res.stderr + res.stdout
     csim = json.loads((run / "fpga" / "csim.json").read_text())
-    assert csim["ok"] and csim["checks"][0]["bit_exact_jets"] == 1.0 and not csim["checks"][1]["inexact_layers"]
+    assert csim["ok"] and csim["checks"][0]["bit_exact"] == 1.0 and not csim["checks"][1]["inexact_layers"]
 
 
 def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run, synth_file):

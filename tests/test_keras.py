@@ -167,14 +167,15 @@ def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     md = (tiny_fpga_transformer / "fpga" / "crosscheck.md").read_text()
     assert "no padding mask" in md and "hls4ml C-simulation vs Keras" in md
 
-    from jetdeploy.report.build import _tables, collect
+    from jetdeploy.report.collect import collect
+    from jetdeploy.report.render import tables
 
     rep = collect(tiny_fpga_transformer.parent)
     f = next(f for f in rep["fpga"] if f["run"] == tiny_fpga_transformer.name)
     assert f["crosscheck"]["rows"][2]["accuracy"] == r["rows"][2]["accuracy"]
     assert any(c["stage"] == "fpga (upstream Keras/HGQ2 twin)" and c["n"] == 60 for c in rep["checks"])
-    table = next(t for t in _tables(rep) if t[0].startswith("Upstream cross-check"))
-    assert table[2][0][2] == "reference" and len(table[2]) == 3
+    table = next(t for t in tables(rep) if t.title.startswith("Upstream cross-check"))
+    assert table.rows[0][2] == "reference" and len(table.rows) == 3
 
 
 def test_hgq_finetune_saves_a_heterogeneous_model_that_goes_to_rtl(tiny_fpga_transformer, synth_file, tmp_path):

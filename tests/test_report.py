@@ -36,7 +36,7 @@ def run_dir(synth_file, tmp_path_factory):
 def test_report_copies_figures_with_tool_and_hash_and_lists_what_is_missing(run_dir):
     res = run_cli("report", str(run_dir))
     rep = json.loads((run_dir / "report" / "report.json").read_text())
-    assert res.returncode == (0 if rep["ok"] else 1), res.stderr
+    assert rep["ok"] and res.returncode == 0, res.stderr   # every check of these runs passes
     assert rep["runs"] == ["tiny-float", "tiny-qat"]
     metrics = json.loads((run_dir / "tiny-qat" / "metrics.json").read_text())
     qat = next(m for m in rep["models"] if m["run"] == "tiny-qat")
@@ -71,9 +71,24 @@ def test_html_renders_in_headless_chromium(run_dir):
     dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
                           "--dump-dom", (run_dir / "report" / "index.html").as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    assert dom.count("<table") == 4  # models, FPGA, verification, missing (no edge run here)
+    assert dom.count("<table") == 5  # summary, models, FPGA, verification, missing (no edge run here)
+    assert dom.index("<h2>Summary</h2>") < dom.index("<h2>Models</h2>")  # the page opens with the summary
     assert 'data-images-loaded="2"' in dom  # both PNGs decoded by the browser
     assert "tiny-qat" in dom and "PASS" in dom
+
+
+def test_a_failed_check_fails_the_report(run_dir, tmp_path):
+    """One failed check anywhere: the report says so and `jetdeploy report` exits 1."""
+    root = tmp_path / "runs"
+    shutil.copytree(run_dir, root, ignore=shutil.ignore_patterns("report"))
+    csim = root / "tiny-qat" / "fpga" / "csim.json"
+    r = json.loads(csim.read_text())
+    r["checks"][0]["ok"] = False
+    csim.write_text(json.dumps(r))
+    res = run_cli("report", str(root))
+    assert res.returncode == 1 and "verification check failed" in res.stderr
+    rep = json.loads((root / "report" / "report.json").read_text())
+    assert not rep["ok"] and "SOME CHECKS FAIL" in (root / "report" / "report.md").read_text()
 
 
 def test_report_errors_name_the_file(tmp_path):
@@ -125,4 +140,5 @@ def test_report_states_the_edge_timing_conditions(synth_file, tmp_path):
     assert edge["timing"]["denormals_flushed"] is True
     assert {v["variant"] for v in edge["variants"]} >= {"float-padded", "float-nopad", "zerotprune[0.75,0.5]"}
     md = (root / "report" / "report.md").read_text()
-    assert "Edge: tiny-edge (onnxruntime" in md and "1 thread, denormals flushed to zero)" in md
+    assert "## Edge: tiny-edge" in md and "onnxruntime" in md and "1 thread" in md
+    assert "denormals flushed to zero" in md

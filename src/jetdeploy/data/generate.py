@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
+from ..dask_client import dask_client
 from ..errors import JetDeployError
 from ..io import atomic_path, stable_hash, write_json
 from .schema import CLASS_NAMES, SCHEMA_VERSION, JetData, assign_split, read_header, write_jets
@@ -259,23 +260,6 @@ def _run_shard(cfg_json: str, shard: Shard, path: str) -> tuple[Shard, np.ndarra
 def _shard_task(cfg_json: str, shard: Shard) -> dict[str, np.ndarray]:
     """Dask task: one shard's arrays, returned to the client (workers need no shared file system)."""
     return generate_shard(DataConfig.model_validate_json(cfg_json), shard)
-
-
-def dask_client(address: str, workers: int):
-    """A distributed.Client: 'local' starts a LocalCluster of `workers` single-threaded processes on
-    loopback; anything else is a scheduler address (tcp://host:8786, or a dask-jobqueue cluster's)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise JetDeployError("--dask needs dask.distributed: pip install 'jetdeploy[dask]'") from None
-    if address == "local":
-        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
-        return Client(cluster)
-    try:
-        return Client(address, timeout="20s")
-    except OSError as e:
-        raise JetDeployError(f"--dask {address}: cannot reach the Dask scheduler ({e})") from None
 
 
 def _run_on_dask(client, cfg_json: str, todo: list[Shard], shard_dir: Path, bar) -> None:

@@ -19,22 +19,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import versions
+from ..checks import AGREEMENT_MIN, FLOAT_TOL, Check, accuracy, all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
 from . import graphs
 
-FLOAT_TOL = 1e-5
-QCDQ_AGREEMENT = 0.995
+ORT = "onnxruntime"
+QONNX_EXEC = "qonnx.core.onnx_exec"
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.argmax(1) == b.argmax(1)).mean())
+def _kernel_check(name: str, kern: dict) -> dict:
+    ok = kern.pop("ok")
+    return Check(name, ok, "onnxruntime optimized graph", "integer_kernels", kern.get("n_integer_kernels"),
+                 version=versions.package("onnxruntime"), details=kern).as_dict()
 
 
-def _check(name: str, ok: bool, **figures) -> dict:
-    return {"check": name, "ok": bool(ok), **figures}
+def _float_check(name: str, got, ref, **details) -> dict:
+    cmp = compare_logits(got, ref)
+    return Check(name, cmp.max_abs_diff <= FLOAT_TOL, ORT, "max_abs_diff", cmp.max_abs_diff, FLOAT_TOL, cmp.n,
+                 versions.package("onnxruntime"), {**cmp.as_dict(), **details}).as_dict()
 
 
 def _torch_logits(module, x: np.ndarray, mask: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -77,7 +83,7 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
     say = print if progress else (lambda *a, **k: None)
     files, checks = {}, []
     ref = _torch_logits(module, x, mask)
-    acc_ref = float((ref.argmax(1) == labels).mean())
+    acc_ref = accuracy(ref, labels)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -86,11 +92,8 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
             files[p.name] = graphs.export_float(module, F, N, p, exporter)
             if verify:
                 got = graphs.run_ort(graphs.ort_session(p), x, mask)
-                diff = float(np.abs(got - ref).max())
-                checks.append(_check("float ONNX (ORT) vs torch", diff <= FLOAT_TOL, max_abs_diff=diff,
-                                     tolerance=FLOAT_TOL, argmax_agreement=_agreement(got, ref), n_jets=n,
-                                     tool="onnxruntime"))
-                say(f"{p.name}: ORT vs torch max |diff| {diff:.2e} on {n} jets")
+                checks.append(_float_check("float ONNX (ORT) vs torch", got, ref))
+                say(f"{p.name}: ORT vs torch max |diff| {checks[-1]['max_abs_diff']:.2e} on {n} jets")
             calib_in = load_inputs(data, cfg.model, "train", max_jets=1024)
             calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
                      for i in range(0, len(calib_in), 128)]
@@ -102,13 +105,15 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
                     continue
                 got = graphs.run_ort(graphs.ort_session(q), x, mask)
                 kern = graphs.kernel_report(q, tmp)
-                acc = float((got.argmax(1) == labels).mean())
-                checks.append(_check(f"{q.name} integer kernels", kern.pop("ok"), **kern))
-                checks.append(_check(f"{q.name} (ORT) vs float torch", True, argmax_agreement=_agreement(got, ref),
-                                     max_abs_diff=float(np.abs(got - ref).max()), accuracy=acc, accuracy_float=acc_ref,
-                                     accuracy_change=acc - acc_ref, n_jets=n, tool="onnxruntime",
-                                     note="reported, no threshold: the INT8 alternative to Brevitas QAT"))
-                say(f"{q.name}: agreement with float {_agreement(got, ref):.4f}, accuracy {acc:.4f} "
+                acc = accuracy(got, labels)
+                checks.append(_kernel_check(f"{q.name} integer kernels", kern))
+                cmp = compare_logits(got, ref)
+                checks.append(Check(f"{q.name} (ORT) vs float torch", True, ORT, "argmax_agreement",
+                                    cmp.argmax_agreement, None, n, versions.package("onnxruntime"),
+                                    {**cmp.as_dict(), "accuracy": acc, "accuracy_float": acc_ref,
+                                     "accuracy_change": acc - acc_ref,
+                                     "note": "reported, no threshold: the INT8 alternative to Brevitas QAT"}).as_dict())
+                say(f"{q.name}: agreement with float {cmp.argmax_agreement:.4f}, accuracy {acc:.4f} "
                     f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
         if scheme == "fpga":
             p = out / "model.qonnx.onnx"
@@ -116,35 +121,39 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
         if scheme == "fpga" and verify:
             few = min(n, 32)
             got1 = _qonnx_logits(p, x[:few], mask[:few], 1)
-            d1 = float(np.abs(got1 - ref[:few]).max())
-            checks.append(_check("QONNX (qonnx exec, batch-1 file) vs Brevitas", d1 == 0.0, max_abs_diff=d1,
-                                 argmax_agreement=_agreement(got1, ref[:few]), n_jets=few, tool="qonnx.core.onnx_exec"))
+            qv = versions.package("qonnx")
+            c1 = logit_check("QONNX (qonnx exec, batch-1 file) vs Brevitas", compare_logits(got1, ref[:few]),
+                             QONNX_EXEC, version=qv, exact_required=True)
+            checks.append(c1.as_dict())
             twin = tmp / "twin.onnx"
             tinfo = graphs.export_qonnx(module, F, N, twin, batch=qonnx_batch)
             same_ops = tinfo["op_types"] == files[p.name]["op_types"] and tinfo["nodes"] == files[p.name]["nodes"]
             nb = n - n % qonnx_batch
             got = _qonnx_logits(twin, x[:nb], mask[:nb], qonnx_batch) if nb else got1
-            d = float(np.abs(got - ref[:len(got)]).max())
-            checks.append(_check(f"QONNX (qonnx exec, batch-{qonnx_batch} twin) vs Brevitas", d == 0.0 and same_ops,
-                                 max_abs_diff=d, argmax_agreement=_agreement(got, ref[:len(got)]), n_jets=len(got),
-                                 same_graph_as_file=same_ops, tool="qonnx.core.onnx_exec"))
-            say(f"{p.name}: qonnx vs Brevitas max |diff| {d1:.1e} on {few} jets (file), {d:.1e} on {len(got)} (twin)")
+            c2 = logit_check(f"QONNX (qonnx exec, batch-{qonnx_batch} twin) vs Brevitas",
+                             compare_logits(got, ref[:len(got)]), QONNX_EXEC, version=qv, exact_required=True,
+                             same_graph_as_file=same_ops)
+            c2.ok = c2.ok and same_ops
+            checks.append(c2.as_dict())
+            say(f"{p.name}: qonnx vs Brevitas max |diff| {c1.details['max_abs_diff']:.1e} on {few} jets (file), "
+                f"{c2.details['max_abs_diff']:.1e} on {len(got)} (twin)")
         if scheme == "int8":
             p = out / "model.qcdq.onnx"
             files[p.name] = graphs.export_qcdq(module, F, N, p)
         if scheme == "int8" and verify:
             got = graphs.run_ort(graphs.ort_session(p), x, mask)
-            agree = _agreement(got, ref)
             kern = graphs.kernel_report(p, tmp)
-            checks.append(_check("QCDQ (ORT) vs Brevitas fake-quant", agree >= QCDQ_AGREEMENT, argmax_agreement=agree,
-                                 threshold=QCDQ_AGREEMENT, max_abs_diff=float(np.abs(got - ref).max()),
-                                 accuracy=float((got.argmax(1) == labels).mean()), accuracy_brevitas=acc_ref, n_jets=n,
-                                 tool="onnxruntime"))
-            checks.append(_check("QCDQ integer kernels", kern.pop("ok"), **kern))
-            say(f"{p.name}: ORT vs Brevitas agreement {agree:.4f} on {n} jets; integer kernels {kern['integer_kernels']}")
+            c = logit_check("QCDQ (ORT) vs Brevitas fake-quant", compare_logits(got, ref), ORT,
+                            version=versions.package("onnxruntime"), threshold=AGREEMENT_MIN,
+                            accuracy=accuracy(got, labels), accuracy_brevitas=acc_ref)
+            c.ok = c.value >= AGREEMENT_MIN   # integer rounding: agreement, even where every logit matched
+            checks.append(c.as_dict())
+            checks.append(_kernel_check("QCDQ integer kernels", kern))
+            say(f"{p.name}: ORT vs Brevitas agreement {c.details['argmax_agreement']:.4f} on {n} jets; integer kernels "
+                f"{kern['integer_kernels']}")
         if scheme not in ("float", "fpga", "int8"):
             raise JetDeployError(f"export: no path for quant scheme '{scheme}'")
-    result = {"ok": all(c["ok"] for c in checks), "verified": verify, "run": str(run), "config_hash": rec["config_hash"],
+    result = {"ok": all_ok(checks), "verified": verify, "run": str(run), "config_hash": rec["config_hash"],
               "arch": arch, "quant": scheme, "data": str(data), "files": files, "checks": checks,
               "wall_s": time.perf_counter() - t0, "tools": _tools()}
     write_json(out / "verify.json", result)
@@ -152,10 +161,4 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
 
 
 def _tools() -> dict:
-    import brevitas
-    import onnx
-    import onnxruntime
-    import qonnx
-
-    return {"torch": torch.__version__, "brevitas": brevitas.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "qonnx": getattr(qonnx, "__version__", "unknown")}
+    return versions.packages("torch", "brevitas", "onnx", "onnxruntime", "qonnx")

@@ -13,20 +13,20 @@ Writes RUN/fpga/crosscheck.json and crosscheck.md; the hls4ml project goes to RU
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..io import write_json
-from . import kerasflow
+from .. import versions
+from ..checks import accuracy as _acc
+from ..checks import all_ok, compare_logits
 from ..errors import JetDeployError
+from ..io import write_json
+from ..runfolder import RunFolder, load_json
+from ..settings import HlsSettings, RtlSettings
+from . import kerasflow
 from .twin import TWIN_DIFFERENCES, build_twin, require_keras, twin_inputs
-
-
-def _acc(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(logits.argmax(1) == labels))
 
 
 def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000, latency_cutoff: float = 5.0,
@@ -39,15 +39,15 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
 
     keras = require_keras()
     say = print if progress else (lambda *a, **k: None)
-    run = Path(run_dir)
+    rf = RunFolder(run_dir)
+    run = rf.path
     model, rec = ckpt.load_model(run)
     cfg = rec["config"]
     if cfg.model.attention != "softmax":
         raise JetDeployError(f"{run}: the upstream cross-check compares with hls4ml's MultiHeadAttention (softmax); "
                              f"this run has model.attention '{cfg.model.attention}'. Its Keras twin goes through "
                              "`jetdeploy fpga hgq` and `fpga rtl --keras` (da4ml) instead")
-    if data is None:
-        data = json.loads((run / "train.json").read_text())["data"]["file"]
+    data = rf.data_file(data)
     inp = load_inputs(data, cfg.model, "test", n_check)
     labels = inp.labels.numpy()
     full = inp.mask.numpy().sum(1) >= cfg.model.n_particles
@@ -55,7 +55,7 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     with torch.no_grad():
         ours = model(inp.x, inp.mask).numpy().astype(np.float64)
     x = twin_inputs(model, inp.x, inp.mask)
-    out = run / "fpga"
+    out = rf.fpga_dir
     out.mkdir(parents=True, exist_ok=True)
 
     rows, checks = [], []
@@ -67,12 +67,12 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     say(f"keras: built the twins in {time.perf_counter() - t0:.0f} s")
 
     def vs_ours(y):
-        c = kerasflow.compare(y, ours)
-        cf = kerasflow.compare(y[full], ours[full]) if full.any() else None
-        return {"accuracy": _acc(y, labels), "agreement_vs_ours": c["argmax_agreement"],
-                "bit_exact_vs_ours": c["bit_exact"], "max_abs_diff_vs_ours": c["max_abs_diff"],
-                "agreement_vs_ours_full_jets": cf and cf["argmax_agreement"],
-                "bit_exact_vs_ours_full_jets": cf and cf["bit_exact"]}
+        c = compare_logits(y, ours)
+        cf = compare_logits(y[full], ours[full]) if full.any() else None
+        return {"accuracy": _acc(y, labels), "agreement_vs_ours": c.argmax_agreement,
+                "bit_exact_vs_ours": c.bit_exact, "max_abs_diff_vs_ours": c.max_abs_diff,
+                "agreement_vs_ours_full_jets": cf and cf.argmax_agreement,
+                "bit_exact_vs_ours_full_jets": cf and cf.bit_exact}
 
     rows.append({"path": "ours: Brevitas -> QONNX (the reference; QONNX verified bit-exact at export)",
                  "accuracy": _acc(ours, labels), "tool": "PyTorch / Brevitas"})
@@ -81,13 +81,13 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     rows.append({"path": "Keras/HGQ2 twin, upstream rounding (RND)", **vs_ours(y_twin), "tool": "keras.Model (TensorFlow CPU)"})
 
     # hls4ml upstream: Keras v3 frontend, native MultiHeadAttention, C-simulation
-    cs = kerasflow.csim(twin, x, out / "crosscheck", clock_ns=clock_ns)
+    cs = kerasflow.csim(twin, x, out / "crosscheck", HlsSettings(clock_ns=clock_ns))
     checks.append(cs)
     say(f"hls4ml C-sim of the twin vs Keras: bit-exact {cs['bit_exact']:.1%}, agreement {cs['argmax_agreement']:.4f}")
 
     # da4ml's HGQ2 tracer
-    rt = kerasflow.rtl_check(twin, x, out / "crosscheck", latency_cutoff=latency_cutoff, clock_ns=clock_ns,
-                             simulate=simulate, n_sim=n_sim)
+    rt = kerasflow.rtl_check(twin, x, out / "crosscheck", RtlSettings(latency_cutoff=latency_cutoff, clock_ns=clock_ns,
+                                                                     simulate=simulate, n_sim=n_sim))
     checks.extend(rt["checks"])
     d = rt["checks"][0]
     say(f"da4ml (HGQ2 tracer) vs Keras: bit-exact {d['bit_exact']:.1%}, agreement {d['argmax_agreement']:.4f}; "
@@ -99,37 +99,27 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
 
         resources = rtl.yosys_resources(rt["design"], progress=progress, workers=synth_workers, budget_s=synth_budget_s)
     ours_rtl = None
-    if (out / "rtl.json").exists():
-        r = json.loads((out / "rtl.json").read_text())
+    r = load_json(rf.rtl_json)
+    if r is not None:
         ours_rtl = {"cost_adders": r["design"].get("cost_adders"), "stages": r["design"].get("stages"),
                     "latency_cutoff": r["design"].get("latency_cutoff"), "latency": r.get("latency"),
                     "resources": r.get("resources"), "da4ml_vs_qonnx": r["checks"][0]}
     ours_csim = None
-    if (out / "csim.json").exists():
-        c = json.loads((out / "csim.json").read_text())
+    c = load_json(rf.csim_json)
+    if c is not None:
         ours_csim = c["checks"][0]
     result = {"run": str(run), "data": str(data), "n_jets": len(labels), "full_jets_fraction": float(full.mean()),
-              "config_hash": rec.get("config_hash") or json.loads((run / "train.json").read_text()).get("config_hash"),
+              "config_hash": rec.get("config_hash") or rf.config_hash,
               "twin_differences": TWIN_DIFFERENCES, "rows": rows,
               "upstream": {"hls4ml_csim": cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
                                                         "latency": rt["latency"], "checks": rt["checks"],
                                                         "resources": resources}},
               "ours": {"rtl": ours_rtl, "csim": ours_csim}, "checks": checks,
-              "tools": {"keras": keras.__version__, "hgq2": _version("hgq2"), "hls4ml": _version("hls4ml"),
-                        "da4ml": _version("da4ml")}}
-    result["ok"] = all(c["ok"] for c in checks)
-    write_json(out / "crosscheck.json", result)
-    (out / "crosscheck.md").write_text(format_crosscheck(result))
+              "tools": versions.packages("keras", "hgq2", "hls4ml", "da4ml")}
+    result["ok"] = all_ok(checks)
+    write_json(rf.crosscheck_json, result)
+    rf.crosscheck_md.write_text(format_crosscheck(result))
     return result
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def _f(v, fmt="{:.4f}"):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import decimal
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import JetDeployError
+from ..settings import SoftmaxTables  # noqa: F401  (the tables the softmax below reads)
 
 DECIMAL_DIGITS = 200
 
@@ -34,31 +34,6 @@ def to_comb(inputs, outputs):
 
     with exact_decimals():
         return comb_trace(inputs, outputs)
-
-
-@dataclass
-class SoftmaxTables:
-    """Precision of the softmax built from lookup tables (see module docstring)."""
-
-    diff_int_bits: int | None = None  # s - max(s) saturates at -2^N; None: the smallest N with exp(-2^N) -> 0
-    exp_frac_bits: int = 15     # exp table output: unsigned, 1 integer bit
-    sum_frac_bits: int = 10     # the row sum is requantized to this many fraction bits before 1/x
-    inv_frac_bits: int = 16     # reciprocal table output
-
-    def __post_init__(self):
-        for name in ("exp_frac_bits", "sum_frac_bits", "inv_frac_bits"):
-            if not 2 <= getattr(self, name) <= 24:
-                raise JetDeployError(f"softmax tables: {name} must be in 2..24, got {getattr(self, name)}")
-        if self.diff_int_bits is None:
-            # exp(-2^N) below half an LSB of the exp table: saturating there gives the same table outputs as
-            # not saturating at all, with a 2^(7-N) times smaller table than a fixed N = 7
-            self.diff_int_bits = next(b for b in range(1, 16) if math.exp(-(2.0 ** b)) < 2.0 ** -(self.exp_frac_bits + 1))
-        if not 1 <= self.diff_int_bits <= 15:
-            raise JetDeployError(f"softmax tables: diff_int_bits must be in 1..15, got {self.diff_int_bits}")
-
-    def as_dict(self) -> dict:
-        return {"diff_int_bits": self.diff_int_bits, "exp_frac_bits": self.exp_frac_bits,
-                "sum_frac_bits": self.sum_frac_bits, "inv_frac_bits": self.inv_frac_bits}
 
 
 def _round_half_even(v, f):

@@ -12,37 +12,34 @@ Checks, each with its tool:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import versions
+from ..checks import Check, accuracy, all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
+from ..runfolder import RunFolder
+from ..settings import RtlSettings
 from . import rtl
 from .reference import LABELS, file_reference, run_reference
-from .trace import SoftmaxTables, to_comb, trace_qonnx
-
-AGREEMENT_MIN = 0.995  # argmax agreement da4ml vs qonnx where a nonlinearity is approximated
+from .trace import to_comb, trace_qonnx
 
 
-def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, **kw) -> dict:
+def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, settings: RtlSettings | None = None,
+            progress: bool = True) -> dict:
     """`fpga rtl --run`: an fpga run's QONNX against qonnx on held-out jets (RUN/fpga/rtl.json)."""
-    run = Path(run_dir)
-    qonnx_path = run / "export" / "model.qonnx.onnx"
-    if not qonnx_path.exists():
-        raise JetDeployError(f"{qonnx_path}: missing; export the fpga run first (jetdeploy export --run {run})")
-    if data is None:
-        data = json.loads((run / "train.json").read_text())["data"]["file"]
-    ref = run_reference(run, data, n_check)
-    source = {"run": str(run), "data": str(data),
-              "config_hash": json.loads((run / "train.json").read_text()).get("config_hash")}
-    return rtl_flow(qonnx_path, ref, run / "fpga", source, **kw)
+    rf = RunFolder(run_dir)
+    qonnx_path = rf.require_qonnx()
+    data = rf.data_file(data)
+    ref = run_reference(rf.path, data, n_check)
+    return rtl_flow(qonnx_path, ref, rf.fpga_dir, rf.source(data), settings or RtlSettings(), progress)
 
 
 def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None = None, out: str | Path | None = None,
-             n_check: int = 1000, input_bits=None, progress: bool = True, **kw) -> dict:
+             n_check: int = 1000, input_bits=None, settings: RtlSettings | None = None, progress: bool = True) -> dict:
     """`fpga rtl --onnx`: any QONNX file against qonnx execution on its test inputs (OUT/rtl.json)."""
     from .graph import QonnxGraph
     from .trace import HANDLERS
@@ -51,7 +48,7 @@ def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None 
     QonnxGraph.load(onnx_path, input_bits=input_bits).check_supported(HANDLERS, "the RTL path")
     ref, source = file_reference(onnx_path, inputs, data, n_check, progress=progress, input_bits=input_bits)
     out_dir = Path(out) if out else default_out(onnx_path)
-    return rtl_flow(Path(onnx_path), ref, out_dir, source, progress=progress, input_bits=input_bits, **kw)
+    return rtl_flow(Path(onnx_path), ref, out_dir, source, settings or RtlSettings(), progress, input_bits)
 
 
 def default_out(path: str | Path) -> Path:
@@ -60,16 +57,12 @@ def default_out(path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".onnx").removesuffix(".qonnx") + "-fpga")
 
 
-def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, n_sim: int = 200, latency_cutoff: float = 5.0,
-             clock_ns: float = 5.0, synth: bool = False, tables: SoftmaxTables | None = None, progress: bool = True,
-             simulate: bool = True, synth_workers: int | None = None, synth_budget_s: float | None = None,
-             simulator: str = "auto", n_interp: int = 50, bn_mult_bits: int | None = None,
-             cmvm_delay: int | None = 0, input_bits=None) -> dict:
+def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, s: RtlSettings, progress: bool = True,
+             input_bits=None) -> dict:
     """Trace, check against the reference, write and simulate the Verilog; writes OUT/rtl.json."""
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    tables = tables or SoftmaxTables()
-    tr = trace_qonnx(qonnx_path, tables, bn_mult_bits, cmvm_delay, input_bits=input_bits)
+    tr = trace_qonnx(qonnx_path, s.tables, s.bn_mult_bits, s.cmvm_delay, input_bits=input_bits)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     comb = to_comb(ins, list(tr.outputs._vars.ravel()))
     trace_s = time.perf_counter() - t0
@@ -77,37 +70,47 @@ def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, n_sim: int = 
         f"adder cost {comb.cost:.0f}; approximated: {', '.join(tr.approximations) or 'nothing'}")
     out.mkdir(parents=True, exist_ok=True)
     check1, feed, layers = _check_interpreter(tr, comb, ref, qonnx_path)
-    say(f"da4ml vs qonnx on {check1['n_jets']} jets: bit-exact {check1['bit_exact_jets']:.1%}, argmax agreement "
-        f"{check1['argmax_agreement']:.4f}, max |diff| {check1['max_abs_diff']:.4g}; first inexact tensor: "
-        f"{check1['first_inexact_tensor']}" + (f"; accuracy {check1['accuracy_da4ml']:.4f} (qonnx "
-                                               f"{check1['accuracy_qonnx']:.4f})" if "accuracy_da4ml" in check1 else ""))
+    d = check1.details
+    say(f"da4ml vs qonnx on {check1.n} jets: bit-exact {d['bit_exact']:.1%}, argmax agreement "
+        f"{d['argmax_agreement']:.4f}, max |diff| {d['max_abs_diff']:.4g}; first inexact tensor: "
+        f"{d['first_inexact_tensor']}" + (f"; accuracy {d['accuracy_da4ml']:.4f} (qonnx "
+                                          f"{d['accuracy_qonnx']:.4f})" if "accuracy_da4ml" in d else ""))
     # 1b. the C++ interpreter (the RTL's reference below) vs da4ml's Python reference interpreter
-    check_interp = rtl.interpreters_agree(comb, feed, n_interp)
-    say(f"da4ml C++ vs Python interpreter on {check_interp['n_jets']} jets: "
+    check_interp = rtl.interpreters_agree(comb, feed, s.n_interp)
+    say(f"da4ml C++ vs Python interpreter on {check_interp['n']} jets: "
         + ("bit-exact" if check_interp["ok"] else f"DIFFER on rows {check_interp['differing_rows']}"))
     # 2. RTL simulation
-    design = rtl.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=latency_cutoff, clock_ns=clock_ns)
-    sim = _simulate(comb, design, feed, n_sim, simulate, simulator, clock_ns, say)
-    result = {**source, "qonnx": str(qonnx_path),
+    design = rtl.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff, clock_ns=s.clock_ns)
+    sim = _simulate(comb, design, feed, s, say)
+    result = {**source, "qonnx": str(qonnx_path), "settings": s.model_dump(),
               "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
-                         "softmax_tables": tables.as_dict(), "bn_mult_bits": bn_mult_bits,
-                         "cmvm_delay": cmvm_delay, "normalisation": tr.notes,
+                         "softmax_tables": s.tables.as_dict("rtl"), "bn_mult_bits": s.bn_mult_bits,
+                         "cmvm_delay": s.cmvm_delay, "normalisation": tr.notes,
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
-              "checks": [check1, check_interp] + ([{"name": "RTL simulation vs da4ml interpreter", **sim,
-                                     "ok": sim["bit_exact_vs_da4ml"]}] if simulate else []),
-              "simulation_note": None if simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
-                                                       "pipeline depth, not a measurement",
-              "per_tensor": layers, "latency": sim,
-              "resources": None if not synth else rtl.yosys_resources(design, progress=progress, workers=synth_workers,
-                                                                  budget_s=synth_budget_s),
-              "resources_note": None if synth else "not run (pass --synth: Yosys on a full model takes a long time)"}
-    result["ok"] = all(c["ok"] for c in result["checks"])
+              "tools": versions.packages("da4ml", "qonnx", "onnx"),
+              "checks": [check1.as_dict(), check_interp] + ([rtl.simulation_check(sim)] if s.simulate else []),
+              "simulation_note": None if s.simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
+                                                         "pipeline depth, not a measurement",
+              "per_tensor": layers, "latency": sim, **_resources(design, s, progress)}
+    result["ok"] = all_ok(result["checks"])
     write_json(out / "rtl.json", result)
     return result
 
 
-def _check_interpreter(tr, comb, ref: dict, qonnx_path: Path) -> tuple[dict, np.ndarray, list]:
+def _resources(design: dict, s: RtlSettings, progress: bool) -> dict:
+    """Yosys' resources (with --synth), or why there are none."""
+    if not s.synth:
+        return {"resources": None, "resources_note": "not run (pass --synth: Yosys on a full model takes a long time)"}
+    return {"resources": rtl.yosys_resources(design, progress=progress, workers=s.synth_workers,
+                                             budget_s=s.synth_budget_s), "resources_note": None}
+
+
+def _tool_versions() -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.packages("da4ml", "qonnx").items())
+
+
+def _check_interpreter(tr, comb, ref: dict, qonnx_path: Path) -> tuple[Check, np.ndarray, list]:
     """1. da4ml interpreter vs qonnx execution: (the check, the interpreter's input rows, the per-tensor trace)."""
     missing = [nm for nm in tr.input_names + [tr.output_name] if nm not in ref]
     if missing:
@@ -115,37 +118,28 @@ def _check_interpreter(tr, comb, ref: dict, qonnx_path: Path) -> tuple[dict, np.
     n = len(ref[tr.output_name])
     feed = tr.feed(ref, n)
     got = np.asarray(comb.predict(feed), dtype=np.float64).reshape(n, -1)
-    want = ref[tr.output_name].reshape(n, -1).astype(np.float64)
-    exact = np.all(got == want, axis=1)
-    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    want = ref[tr.output_name].reshape(n, -1)
     layers = _per_tensor(tr, ref, feed, min(n, 100))
     first_bad = next((row for row in layers if row["mismatch_fraction"] > 0), None)
-    check = {"name": "da4ml interpreter vs qonnx execution", "n_jets": n, "bit_exact_jets": float(exact.mean()),
-             "argmax_agreement": agree, "max_abs_diff": float(np.abs(got - want).max()),
-             "first_inexact_tensor": first_bad["tensor"] if first_bad else None,
-             "approximations": tr.approximations, "min_agreement": AGREEMENT_MIN,
-             "ok": bool(exact.all()) or (agree >= AGREEMENT_MIN and bool(tr.approximations)),
-             "tool": "da4ml CombLogic.predict vs qonnx.core.onnx_exec"}
-    if LABELS in ref:
-        labels = ref[LABELS][:n]
-        check.update({"accuracy_da4ml": float(np.mean(got.argmax(1) == labels)),
-                      "accuracy_qonnx": float(np.mean(want.argmax(1) == labels))})
+    extra = {"accuracy_da4ml": accuracy(got, ref[LABELS][:n]),
+             "accuracy_qonnx": accuracy(want, ref[LABELS][:n])} if LABELS in ref else {}
+    # bit-exact, unless a lookup table approximates a nonlinearity: then argmax agreement >= the threshold
+    check = logit_check("da4ml interpreter vs qonnx execution", compare_logits(got, want),
+                        "da4ml CombLogic.predict vs qonnx.core.onnx_exec", version=_tool_versions(),
+                        exact_required=not tr.approximations,
+                        first_inexact_tensor=first_bad["tensor"] if first_bad else None,
+                        approximations=tr.approximations, **extra)
     return check, feed, layers
 
 
-def _simulate(comb, design, feed, n_sim, simulate, simulator, clock_ns, say) -> dict:
-    if not simulate:
-        # the generator's pipeline depth, clearly labelled as not measured
-        sim = {"latency_cycles": design["stages"], "latency_ns": design["stages"] * clock_ns, "clock_ns": clock_ns,
-               "ii": 1, "n_vectors": 0, "bit_exact_vs_da4ml": None, "simulated": False,
-               "tool": "da4ml pipeline depth (generator figure; NOT simulated: --no-sim)",
-               "ns_note": "latency_ns = stages x the configured clock period; no simulation, no timing closure"}
-        say(f"da4ml: {design['stages']} pipeline stages = {sim['latency_ns']:.0f} ns at {clock_ns} ns "
+def _simulate(comb, design, feed, s: RtlSettings, say) -> dict:
+    if not s.simulate:
+        sim = rtl.depth_latency(design, s.clock_ns)
+        say(f"da4ml: {design['stages']} pipeline stages = {sim['latency_ns']:.0f} ns at {s.clock_ns} ns "
             "(not simulated: --no-sim)")
         return sim
-    sim = rtl.simulate(comb, design, feed[:n_sim], simulator=simulator)
-    sim["simulated"] = True
-    say(f"{sim['simulator']}: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {clock_ns} ns, "
+    sim = rtl.simulate(comb, design, feed[:s.n_sim], simulator=s.simulator)
+    say(f"{sim['simulator']}: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {s.clock_ns} ns, "
         f"bit-exact vs da4ml on {sim['n_vectors']} jets")
     return sim
 

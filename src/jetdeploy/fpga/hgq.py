@@ -15,14 +15,16 @@ accuracy before and after, EBOPs, da4ml adder cost and combinational depth, da4m
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .. import versions
+from ..checks import all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
+from ..runfolder import RunFolder
 from . import kerasflow
 from .twin import build_twin, require_keras, twin_inputs
 
@@ -53,13 +55,13 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     if val_drop is not None and not 0 <= val_drop < 100:
         raise JetDeployError(f"fpga hgq: --val-drop is in accuracy points, 0 <= D < 100 (got {val_drop})")
     say = print if progress else (lambda *a, **k: None)
-    run = Path(run_dir)
+    rf = RunFolder(run_dir)
+    run = rf.path
     model, rec = ckpt.load_model(run)
     model.eval()
     cfg = rec["config"]
-    if data is None:
-        data = json.loads((run / "train.json").read_text())["data"]["file"]
-    out = Path(out) if out else run / "fpga" / "hgq"
+    data = rf.data_file(data)
+    out = Path(out) if out else rf.hgq_dir
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     tr = load_inputs(data, cfg.model, "train", n_train)
@@ -120,15 +122,17 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     n = min(500, len(x_te))
     y_mem = np.asarray(twin.predict(x_te[:n], verbose=0))
     y_re = np.asarray(reloaded.predict(x_te[:n], verbose=0))
-    roundtrip = kerasflow.compare(y_re, y_mem)
+    roundtrip = compare_logits(y_re, y_mem)
     np.save(out / "test_inputs.npy", x_te[:1000])
     comb, kif = kerasflow.da4ml_trace(reloaded)
     y_da = np.asarray(comb.predict(kerasflow.quantize_input(x_te[:n], kif).reshape(n, -1))).reshape(y_re.shape)
-    da = kerasflow.compare(y_da, y_re)
-    checks = [{"name": "saved model.keras vs the trained model", **roundtrip, "ok": roundtrip["bit_exact"] == 1.0,
-               "tool": "keras.saving round trip"},
-              {"name": "da4ml interpreter vs Keras (saved model)", **da, "ok": da["bit_exact"] == 1.0,
-               "tool": "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model"}]
+    da = compare_logits(y_da, y_re)
+    tools = versions.packages("hgq2", "keras", "da4ml")
+    checks = [logit_check("saved model.keras vs the trained model", roundtrip, "keras.saving round trip",
+                          version=f"keras {tools['keras']}", exact_required=True).as_dict(),
+              logit_check("da4ml interpreter vs Keras (saved model)", da,
+                          "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
+                          version=f"da4ml {tools['da4ml']}, hgq2 {tools['hgq2']}", exact_required=True).as_dict()]
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     write_json(out / "history.json", history)
     result = {"run": str(run), "data": str(data), "model": str(path), "seed": seed, "epochs": epochs, "beta": beta,
@@ -137,7 +141,7 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
               "val_accuracy_before": val0, "chosen": chosen, "pareto_front": front,
               "da4ml": {"cost_adders": float(comb.cost), "comb_latency": [float(v) for v in comb.latency],
                         "input_kif": list(kif)},
-              "checks": checks, "ok": all(c["ok"] for c in checks),
+              "checks": checks, "ok": all_ok(checks), "tools": tools,
               "tool": "HGQ2 (Keras 3, TensorFlow CPU) fine-tuning; accuracy on the 'test' split; da4ml cost estimate",
               "config_hash": rec.get("config_hash")}
     write_json(out / "hgq.json", result)

@@ -19,7 +19,7 @@ hls4ml's Vitis backend implements. One handler per op family, registered in `hls
   BatchNormalization             BatchNormalization with per-element scale and bias (exact types)
   Relu                           Activation relu
   Softmax (last axis)            Softmax, implementation 'stable', with n_outer = rows; lookup tables
-                                 sized so the exp table is indexed exactly (see `SoftmaxConfig`)
+                                 sized so the exp table is indexed exactly (see `SoftmaxTables`)
   Sigmoid                        Activation sigmoid, its table sized to index the input exactly
   LayerNormalization (last axis) LayerNormalization (seq_len = rows). Its 1/sqrt(var) table only covers
                                  variance <= 1, so the input is first scaled by 2^-k (a BatchNormalization
@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import JetDeployError
+from ..settings import DEFAULT_PART, SoftmaxTables
 from .graph import QonnxGraph, attrs, quant_kif
 
 SIGMOID_TABLE_MAX = 2 ** 14   # hls4ml's sigmoid table spans [-8, 8): 16 * 2^frac entries index a frac-bit input exactly
@@ -180,18 +181,6 @@ def _broadcast_rows(aff: Aff, shape) -> Aff:
 
 
 @dataclass
-class SoftmaxConfig:
-    """hls4ml 'stable' softmax: exp(-(max - x)) from a table indexed by the top bits of max - x, a sum, and
-    a reciprocal table indexed by the top bits of the sum. The exp table gets 2^W entries for a W-bit
-    difference (indexed exactly); the reciprocal table's index width is the knob that matters."""
-
-    exp_frac_bits: int = 16      # exp table output: ap_ufixed<1 + exp_frac_bits, 1>
-    inv_index_bits: int = 13     # reciprocal table: 2^inv_index_bits entries over [0, n) (fpga16: 12 -> argmax
-                                 # agreement 0.983, 13 -> 0.999 on 1000 jets; each entry is a ROM word)
-    inv_frac_bits: int = 16      # reciprocal table output fraction bits
-
-
-@dataclass
 class Converted:
     layers: list[dict]
     inputs: list[str]                  # hls4ml input layer names
@@ -219,7 +208,7 @@ def _hls_shape(shape) -> list[int]:
 
 
 class _Builder:
-    def __init__(self, path: Path, softmax: SoftmaxConfig, shapes: dict | None = None, calibration: dict | None = None):
+    def __init__(self, path: Path, softmax: SoftmaxTables, shapes: dict | None = None, calibration: dict | None = None):
         self.path = path
         self.softmax = softmax
         self.shapes = shapes or {}
@@ -298,7 +287,7 @@ class _Builder:
         return self.dense_from_affine(aff, base, tensor)
 
 
-def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration: dict | None = None,
+def convert(path: str | Path, softmax: SoftmaxTables | None = None, calibration: dict | None = None,
             input_bits: tuple[int, int] | None = None) -> Converted:
     """Read a QONNX file (any batch: the reader sets it to 1) and build the hls4ml layer list (see the module
     docstring).
@@ -311,7 +300,7 @@ def convert(path: str | Path, softmax: SoftmaxConfig | None = None, calibration:
     qg.check_supported(HANDLERS, "jetdeploy's hls4ml conversion")
     if len(qg.output_names) != 1:
         raise JetDeployError(f"{qg.path}: {len(qg.output_names)} graph outputs; the hls4ml path takes one")
-    b = _Builder(qg.path, softmax or SoftmaxConfig(), qg.shapes, calibration)
+    b = _Builder(qg.path, softmax or SoftmaxTables(), qg.shapes, calibration)
     env: dict[str, object] = dict(qg.consts)
     for n in qg.nodes:
         if n.output[0] in qg.host:
@@ -357,7 +346,6 @@ def _not_pow2(spec):
 
 
 # ----------------------------------------------------------------------------------------------------------
-DEFAULT_PART = "xcvu13p-flga2577-2-e"
 
 
 # hls4ml 1.3's Vitis ValidateResourceStrategy pass matches 'Dense' in 'EinsumDense' and then fails on its

@@ -12,45 +12,33 @@ Vitis project -> checks -> reports (RUN/fpga/ or OUT/).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import versions
+from ..checks import Check, all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
-from .hls import DEFAULT_PART, SoftmaxConfig, build_model, convert
+from ..runfolder import RunFolder
+from ..settings import HlsSettings
+from .hls import build_model, convert
 from .reference import file_reference, run_reference
 
-AGREEMENT_MIN = 0.995          # argmax agreement C-sim vs qonnx (lookup-table softmax)
 PROJECT = "jetdeploy_tagger"
 VITIS_ENV = "JETDEPLOY_VITIS"  # a Vitis installation folder (its bin/ holds vitis-run) when not on PATH
 
 
-def _qonnx_of(run: Path) -> Path:
-    path = run / "export" / "model.qonnx.onnx"
-    if not path.exists():
-        raise JetDeployError(f"{path}: missing; export the fpga run first (jetdeploy export --run {run})")
-    return path
-
-
-def _data_of(run: Path, data: str | None) -> str:
-    if data:
-        return data
-    return json.loads((run / "train.json").read_text())["data"]["file"]
-
-
-def _settings(part, clock_ns, reuse_factor, strategy, softmax) -> dict:
-    if strategy not in ("Latency", "Resource"):
-        raise JetDeployError(f"strategy '{strategy}': use Latency or Resource")
-    if int(reuse_factor) < 1:
-        raise JetDeployError(f"reuse factor {reuse_factor}: must be >= 1")
-    return {"backend": "Vitis", "io_type": "io_parallel", "part": part, "clock_ns": float(clock_ns),
-            "reuse_factor": int(reuse_factor), "strategy": strategy, "softmax": asdict(softmax)}
+def _settings(h: HlsSettings) -> dict:
+    """What hls.json / csim.json record of the project's settings."""
+    if int(h.reuse_factor) < 1:
+        raise JetDeployError(f"reuse factor {h.reuse_factor}: must be >= 1")
+    return {"backend": "Vitis", "io_type": "io_parallel", "part": h.part, "clock_ns": float(h.clock_ns),
+            "reuse_factor": int(h.reuse_factor), "strategy": h.strategy, "softmax": h.softmax.as_dict("hls")}
 
 
 N_CALIBRATION = 500  # held-out jets whose qonnx tensors size the lookup tables (LayerNorm variance)
@@ -69,12 +57,10 @@ class Source:
 
 def run_source(run_dir, data, n: int) -> Source:
     """An fpga run of ours: its exported QONNX and held-out jets of its data file."""
-    run = Path(run_dir)
-    qonnx = _qonnx_of(run)
-    data = _data_of(run, data)
-    ref = run_reference(run, data, n)
-    return Source(qonnx, ref, run / "fpga", {"run": str(run), "data": str(data),
-                                             "config_hash": json.loads((run / "train.json").read_text()).get("config_hash")})
+    rf = RunFolder(run_dir)
+    qonnx = rf.require_qonnx()
+    data = rf.data_file(data)
+    return Source(qonnx, run_reference(rf.path, data, n), rf.fpga_dir, rf.source(data))
 
 
 def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bits=None, progress=True) -> Source:
@@ -86,19 +72,20 @@ def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bit
     return Source(Path(path), ref, Path(out) if out else default_out(path), desc, input_bits)
 
 
-def _prepare(src: Source, part, clock_ns, reuse_factor, strategy, softmax, say):
+def _prepare(src: Source, h: HlsSettings, say):
     import hls4ml
 
-    settings = _settings(part, clock_ns, reuse_factor, strategy, softmax)
-    conv = convert(src.qonnx, softmax, src.ref, input_bits=src.input_bits)
+    settings = _settings(h)
+    conv = convert(src.qonnx, h.softmax, src.ref, input_bits=src.input_bits)
     prj = src.out / "hls"
     if prj.exists():
         shutil.rmtree(prj)  # hls4ml writes into it; a stale project must not survive a failed conversion
-    model = build_model(conv, prj, part=part, clock_ns=clock_ns, reuse_factor=reuse_factor, strategy=strategy,
+    model = build_model(conv, prj, part=h.part, clock_ns=h.clock_ns, reuse_factor=h.reuse_factor, strategy=h.strategy,
                         project=PROJECT)
     say(f"hls4ml {hls4ml.__version__}: {src.qonnx.name} -> {len(model.get_layers())} layers "
-        f"(Vitis, io_parallel, {part}, {clock_ns} ns, {strategy}, reuse {reuse_factor})")
-    info = {**src.info, "qonnx": str(src.qonnx), "hls4ml": hls4ml.__version__, "project": str(prj), **settings,
+        f"(Vitis, io_parallel, {h.part}, {h.clock_ns} ns, {h.strategy}, reuse {h.reuse_factor})")
+    info = {**src.info, "qonnx": str(src.qonnx), "hls4ml": hls4ml.__version__,
+            "tools": versions.packages("hls4ml", "qonnx", "onnx"), "project": str(prj), **settings,
             "inputs": [{"name": n, "qonnx_tensor": t, "type": str(f)} for n, t, f in
                        zip(conv.inputs, conv.input_tensors, conv.input_types)],
             "firmware_boundary": "the first Quant on each input (standardisation is host-side) and one mask bit "
@@ -122,16 +109,15 @@ def _tb_data(model, conv, ref: dict, n: int, prj: Path) -> None:
     np.savetxt(tb / "tb_output_predictions.dat", y, fmt="%.10g")
 
 
-def hls_run(run_dir, data=None, n_tb: int = 100, **kw) -> dict:
+def hls_run(run_dir, data=None, n_tb: int = 100, settings: HlsSettings | None = None, progress=True) -> dict:
     """`fpga hls --run`: the Vitis HLS project (with testbench data) and RUN/fpga/hls.json."""
-    return hls_project(run_source(run_dir, data, max(n_tb, N_CALIBRATION)), n_tb=n_tb, **kw)
+    return hls_project(run_source(run_dir, data, max(n_tb, N_CALIBRATION)), settings, n_tb, progress)
 
 
-def hls_project(src: Source, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
-                softmax: SoftmaxConfig | None = None, n_tb: int = 100, progress=True) -> dict:
+def hls_project(src: Source, settings: HlsSettings | None = None, n_tb: int = 100, progress=True) -> dict:
     """Write the Vitis HLS project of a source (with testbench data) and OUT/hls.json."""
     say = print if progress else (lambda *a, **k: None)
-    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
+    conv, model, info = _prepare(src, settings or HlsSettings(), say)
     model.write()
     _tb_data(model, conv, src.ref, n_tb, Path(info["project"]))
     info["testbench_vectors"] = n_tb
@@ -141,17 +127,16 @@ def hls_project(src: Source, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, st
     return info
 
 
-def csim_run(run_dir, data=None, n_check=1000, **kw) -> dict:
+def csim_run(run_dir, data=None, n_check=1000, n_trace=100, settings: HlsSettings | None = None, progress=True) -> dict:
     """`fpga csim --run`: compile the run's hls4ml project, compare with qonnx on held-out jets (RUN/fpga/csim.json)."""
-    return csim_check(run_source(run_dir, data, n_check), **kw)
+    return csim_check(run_source(run_dir, data, n_check), n_trace, settings, progress)
 
 
-def csim_check(src: Source, n_trace=100, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1, strategy="Latency",
-               softmax: SoftmaxConfig | None = None, progress=True) -> dict:
+def csim_check(src: Source, n_trace=100, settings: HlsSettings | None = None, progress=True) -> dict:
     """Compile the hls4ml project (g++), run it on the reference inputs and compare with qonnx (OUT/csim.json)."""
     say = print if progress else (lambda *a, **k: None)
     ref = src.ref
-    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
+    conv, model, info = _prepare(src, settings or HlsSettings(), say)
     t0 = time.perf_counter()
     model.compile()
     compile_s = time.perf_counter() - t0
@@ -162,27 +147,23 @@ def csim_check(src: Source, n_trace=100, part=DEFAULT_PART, clock_ns=5.0, reuse_
     t0 = time.perf_counter()
     got = np.asarray(model.predict(feed if len(feed) > 1 else feed[0]), dtype=np.float64).reshape(n, -1)
     predict_s = time.perf_counter() - t0
-    want = ref[conv.output_tensor].reshape(n, -1).astype(np.float64)
-    diff = np.abs(got - want)
-    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
-    exact = np.all(got == want, axis=1)
-    say(f"C-sim vs qonnx on {n} jets: argmax agreement {agree:.4f}, bit-exact {exact.mean():.1%}, max |diff| "
-        f"{diff.max():.4g}")
+    cmp = compare_logits(got, ref[conv.output_tensor])
+    say(f"C-sim vs qonnx on {n} jets: argmax agreement {cmp.argmax_agreement:.4f}, bit-exact {cmp.bit_exact:.1%}, "
+        f"max |diff| {cmp.max_abs_diff:.4g}")
     layers = _per_layer(model, conv, ref, feed, min(n, n_trace))
     exact_layers = [r for r in layers if not r["lookup_table_upstream"]]
     inexact = [r["layer"] for r in exact_layers if r["mismatch_fraction"] > 0]
     first_lut = next((r["layer"] for r in layers if r["lookup_table_upstream"]), None)
-    checks = [
-        {"name": "hls4ml C-simulation vs qonnx execution (logits)", "n_jets": n, "argmax_agreement": agree,
-         "min_agreement": AGREEMENT_MIN, "bit_exact_jets": float(exact.mean()), "max_abs_diff": float(diff.max()),
-         "max_abs_diff_per_output": [float(v) for v in diff.max(0)], "ok": agree >= AGREEMENT_MIN,
-         "tool": "hls4ml ModelGraph.predict (g++ C-simulation) vs qonnx.core.onnx_exec"},
-        {"name": "per-layer trace bit-exact before the first lookup table", "n_jets": min(n, n_trace),
-         "layers_checked": len(exact_layers), "inexact_layers": inexact, "first_lookup_table_layer": first_lut,
-         "ok": not inexact and bool(exact_layers), "tool": "hls4ml ModelGraph.trace vs qonnx full execution context"},
-    ]
+    hv = versions.package("hls4ml")
+    c1 = logit_check("hls4ml C-simulation vs qonnx execution (logits)", cmp,
+                     "hls4ml ModelGraph.predict (g++ C-simulation) vs qonnx.core.onnx_exec", version=hv)
+    c2 = Check("per-layer trace bit-exact before the first lookup table", not inexact and bool(exact_layers),
+               "hls4ml ModelGraph.trace vs qonnx full execution context", "inexact_layers", len(inexact), 0,
+               min(n, n_trace), hv, {"layers_checked": len(exact_layers), "inexact_layers": inexact,
+                                     "first_lookup_table_layer": first_lut})
+    checks = [c1.as_dict(), c2.as_dict()]
     result = {**info, "compile_s": round(compile_s, 1), "predict_s_per_jet": predict_s / n, "checks": checks,
-              "per_layer": layers, "ok": all(c["ok"] for c in checks)}
+              "per_layer": layers, "ok": all_ok(checks)}
     write_json(src.out / "csim.json", result)
     (src.out / "csim.md").write_text(format_csim(result))
     for c in checks:
@@ -219,10 +200,10 @@ def format_csim(r: dict) -> str:
              f"hls4ml {r['hls4ml']}, {r['backend']} {r['io_type']}, part {r['part']}, clock {r['clock_ns']} ns, "
              f"{r['strategy']} strategy, reuse factor {r['reuse_factor']}; g++ compile {r['compile_s']} s", "",
              "| check | jets | result | threshold | status |", "|---|---|---|---|---|",
-             f"| C-sim vs qonnx (argmax agreement) | {c['n_jets']} | {c['argmax_agreement']:.4f} "
-             f"(bit-exact jets {c['bit_exact_jets']:.1%}, max abs diff {c['max_abs_diff']:.4g}) | >= {c['min_agreement']} "
+             f"| C-sim vs qonnx (argmax agreement) | {c['n']} | {c['argmax_agreement']:.4f} "
+             f"(bit-exact jets {c['bit_exact']:.1%}, max abs diff {c['max_abs_diff']:.4g}) | >= {c['threshold']} "
              f"| {'PASS' if c['ok'] else 'FAIL'} |",
-             f"| per-layer trace before the first lookup table ({t['first_lookup_table_layer']}) | {t['n_jets']} | "
+             f"| per-layer trace before the first lookup table ({t['first_lookup_table_layer']}) | {t['n']} | "
              f"{t['layers_checked']} layers, inexact: {', '.join(t['inexact_layers']) or 'none'} | bit-exact | "
              f"{'PASS' if t['ok'] else 'FAIL'} |", "",
              "| layer | class | type | QONNX tensor | LUT upstream | mismatch | max abs diff |",
@@ -282,14 +263,14 @@ def synth_report(prj: str | Path, clock_ns: float) -> dict:
             "utilization": {k: (res[k] / avail[k] if res[k] is not None and avail[k] else None) for k in res}}
 
 
-def synth_run(run_dir, data=None, **kw) -> dict:
+def synth_run(run_dir, data=None, settings: HlsSettings | None = None, progress=True) -> dict:
     """`fpga synth --run`: Vitis HLS C synthesis of the run's project (RUN/fpga/synth.json)."""
-    run = Path(run_dir)
-    return synth_build(lambda: run_source(run, data, N_CALIBRATION), run / "fpga", {"run": str(run)}, **kw)
+    rf = RunFolder(run_dir)
+    return synth_build(lambda: run_source(rf.path, data, N_CALIBRATION), rf.fpga_dir, {"run": str(rf)}, settings,
+                       progress)
 
 
-def synth_build(make_source, out: Path, label: dict, part=DEFAULT_PART, clock_ns=5.0, reuse_factor=1,
-                strategy="Latency", softmax: SoftmaxConfig | None = None, progress=True) -> dict:
+def synth_build(make_source, out: Path, label: dict, settings: HlsSettings | None = None, progress=True) -> dict:
     """Vitis HLS C synthesis when the tool exists; a clear error (exit non-zero) otherwise, before any reference
     is computed. `make_source()` gives the `Source` to build."""
     say = print if progress else (lambda *a, **k: None)
@@ -305,13 +286,14 @@ def synth_build(make_source, out: Path, label: dict, part=DEFAULT_PART, clock_ns
                              f"to {out / 'hls'}; it can be built by hand with that command.")
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
     src = make_source()
-    conv, model, info = _prepare(src, part, clock_ns, reuse_factor, strategy, softmax or SoftmaxConfig(), say)
+    h = settings or HlsSettings()
+    conv, model, info = _prepare(src, h, say)
     model.write()
     _tb_data(model, conv, src.ref, 100, Path(info["project"]))
     t0 = time.perf_counter()
     say(f"running {exe} (C synthesis) in {info['project']} ...")
     model.build(csim=False, synth=True, export=False, log_to_stdout=False)
-    rep = synth_report(info["project"], clock_ns)
+    rep = synth_report(info["project"], h.clock_ns)
     result = {**label, **{k: info.get(k) for k in ("qonnx", "hls4ml", "project", "config_hash", "part", "clock_ns",
                                                    "reuse_factor", "strategy")},
               "ran": True, "executable": exe, "wall_s": round(time.perf_counter() - t0, 1), **rep}

@@ -3,7 +3,7 @@ Keras v3 frontend (C-simulation) and through da4ml's HGQ2 tracer (Verilog, RTL s
 
 The checks mirror the QONNX path's: hls4ml C-sim vs Keras and da4ml interpreter vs Keras (bit-exact
 expected: HGQ2 quantizers are exact fixed point; Keras' float32 arithmetic can differ at the last
-float bit, so the figures are reported, and a check passes at argmax agreement >= AGREEMENT_MIN), and
+float bit, so the figures are reported, and a check passes at argmax agreement >= checks.AGREEMENT_MIN), and
 RTL simulation vs the da4ml interpreter (bit-exact, and the measured latency).
 
 Test vectors: `--inputs X.npy` (an array shaped like the model input), or seeded random values over
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import versions
+from ..checks import all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
+from ..settings import HlsSettings, RtlSettings
 from . import rtl
 from .twin import require_keras
-
-AGREEMENT_MIN = 0.995
 
 
 def load_keras(path: str | Path):
@@ -110,16 +111,16 @@ def _hls4ml_aliases() -> None:
                 registry.setdefault(f"{cls.__module__}.{cls.__name__}", handler)
 
 
-def hls_model(model, out_dir: str | Path, part: str = "xcvu13p-flga2577-2-e", clock_ns: float = 5.0,
-              reuse_factor: int = 1, strategy: str = "Latency"):
+def hls_model(model, out_dir: str | Path, h: HlsSettings | None = None):
     """hls4ml ModelGraph (Vitis, io_parallel) of a Keras 3 / HGQ2 model; types come from the HGQ2 quantizers."""
     import hls4ml
 
+    h = h or HlsSettings()
     _hls4ml_aliases()
-    cfg = {"Model": {"Precision": "ap_fixed<32,16>", "ReuseFactor": reuse_factor, "Strategy": strategy}}
+    cfg = {"Model": {"Precision": "ap_fixed<32,16>", "ReuseFactor": h.reuse_factor, "Strategy": h.strategy}}
     try:
         return hls4ml.converters.convert_from_keras_model(
-            model, output_dir=str(out_dir), backend="Vitis", io_type="io_parallel", part=part, clock_period=clock_ns,
+            model, output_dir=str(out_dir), backend="Vitis", io_type="io_parallel", part=h.part, clock_period=h.clock_ns,
             hls_config=cfg, allow_da_fallback=False, allow_v2_fallback=False)
     except (ValueError, AssertionError, NotImplementedError, KeyError) as e:
         raise JetDeployError(f"hls4ml cannot convert the Keras model: {e}") from None
@@ -139,29 +140,20 @@ def check_unsupported(model) -> None:
                                  "hls4ml Keras v3 handler; use HGQ2 layers (hgq.layers) that hls4ml supports")
 
 
-def compare(got: np.ndarray, want: np.ndarray) -> dict:
-    n = len(want)
-    got, want = got.reshape(n, -1).astype(np.float64), want.reshape(n, -1).astype(np.float64)
-    return {"n": n, "bit_exact": float(np.mean(np.all(got == want, axis=1))),
-            "argmax_agreement": float(np.mean(got.argmax(1) == want.argmax(1))),
-            "max_abs_diff": float(np.abs(got - want).max())}
-
-
-def csim(model, x: np.ndarray, out_dir: Path, **hls_kw) -> dict:
+def csim(model, x: np.ndarray, out_dir: Path, h: HlsSettings | None = None) -> dict:
     import keras
 
     check_unsupported(model)
     t0 = time.perf_counter()
-    hm = hls_model(model, out_dir / "hls", **hls_kw)
+    hm = hls_model(model, out_dir / "hls", h)
     hm.compile()
     build_s = time.perf_counter() - t0
     want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     got = np.asarray(hm.predict(np.ascontiguousarray(x, dtype=np.float64))).reshape(want.shape)
-    c = compare(got, want)
-    ok = c["bit_exact"] == 1.0 or c["argmax_agreement"] >= AGREEMENT_MIN
-    return {"name": "hls4ml C-simulation vs Keras", **c, "min_agreement": AGREEMENT_MIN, "ok": bool(ok),
-            "build_s": round(build_s, 1), "project": str(out_dir / "hls"),
-            "tool": "hls4ml (Keras v3 / HGQ2 frontend, g++ C-simulation) vs keras.Model"}
+    return logit_check("hls4ml C-simulation vs Keras", compare_logits(got, want),
+                       "hls4ml (Keras v3 / HGQ2 frontend, g++ C-simulation) vs keras.Model",
+                       version=versions.package("hls4ml"), build_s=round(build_s, 1),
+                       project=str(out_dir / "hls")).as_dict()
 
 
 def da4ml_trace(model):
@@ -178,40 +170,38 @@ def da4ml_trace(model):
     return to_comb(ins, outs), kif
 
 
-def rtl_check(model, x: np.ndarray, out_dir: Path, latency_cutoff: float = 5.0, clock_ns: float = 5.0,
-              simulate: bool = True, n_sim: int = 200, simulator: str = "auto", synth: bool = False,
-              synth_workers: int | None = None, synth_budget_s: float | None = None, progress: bool = False) -> dict:
+def rtl_check(model, x: np.ndarray, out_dir: Path, s: RtlSettings | None = None, progress: bool = False) -> dict:
     import keras
 
+    s = s or RtlSettings()
     t0 = time.perf_counter()
     comb, kif = da4ml_trace(model)
     trace_s = time.perf_counter() - t0
     want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     xq = quantize_input(x, kif).reshape(len(x), -1)
     got = np.asarray(comb.predict(xq), dtype=np.float64).reshape(want.shape)
-    c = compare(got, want)
-    check1 = {"name": "da4ml interpreter vs Keras", **c, "min_agreement": AGREEMENT_MIN,
-              "ok": bool(c["bit_exact"] == 1.0 or c["argmax_agreement"] >= AGREEMENT_MIN),
-              "tool": "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model"}
-    design = rtl.write_verilog(comb, out_dir / "rtl", "jetdeploy_top", latency_cutoff=latency_cutoff, clock_ns=clock_ns)
+    check1 = logit_check("da4ml interpreter vs Keras", compare_logits(got, want),
+                         "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
+                         version=", ".join(f"{k} {v}" for k, v in versions.packages("da4ml", "hgq2").items()))
+    design = rtl.write_verilog(comb, out_dir / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff,
+                               clock_ns=s.clock_ns)
     design.update({"input_kif": list(kif), "trace_s": round(trace_s, 1),
                    "rtl_boundary": "the model input after its first HGQ2 input quantizer"})
-    checks = [check1]
-    if simulate:
-        sim = rtl.simulate(comb, design, xq[:n_sim], simulator=simulator)
-        sim["simulated"] = True
-        checks.append({"name": "RTL simulation vs da4ml interpreter", **sim, "ok": sim["bit_exact_vs_da4ml"]})
+    checks = [check1.as_dict()]
+    if s.simulate:
+        sim = rtl.simulate(comb, design, xq[:s.n_sim], simulator=s.simulator)
+        checks.append(rtl.simulation_check(sim))
     else:
-        sim = {"latency_cycles": design["stages"], "latency_ns": design["stages"] * clock_ns, "clock_ns": clock_ns,
-               "ii": 1, "simulated": False, "tool": "da4ml pipeline depth (generator figure; NOT simulated: --no-sim)"}
-    resources = rtl.yosys_resources(design, progress=progress, workers=synth_workers, budget_s=synth_budget_s) \
-        if synth else None
+        sim = rtl.depth_latency(design, s.clock_ns)
+    resources = rtl.yosys_resources(design, progress=progress, workers=s.synth_workers,
+                                    budget_s=s.synth_budget_s) if s.synth else None
     return {"design": design, "checks": checks, "latency": sim, "cost_adders": float(comb.cost), "resources": resources,
-            "resources_note": None if synth else "not run (pass --synth)", "ok": all(ch["ok"] for ch in checks)}
+            "resources_note": None if s.synth else "not run (pass --synth)", "ok": all_ok(checks),
+            "settings": s.model_dump(), "tools": versions.packages("da4ml", "hgq2", "keras")}
 
 
 def keras_run(what: str, keras_path: str, out: str | None = None, inputs: str | None = None, n_check: int = 1000,
-              hls_kw: dict | None = None, rtl_kw: dict | None = None, progress: bool = True) -> dict:
+              hls: HlsSettings | None = None, rtl_settings: RtlSettings | None = None, progress: bool = True) -> dict:
     """what: 'hls' (project only), 'csim' or 'rtl'. Writes OUT/csim.json or OUT/rtl.json (hls: OUT/hls.json)."""
     say = print if progress else (lambda *a, **k: None)
     model = load_keras(keras_path)
@@ -221,23 +211,24 @@ def keras_run(what: str, keras_path: str, out: str | None = None, inputs: str | 
             "(seed 0)", "input_shape": list(model.inputs[0].shape[1:])}
     if what == "hls":
         check_unsupported(model)
-        hm = hls_model(model, out_dir / "hls", **(hls_kw or {}))
+        hm = hls_model(model, out_dir / "hls", hls)
         hm.write()
         r = {**base, "project": str(out_dir / "hls"), "layers": [layer.name for layer in hm.get_layers()],
-             "tool": "hls4ml Keras v3 / HGQ2 frontend", "ok": True}
+             "tool": "hls4ml Keras v3 / HGQ2 frontend", "tools": versions.packages("hls4ml", "hgq2", "keras"),
+             "ok": True}
         write_json(out_dir / "hls.json", r)
         say(f"hls4ml: wrote the Vitis HLS project {out_dir / 'hls'} ({len(r['layers'])} layers)")
         return r
     x = test_inputs(model, inputs, n_check)
     if what == "csim":
-        c = csim(model, x, out_dir, **(hls_kw or {}))
-        r = {**base, "checks": [c], "ok": c["ok"]}
+        c = csim(model, x, out_dir, hls)
+        r = {**base, "checks": [c], "ok": c["ok"], "tools": versions.packages("hls4ml", "hgq2", "keras")}
         write_json(out_dir / "csim.json", r)
         say(f"hls4ml C-sim vs Keras on {c['n']} inputs: bit-exact {c['bit_exact']:.1%}, argmax agreement "
             f"{c['argmax_agreement']:.4f}, max |diff| {c['max_abs_diff']:.4g}")
         return r
     if what == "rtl":
-        r = {**base, **rtl_check(model, x, out_dir, **(rtl_kw or {}))}
+        r = {**base, **rtl_check(model, x, out_dir, rtl_settings, progress)}
         write_json(out_dir / "rtl.json", r)
         c = r["checks"][0]
         say(f"da4ml vs Keras on {c['n']} inputs: bit-exact {c['bit_exact']:.1%}, argmax agreement "

@@ -10,6 +10,10 @@ Two sources:
     has the name the back ends see.
 
 Both return {tensor name: array [n, ...]}; `LABELS` holds the true classes where they are known.
+
+A run's reference is computed once and cached next to its QONNX file (`model.qonnx.reference-KEY.npz`, KEY from
+the hashes of the QONNX file, the checkpoint and the data file, and the number of jets): `make csim rtl` executes
+qonnx once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import onnx
 from tqdm import tqdm
 
 from ..errors import JetDeployError
+from ..io import atomic_path, file_hash, stable_hash
+from ..runfolder import RunFolder
 from .graph import QonnxGraph
 
 LABELS = "__labels__"  # the true classes of the reference jets (not a tensor)
@@ -29,7 +35,22 @@ CHUNK = 250            # jets per qonnx execution
 
 
 def run_reference(run: Path, data: str, n: int, batch: int = CHUNK) -> dict:
-    """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets."""
+    """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets, cached on disk."""
+    rf = RunFolder(run)
+    key = stable_hash({"qonnx": file_hash(rf.require_qonnx()), "model": file_hash(rf.model_pt),
+                       "data": file_hash(data), "n": n, "batch": batch}, 12)
+    cache = rf.qonnx.with_name(f"{rf.qonnx.stem}.reference-{key}.npz")
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    out = _run_reference(rf.path, data, n, batch)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **out)
+    return out
+
+
+def _run_reference(run: Path, data: str, n: int, batch: int) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from ..export import graphs

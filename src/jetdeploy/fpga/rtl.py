@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import versions
+from ..checks import Check, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
+from ..settings import DEFAULT_PART
 
 INSTALL_HINT = {"iverilog": "apt-get install iverilog (Debian/Ubuntu) or https://steveicarus.github.io/iverilog/",
                 "vvp": "apt-get install iverilog (vvp comes with it)",
@@ -56,7 +59,7 @@ def _io_widths(comb) -> tuple[int, int, int, int, int, int]:
 
 
 def write_verilog(comb, out_dir: str | Path, name: str, latency_cutoff: float, clock_ns: float = 5.0,
-                  part: str = "xcvu13p-flga2577-2-e") -> dict:
+                  part: str = DEFAULT_PART) -> dict:
     """Pipelined Verilog of a da4ml combinational design (II = 1), in OUT/src (+ src/static, memfiles)."""
     from da4ml.codegen import RTLModel
 
@@ -95,10 +98,24 @@ def interpreters_agree(comb, x: np.ndarray, n: int = 50) -> dict:
     fast = np.asarray(comb.predict(x), dtype=np.float64).reshape(len(x), -1)
     slow = np.array([np.asarray(comb(row), dtype=np.float64) for row in x]).reshape(len(x), -1)
     bad = np.flatnonzero(np.any(fast != slow, axis=1))
-    return {"name": "da4ml C++ interpreter vs its Python interpreter", "n_jets": len(x),
-            "bit_exact_jets": float(1 - len(bad) / max(len(x), 1)), "max_abs_diff": float(np.abs(fast - slow).max()),
-            "differing_rows": bad[:20].tolist(), "ok": len(bad) == 0,
-            "tool": "da4ml CombLogic.predict vs CombLogic.__call__"}
+    return logit_check("da4ml C++ interpreter vs its Python interpreter", compare_logits(fast, slow),
+                       "da4ml CombLogic.predict vs CombLogic.__call__", version=versions.package("da4ml"),
+                       exact_required=True, differing_rows=bad[:20].tolist()).as_dict()
+
+
+def depth_latency(design: dict, clock_ns: float) -> dict:
+    """The generator's pipeline depth as the latency, clearly labelled as not measured (--no-sim)."""
+    return {"latency_cycles": design["stages"], "latency_ns": design["stages"] * clock_ns, "clock_ns": clock_ns,
+            "ii": 1, "n_vectors": 0, "bit_exact_vs_da4ml": None, "simulated": False,
+            "tool": "da4ml pipeline depth (generator figure; NOT simulated: --no-sim)",
+            "ns_note": "latency_ns = stages x the configured clock period; no simulation, no timing closure"}
+
+
+def simulation_check(sim: dict) -> dict:
+    """The check record of an RTL simulation (`simulate` raises when the outputs never match)."""
+    return Check("RTL simulation vs da4ml interpreter", bool(sim["bit_exact_vs_da4ml"]), sim["tool"], "bit_exact",
+                 1.0 if sim["bit_exact_vs_da4ml"] else 0.0, 1.0, sim["n_vectors"], sim.get("simulator_version"),
+                 sim).as_dict()
 
 
 def _sources(rtl_dir: Path) -> list[Path]:
@@ -179,7 +196,7 @@ def _run_iverilog(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float) 
     r = subprocess.run([vvp, "-n", str(sim / "sim.vvp")], cwd=run_dir, capture_output=True, text=True, timeout=timeout_s)
     if r.returncode != 0:
         raise JetDeployError(f"vvp failed on {sim / 'sim.vvp'}: {(r.stderr or r.stdout).strip()[:800]}")
-    return _version([iverilog, "-V"])
+    return versions.command([iverilog, "-V"])
 
 
 LINT_PRAGMA = re.compile(r"/\*\s*verilator\s+lint_(?:on|off)\s+\w+\s*\*/")
@@ -218,7 +235,7 @@ def _run_verilator(sim: Path, srcs: list[Path], run_dir: Path, timeout_s: float)
                        timeout=timeout_s, preexec_fn=big_stack)
     if r.returncode != 0:
         raise JetDeployError(f"the Verilator model {sim / 'obj'} failed: {(r.stderr or r.stdout).strip()[:800]}")
-    return _version([verilator, "--version"])
+    return versions.command([verilator, "--version"])
 
 
 def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeout_s: float = 3600,
@@ -267,16 +284,9 @@ def simulate(comb, rtl: dict, inputs: np.ndarray, max_latency: int = 1000, timeo
     # latency t means: the vector applied before clock edge 0 is visible after edge t -> t clock cycles
     return {"latency_cycles": latency, "latency_ns": latency * rtl["clock_ns"], "clock_ns": rtl["clock_ns"],
             "ii": 1, "n_vectors": n, "bit_exact_vs_da4ml": True, "sim_s": round(sim_s, 2), "simulator": simulator,
-            "tool": f"{version} (measured: first cycle offset at which all outputs match)",
+            "simulated": True,
+            "simulator_version": version, "tool": f"{version} (measured: first cycle offset at which all outputs match)",
             "ns_note": "latency_ns = cycles x the configured clock period; no timing closure was run"}
-
-
-def _version(cmd: list[str]) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        return (r.stdout or r.stderr).splitlines()[0].strip()
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return cmd[0]
 
 
 STAT_KEYS = {"LUT": r"LUT\d|INV",  # INV: a LUT1 that Vivado would absorb
@@ -408,7 +418,7 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
             if name not in ("IBUF", "OBUF"):  # defensive: -noiopad inserts none
                 total[name] = total.get(name, 0) + int(count)
     counts = {k: sum(c for n, c in total.items() if re.fullmatch(pat, n)) for k, pat in STAT_KEYS.items()}
-    tool = f"{_version([require_tool('yosys', 'JETDEPLOY_YOSYS'), '-V'])} {SYNTH}"
+    tool = f"{versions.command([require_tool('yosys', 'JETDEPLOY_YOSYS'), '-V'])} {SYNTH}"
     out = {**counts, "cells": total, "design_hash": digest, "mode": mode, "complete": not skipped,
            "synth_s": round(time.perf_counter() - t0, 1),
            "tool": tool + (" (per pipeline stage, summed; FF = the register bits between the stages)"

@@ -1,5 +1,7 @@
 """`jetdeploy fpga sweep CONFIG`: FPGA design points fanned out over Dask, one table and a Pareto plot.
 
+A pipeline-level module: each point is trained, evaluated, exported and built to RTL.
+
 CONFIG (YAML):
 
     preset: default                 # training preset
@@ -11,7 +13,7 @@ CONFIG (YAML):
       quant.act_bits: [6, 8]
       rtl.latency_cutoff: [3, 5]    # RTL settings: same trained model, another Verilog (also rtl.softmax_exp_bits,
                                     # rtl.softmax_sum_bits, rtl.softmax_inv_bits, rtl.bn_mult_bits, rtl.cmvm_delay:
-                                    # the `jetdeploy fpga rtl` flags of the same names)
+                                    # the `jetdeploy fpga rtl` flags of the same names, "_" for "-")
     rtl: {sim: false, n_check: 500, clock_ns: 5.0, synth: false}
     csim: false                     # also run the hls4ml C-simulation check per trained model
     dask: local                     # 'local' (LocalCluster), a scheduler address, or null (in-process)
@@ -32,17 +34,15 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import JetDeployError
-from ..io import atomic_path, write_json
+from .errors import JetDeployError
+from .io import atomic_path, write_json
+from . import pareto as _pareto
+from .settings import RtlSettings
 
-# RTL settings: the same trained model, another trace / Verilog (no retraining)
-RTL_KEYS = {"rtl.latency_cutoff": "latency_cutoff", "rtl.clock_ns": "clock_ns",
-            "rtl.softmax_exp_bits": "softmax_exp_bits", "rtl.softmax_sum_bits": "softmax_sum_bits",
-            "rtl.softmax_inv_bits": "softmax_inv_bits", "rtl.bn_mult_bits": "bn_mult_bits",
-            "rtl.cmvm_delay": "cmvm_delay"}
-TRACE_KEYS = ("softmax_exp_bits", "softmax_sum_bits", "softmax_inv_bits", "bn_mult_bits", "cmvm_delay")
-TABLE_FIELDS = {"softmax_exp_bits": "exp_frac_bits", "softmax_sum_bits": "sum_frac_bits",
-                "softmax_inv_bits": "inv_frac_bits"}   # rtl key -> SoftmaxTables field
+# RTL settings: the same trained model, another trace / Verilog (no retraining). The keys are the
+# `jetdeploy fpga rtl` flags (RtlSettings), with '_' for '-', plus n_check
+RTL_FLAGS = ("n_check", *RtlSettings.flag_dests("qonnx"))
+RTL_KEYS = {f"rtl.{k}": k for k in RTL_FLAGS}
 
 
 def _key(obj) -> str:
@@ -60,7 +60,7 @@ def load_sweep(path: str | Path) -> dict:
     unknown = set(cfg) - {"preset", "data", "out", "set", "grid", "points", "rtl", "csim", "dask", "workers"}
     if unknown:
         raise JetDeployError(f"{path}: unknown keys {sorted(unknown)}")
-    bad_rtl = set(cfg.get("rtl") or {}) - {"sim", "n_check", "clock_ns", "latency_cutoff", "synth", *TRACE_KEYS}
+    bad_rtl = set(cfg.get("rtl") or {}) - set(RTL_FLAGS)
     if bad_rtl:
         raise JetDeployError(f"{path}: unknown rtl keys {sorted(bad_rtl)}")
     for k in ("preset", "data", "out"):
@@ -108,12 +108,12 @@ def _run_group(g: dict) -> list[dict]:
     import contextlib
     import io
 
-    from ..config import load_train_config
-    from ..export.verify import export_run
-    from ..train.evaluate import evaluate
-    from ..train.trainer import train
-    from .flow import rtl_run
-    from .trace import SoftmaxTables
+    from .config import load_train_config
+    from .export.verify import export_run
+    from .train.evaluate import evaluate
+    from .train.trainer import train
+    from .fpga.flow import rtl_run
+    from argparse import Namespace
 
     run = Path(g["out"]) / "train" / g["train_key"]
     overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
@@ -129,7 +129,7 @@ def _run_group(g: dict) -> list[dict]:
         export_run(run, g["data"], n_verify=200, progress=False)
         csim = None
         if g["csim"]:
-            from .hlsflow import csim_run
+            from .fpga.hlsflow import csim_run
 
             csim = csim_run(run, g["data"], n_check=500, n_trace=20, progress=False)
     train_s = time.perf_counter() - t0
@@ -137,12 +137,9 @@ def _run_group(g: dict) -> list[dict]:
     for pt in g["points"]:
         r = pt["rtl"]
         t1 = time.perf_counter()
-        tables = SoftmaxTables(**{field: int(r[k]) for k, field in TABLE_FIELDS.items() if r.get(k) is not None})
+        settings = RtlSettings.from_args(Namespace(**{k: v for k, v in r.items() if k != "n_check"}), "qonnx")
         with contextlib.redirect_stdout(io.StringIO()):
-            rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), latency_cutoff=float(r["latency_cutoff"]),
-                          clock_ns=float(r["clock_ns"]), synth=bool(r["synth"]), simulate=bool(r["sim"]),
-                          progress=False, tables=tables, bn_mult_bits=r.get("bn_mult_bits"),
-                          cmvm_delay=r.get("cmvm_delay", 0))
+            rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), settings=settings, progress=False)
         lat, res = rep["latency"], rep.get("resources") or {}
         row = {"point": pt["point"], "key": pt["key"], "train_run": str(run),
                "config_hash": metrics["model"]["config_hash"],
@@ -153,7 +150,7 @@ def _run_group(g: dict) -> list[dict]:
                "lut": res.get("LUT"), "ff": res.get("FF"), "dsp": res.get("DSP"),
                "resources_tool": res.get("tool") if res else None,
                "rtl_agreement": rep["checks"][0]["argmax_agreement"],
-               "rtl_bit_exact": rep["checks"][0]["bit_exact_jets"], "rtl_accuracy": rep["checks"][0]["accuracy_da4ml"],
+               "rtl_bit_exact": rep["checks"][0]["bit_exact"], "rtl_accuracy": rep["checks"][0]["accuracy_da4ml"],
                "csim_agreement": csim["checks"][0]["argmax_agreement"] if csim else None,
                "ok": bool(rep["ok"] and (csim is None or csim["ok"])),
                "train_s": round(train_s, 1), "rtl_s": round(time.perf_counter() - t1, 1), "cached": False}
@@ -164,15 +161,7 @@ def _run_group(g: dict) -> list[dict]:
 
 def pareto(rows: list[dict], cost: str) -> list[dict]:
     """Points not beaten by another with >= accuracy and <= cost (ties kept)."""
-    front = []
-    for r in rows:
-        if r.get(cost) is None:
-            continue
-        beaten = any(o is not r and o.get(cost) is not None and o["accuracy"] >= r["accuracy"] and o[cost] <= r[cost]
-                     and (o["accuracy"] > r["accuracy"] or o[cost] < r[cost]) for o in rows)
-        if not beaten:
-            front.append(r)
-    return sorted(front, key=lambda r: r[cost])
+    return _pareto.front(rows, lambda r: r["accuracy"], lambda r: r.get(cost))
 
 
 def run_sweep(config: str | Path, progress: bool = True) -> dict:
@@ -194,7 +183,7 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
     if todo and sw["dask"]:
         from distributed import as_completed
 
-        from ..data.generate import dask_client
+        from .dask_client import dask_client
 
         client = dask_client(str(sw["dask"]), sw["workers"])
         try:

@@ -1,0 +1,73 @@
+"""The edge bench's table (bench.md) and its accuracy-vs-speed plot (pareto.png)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import pareto
+
+
+def bench_table(res: dict) -> str:
+    """bench.md: every variant, its accuracy, MACs and timings, with gains over the padded and the padding-free
+    (float-nopad) baselines."""
+    rows = [f"| variant | accuracy | Δacc | MACs/jet (×padded) | batch-{res['timing']['batch']} jets/s | ×float-padded | "
+            "×torch eager | bucketed jets/s (×float-padded) | bucketed ×padding-free | batch-1 p50 ms | p99 ms | "
+            "p50 gain | p50 ×padding-free | cold p50 gain |", "|" + "---|" * 14]
+    for name, v in res["variants"].items():
+        if v.get("timed"):
+            label = name if v.get("pool", "carry") == "carry" else f"{name} (pool {v['pool']})"
+            rows.append(f"| {label} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) | "
+                        f"{v['throughput_jets_per_s']:.0f} | {v['throughput_vs_float_padded']:.2f} | "
+                        f"{v['throughput_vs_torch_eager']:.2f} | {v['throughput_bucketed_jets_per_s']:.0f} "
+                        f"({v['throughput_bucketed_vs_float_padded']:.2f}) | {v['throughput_bucketed_vs_float_nopad']:.2f} | "
+                        f"{v['latency_ms_p50']:.3f} | {v['latency_ms_p99']:.3f} | "
+                        f"{v['latency_p50_gain_vs_float_padded']:.2f} | {v['latency_p50_gain_vs_float_nopad']:.2f} | "
+                        f"{v['latency_p50_cold_gain_vs_float_padded']:.2f} |")
+        else:
+            rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change']:+.4f} | "
+                        f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f}) |" + " – |" * 10)
+    t = res["timing"]
+    head = (f"# Edge benchmark: {res['run']}\n\n{res['n_test_jets']} test jets of {res['data']}; timing: {t['tool']} "
+            f"on {t.get('cpu', 'an unnamed CPU')}, "
+            f"{t['intra_op_threads']} intra-op thread, spinning off, {t['graph_optimization']}, denormals "
+            f"{t.get('denormals', 'kept')}; batch {t['batch']} "
+            f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median), in file order and bucketed by "
+            f"multiplicity; batch 1 over {t['latency_jets']} "
+            f"jets ({t['batch1_inputs']}; {t.get('latency_order', 'variants take turns jet by jet')}). "
+            "Random = accuracy control (PyTorch).\n\n")
+    checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
+                       f"{c['max_abs_diff']:.1e}, agreement {c['argmax_agreement']:.4f}"
+                       for c in res["checks"])
+    return head + "\n".join(rows) + "\n\n## Checks (torch vs ONNX: batched graph on batches of 3, single-jet graph on each jet)\n" + checks + "\n"
+
+
+def plot_pareto(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    timed = {k: v for k, v in res["variants"].items() if v.get("timed")}
+    for ax, key, label in ((axes[0], "throughput_jets_per_s", f"throughput, batch {res['timing']['batch']} [jets/s]"),
+                           (axes[1], "latency_ms_p50", "latency p50, batch 1 [ms]")):
+        pts = sorted((v[key], v["accuracy"], k) for k, v in timed.items())
+        for xv, yv, k in pts:
+            marker = "s" if "int8" in k or k == "qcdq" else ("^" if k.startswith("ltp") else "o")
+            ax.scatter(xv, yv, marker=marker)
+            ax.annotate(k, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        # Pareto front: better = more throughput / less latency, more accuracy
+        sign = -1 if key == "throughput_jets_per_s" else 1
+        front = [(xv, yv) for xv, yv, _ in pareto.front(pts, lambda p: p[1], lambda p: sign * p[0])]
+        if front:
+            ax.plot(*zip(*sorted(front)), "k--", lw=0.8, label="Pareto front")
+        ax.axhline(res["accuracy_float"] - 0.005, color="grey", lw=0.6, ls=":", label="float − 0.5%")
+        ax.set_xlabel(label + " (ORT, 1 thread)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    axes[0].set_title("accuracy vs throughput")
+    axes[1].set_title("accuracy vs latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

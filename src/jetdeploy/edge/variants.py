@@ -1,0 +1,218 @@
+"""The edge bench's variants of a float run: their PyTorch models and accuracies, their ONNX graphs (each checked
+against its PyTorch model), and their INT8 twins (onnxruntime dynamic quantization; Brevitas QCDQ)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import versions
+from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy
+from ..errors import JetDeployError
+from ..runfolder import RunFolder
+from ..train import checkpoint as ckpt
+from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
+from .timing import trim
+
+DEFAULT_FINAL_KEEP = (0.5, 0.35, 0.25)
+
+
+def geometric_schedule(final: float, n_blocks: int) -> list[float]:
+    """keep[i] = final^((i + 1) / L): every block's pruning step shrinks the budget by the same factor."""
+    return [round(final ** ((i + 1) / n_blocks), 3) for i in range(n_blocks)]
+
+
+def torch_logits(mod, x: torch.Tensor, mask: torch.Tensor, batch: int = 500):
+    """Logits and analytic MACs per jet (from the tokens each block computed)."""
+    outs, macs = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(mod(x[i:i + batch], mask[i:i + batch]))
+            macs.append(macs_per_jet(mod.model, mod.last_counts, mod.spec.pool != "carry"))
+    return torch.cat(outs).numpy(), torch.cat(macs).numpy()
+
+
+class SingleJet(torch.nn.Module):
+    """The single-jet signature: x [1, n, F] with every particle real (no mask input)."""
+
+    def __init__(self, pruned: PrunedTagger):
+        super().__init__()
+        self.pruned = pruned
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pruned(x, None)
+
+
+def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: int = 200, static=None) -> dict:
+    """Pruned (or not) torch vs its ONNX graphs: the batched graph on batches of 3 jets of different
+    lengths (padded), the single-jet graph (if any) on each jet's real particles, and the static
+    graph (if any) on each jet in its N padded slots. A check record (`jetdeploy.checks.Check`)."""
+    from ..export.graphs import Deployable
+
+    dep = Deployable(module).eval()
+    n = min(n, len(x))
+    with torch.no_grad():
+        ref = dep(torch.from_numpy(x[:n]), torch.from_numpy(mask[:n])).numpy()
+    three = np.concatenate([batched.run(None, {"x": x[i:min(i + 3, n)], "mask": mask[i:min(i + 3, n)]})[0]
+                            for i in range(0, n, 3)])
+    got = {"batch3": three}
+    if single is not None:
+        got["batch1"] = np.concatenate([single.run(None, trim(x, mask, i))[0] for i in range(n)])
+    if static is not None:
+        got["static"] = np.concatenate([static.run(None, {"x": x[i:i + 1], "mask": mask[i:i + 1]})[0] for i in range(n)])
+    diffs = {k: float(np.abs(v - ref).max()) for k, v in got.items()}
+    agree = min(float((v.argmax(1) == ref.argmax(1)).mean()) for v in got.values())
+    worst = max(diffs.values())
+    ok = worst <= PRUNED_TOL or (agree >= PRUNED_AGREEMENT and worst <= 100 * PRUNED_TOL)
+    return Check("ONNX (ORT) vs torch", ok, "onnxruntime vs torch", "max_abs_diff", worst, PRUNED_TOL, n,
+                 versions.package("onnxruntime"),
+                 {**{f"max_abs_diff_{k}": d for k, d in diffs.items()}, "max_abs_diff": worst,
+                  "argmax_agreement": agree, "min_agreement": PRUNED_AGREEMENT}).as_dict()
+
+
+def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say) -> dict[str, torch.nn.Module]:
+    """The timed variants' PyTorch models: unpruned (padded, padding-free), Zero-TPrune, LTP."""
+    from .ltp import load_ltp
+
+    mods: dict[str, torch.nn.Module] = {"float-padded": model,
+                                        "float-nopad": PrunedTagger(model, PruneSpec(method="none"))}
+    for k in keeps:
+        spec = PruneSpec(method="zerotprune", keep=k)
+        mods[spec.label()] = PrunedTagger(model, spec)
+    if rf.ltp_pt.exists():
+        mods["ltp"] = load_ltp(rf.path)
+    else:
+        say(f"{rf.ltp_pt}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {rf.path}`)")
+    for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR"
+        name = f"ltp@{path.parent.parent.name if path.parent.name == 'edge' else path.stem}"
+        if name in mods:
+            raise JetDeployError(f"{path}: two LTP checkpoints would both be called {name!r}")
+        mods[name] = load_ltp(rf.path, path)
+    return mods
+
+
+def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int) -> dict[str, dict]:
+    """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning, Zero-TPrune and
+    random at LTP's budget, LTP's weights unpruned)."""
+    with torch.no_grad():
+        plain = torch.cat([model(x[i:i + 500], mask[i:i + 500]) for i in range(0, len(x), 500)]).numpy()
+    variants = {"float-padded": {"method": "none", "keep": None, "accuracy_torch": accuracy(plain, labels),
+                                 "macs_per_jet": padded_macs(model, N), "macs_tool": "analytic, N slots per jet"}}
+    for name, mod in list(mods.items())[1:]:
+        logits, macs = torch_logits(mod, x, mask)
+        variants[name] = {"method": mod.spec.method, "keep": mod.spec.keep if mod.spec.method != "none" else None,
+                          "accuracy_torch": accuracy(logits, labels), "macs_per_jet": float(macs.mean()),
+                          "macs_tool": "analytic, from the real tokens each block computes"}
+        if mod.spec.method == "ltp":
+            variants[name]["thresholds"] = mod.thresholds.tolist()
+        if mod.spec.method != "none":
+            variants[name]["pool"] = mod.spec.pool
+    controls = [("random", k, "accuracy control at a Zero-TPrune budget, PyTorch only") for k in keeps]
+    if "ltp" in mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
+        lk = mods["ltp"].spec.keep
+        if lk not in keeps and any(f < 1.0 for f in lk):
+            controls.append(("zerotprune", lk, "Zero-TPrune at LTP's token budget (LTP keeps at most this), PyTorch only"))
+        controls.append(("random", lk, "random pruning at LTP's token budget, PyTorch only"))
+    for method, k, note in controls:
+        spec = PruneSpec(method=method, keep=k)
+        logits, macs = torch_logits(PrunedTagger(model, spec), x, mask)
+        variants[spec.label()] = {"method": method, "keep": k, "accuracy_torch": accuracy(logits, labels),
+                                  "macs_per_jet": float(macs.mean()), "timed": False, "note": note}
+    if "ltp" in mods:  # is LTP's accuracy pruning, or just the extra fine-tuning?
+        logits, macs = torch_logits(PrunedTagger(mods["ltp"].model, PruneSpec(method="none")), x, mask)
+        variants["ltp-weights-unpruned"] = {"method": "none", "keep": None, "accuracy_torch": accuracy(logits, labels),
+                                            "macs_per_jet": float(macs.mean()), "timed": False,
+                                            "note": "LTP's fine-tuned weights without pruning, PyTorch only"}
+    return variants
+
+
+def export_verified(mods: dict, onnx_dir: Path, F: int, N: int, xn, mn, flush: bool, variants: dict, checks: list,
+                    say) -> dict[str, dict[str, Path]]:
+    """Every variant: a batched graph (x, mask) and, except the padded baseline, a single-jet graph (x); the padded
+    baseline gets a static [1, N] graph. Each checked against its PyTorch model; a failure stops the bench."""
+    from ..export import graphs
+
+    graphs_of: dict[str, dict[str, Path]] = {}
+    for name, mod in mods.items():
+        g = {"batched": onnx_dir / f"{name}.onnx"}
+        graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["batched"])
+        if name != "float-padded":
+            g["single"] = onnx_dir / f"{name}.single.onnx"
+            graphs.export_float(SingleJet(mod).eval(), F, N, g["single"], single=True)
+        else:  # the padded baseline's batch-1 graph: [1, N] with every size static (all shape arithmetic folded)
+            g["static"] = onnx_dir / f"{name}.static.onnx"
+            graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["static"], static=True)
+        sess = {k: graphs.ort_session(v, threads=2, denormal_as_zero=flush) for k, v in g.items()}
+        chk = verify_pruned(sess["batched"], sess.get("single"), mod, xn, mn, static=sess.get("static"))
+        checks.append({**chk, "name": f"{name}: ONNX (ORT) vs torch"})
+        if not chk["ok"]:
+            raise JetDeployError(f"{g['batched']}: ORT differs from the torch model (max |diff| "
+                                 f"{chk['max_abs_diff']:.2e}, agreement {chk['argmax_agreement']:.4f})")
+        graphs_of[name] = g
+        variants[name]["onnx"] = {k: str(v) for k, v in g.items()}
+        say(f"{name}: ONNX verified against torch (max |diff| {chk['max_abs_diff']:.1e})")
+    return graphs_of
+
+
+def add_int8(graphs_of: dict, variants: dict) -> None:
+    """onnxruntime dynamic INT8 (QInt8 weights) of every graph except the padding-free one."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..export import graphs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [n for n in list(graphs_of) if n != "float-nopad"]:
+            q = {}
+            for kind, src in graphs_of[name].items():
+                dst = src.with_name(src.name.replace(name, f"{name}+int8", 1))
+                pre = Path(tmp) / f"pre-{kind}.onnx"
+                with graphs._quiet():
+                    quant_pre_process(str(src), str(pre))
+                    quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+                q[kind] = dst
+            graphs_of[f"{name}+int8"] = q
+            variants[f"{name}+int8"] = {**{k: v for k, v in variants[name].items() if k not in ("accuracy_torch", "onnx")},
+                                        "onnx": {k: str(v) for k, v in q.items()},
+                                        "int8": "onnxruntime.quantization.quantize_dynamic, QInt8 weights"}
+
+
+def add_qcdq(int8_run, cfg, model, keeps, onnx_dir: Path, F: int, N: int, x, mask, flush: bool, graphs_of: dict,
+             variants: dict, checks: list, say) -> None:
+    """The Brevitas INT8 run's QCDQ graph, and that QAT model with Zero-TPrune at each budget (no training needed)."""
+    from ..export import graphs
+
+    irf = RunFolder(int8_run)
+    if not irf.qcdq.exists():
+        raise JetDeployError(f"{irf.qcdq}: missing; export the INT8 run first (jetdeploy export --run {int8_run})")
+    graphs_of["qcdq"] = {"batched": irf.qcdq}
+    variants["qcdq"] = {"method": "none", "keep": None, "macs_per_jet": padded_macs(model, N),
+                        "onnx": {"batched": str(irf.qcdq)}, "int8": "Brevitas QAT, QCDQ export", "source_run": str(int8_run)}
+    qmodel, qrec = ckpt.load_model(int8_run)
+    if qrec["config"].model != cfg.model:
+        raise JetDeployError(f"{int8_run}: its model config differs from the float run's; --int8-run needs the QAT twin")
+    xn, mn = x.numpy(), mask.numpy().astype(np.float32)
+    for k in keeps:
+        spec = PruneSpec(method="zerotprune", keep=k)
+        name = f"qcdq+{spec.label()}"
+        path = onnx_dir / f"{name}.onnx"
+        qpt = PrunedTagger(qmodel, spec).eval()
+        graphs.export_qcdq(graphs.Deployable(qpt), F, N, path)
+        chk = verify_pruned(graphs.ort_session(path, threads=2, denormal_as_zero=flush), None, qpt, xn, mn)
+        chk.update({"ok": chk["argmax_agreement"] >= AGREEMENT_MIN, "metric": "argmax_agreement",
+                    "value": chk["argmax_agreement"], "threshold": AGREEMENT_MIN,
+                    "note": "QCDQ vs Brevitas: agreement threshold (integer rounding)",
+                    "name": f"{name}: ONNX (ORT) vs Brevitas"})
+        checks.append(chk)
+        if not chk["ok"]:
+            raise JetDeployError(f"{path}: ORT agrees with the pruned Brevitas model on only "
+                                 f"{chk['argmax_agreement']:.4f} of the jets (< {AGREEMENT_MIN})")
+        _, macs = torch_logits(qpt, x[:1000], mask[:1000])
+        graphs_of[name] = {"batched": path}
+        variants[name] = {"method": "zerotprune", "keep": k, "macs_per_jet": float(macs.mean()),
+                          "macs_tool": "analytic, on the first 1000 test jets", "onnx": {"batched": str(path)},
+                          "int8": "Brevitas QAT, QCDQ export", "source_run": str(int8_run)}
+        say(f"{name}: ONNX verified against Brevitas (agreement {chk['argmax_agreement']:.4f})")
