@@ -297,6 +297,80 @@ def _load_shard(path: Path, shard: Shard) -> dict[str, np.ndarray] | None:
 # the whole sample
 
 
+def _run_shards(cfg_json: str, todo: list, shard_dir: Path, bar, workers: int, dask: str | None, client) -> None:
+    """Generate the missing shards: on Dask (a given client, or one made for `dask`), in-process, or in a pool."""
+    if dask is not None or client is not None:
+        own = client is None
+        client = client if client is not None else dask_client(dask, workers)
+        try:
+            _run_on_dask(client, cfg_json, todo, shard_dir, bar)
+        finally:
+            if own:
+                cluster = getattr(client, "cluster", None)
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    elif workers <= 1:
+        for sh in todo:
+            _run_shard(cfg_json, sh, str(shard_dir / f"{sh.name}.npz"))
+            bar.update(sh.n_jets)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_run_shard, cfg_json, sh, str(shard_dir / f"{sh.name}.npz")) for sh in todo]
+            for fut in as_completed(futs):
+                sh, _ = fut.result()
+                bar.update(sh.n_jets)
+
+
+def _merge(cfg: DataConfig, shards: list, results: dict, chash: str) -> JetData:
+    """The shards in canonical (class, shard) order, then a seeded shuffle so that classes are interleaved."""
+    ordered = [results[sh.name] for sh in shards]
+    cat = {k: np.concatenate([a[k] for a in ordered]) for k in ordered[0] if k != "stats"}
+    n = len(cat["labels"])
+    perm = np.random.default_rng([cfg.seed, 1]).permutation(n)
+    cat = {k: v[perm] for k, v in cat.items()}
+    split = assign_split(n, (cfg.split.train, cfg.split.val, cfg.split.test), seed=cfg.seed)
+    provenance = {
+        "generator": "Pythia 8 + FastJet (jetdeploy data generate)",
+        "preset": cfg.name,  # not a path: the same config must give the same bytes in any checkout
+        "config": cfg.model_dump(mode="json"),
+        "tools": tool_versions(),
+        "processes": PROCESSES,
+        "pythia_settings_example": pythia_settings(cfg, CLASS_NAMES[0], shards[0].seed),
+        "shard_seed_rule": "sha256('jetdeploy:{seed}:{class}:{index}') -> 1..900000000",
+        "jet_definition": f"anti-kT R={cfg.jets.radius}, visible final state, constituent pT > {cfg.jets.constituent_min_pt_gev} GeV",
+        "observables": "jet 4-vector = E-scheme sum of constituents; msd: soft drop (C/A, zcut, beta); tau_N: beta=1, "
+                       "exclusive-kT axes; c2 = e3/e2^2, d2 = e3/e2^3 with beta=1 energy correlators (ungroomed)",
+    }
+    return JetData(
+        particle_features=cat["particle_features"], p4=cat["p4"], charge=cat["charge"], pdgid=cat["pdgid"],
+        mask=cat["mask"], observables=cat["observables"], truth_pdgid=cat["truth_pdgid"], labels=cat["labels"],
+        split=split, source="pythia8", provenance=provenance, config_hash=chash,
+    )
+
+
+def _per_class(shards: list, results: dict) -> dict:
+    """Jets, events and the CPU split (Pythia / read-out / FastJet) per class."""
+    per_class = {}
+    for cls in CLASS_NAMES:
+        st = np.array([results[sh.name]["stats"] for sh in shards if sh.cls == cls])
+        cpu, pyth, extract, fj, events = st.sum(axis=0)
+        jets = sum(sh.n_jets for sh in shards if sh.cls == cls)
+        per_class[cls] = {
+            "jets": jets, "events": int(events), "cpu_s": round(float(cpu), 3),
+            "jets_per_cpu_s": round(jets / cpu, 2),
+            "cpu_fraction": {
+                "pythia": round(float(pyth / cpu), 3),
+                "particle_readout_python": round(float(extract / cpu), 3),
+                "fastjet_and_observables": round(float(fj / cpu), 3),
+                "other_python": round(float(1 - (pyth + extract + fj) / cpu), 3),
+            },
+        }
+    return per_class
+
+
 def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: bool = False,
              progress: bool = True, dask: str | None = None, client=None) -> dict:
     """Generate the sample described by `cfg` into `out` (HDF5); returns the run statistics.
@@ -332,29 +406,7 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
     bar = tqdm(total=sum(s.n_jets for s in todo), unit="jet", desc=f"generate {cfg.name}", disable=not progress)
     runner = "client" if client is not None else dask  # recorded in the stats (None: local processes)
     if todo:
-        if dask is not None or client is not None:
-            own = client is None
-            client = client if client is not None else dask_client(dask, workers)
-            try:
-                _run_on_dask(client, cfg_json, todo, shard_dir, bar)
-            finally:
-                if own:
-                    cluster = getattr(client, "cluster", None)
-                    client.close()
-                    if cluster is not None:
-                        cluster.close()
-        elif workers <= 1:
-            for sh in todo:
-                _run_shard(cfg_json, sh, str(shard_dir / f"{sh.name}.npz"))
-                bar.update(sh.n_jets)
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futs = [pool.submit(_run_shard, cfg_json, sh, str(shard_dir / f"{sh.name}.npz")) for sh in todo]
-                for fut in as_completed(futs):
-                    sh, _ = fut.result()
-                    bar.update(sh.n_jets)
+        _run_shards(cfg_json, todo, shard_dir, bar, workers, dask, client)
     bar.close()
     wall = time.perf_counter() - t_wall
     for sh in todo:
@@ -363,48 +415,12 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
             raise JetDeployError(f"{shard_dir / (sh.name + '.npz')}: shard missing after generation")
         results[sh.name] = arrays
 
-    # merge in canonical (class, shard) order, then a seeded shuffle so classes are interleaved
-    ordered = [results[sh.name] for sh in shards]
-    cat = {k: np.concatenate([a[k] for a in ordered]) for k in ordered[0] if k != "stats"}
-    n = len(cat["labels"])
-    perm = np.random.default_rng([cfg.seed, 1]).permutation(n)
-    cat = {k: v[perm] for k, v in cat.items()}
-    split = assign_split(n, (cfg.split.train, cfg.split.val, cfg.split.test), seed=cfg.seed)
-    provenance = {
-        "generator": "Pythia 8 + FastJet (jetdeploy data generate)",
-        "preset": cfg.name,  # not a path: the same config must give the same bytes in any checkout
-        "config": cfg.model_dump(mode="json"),
-        "tools": tool_versions(),
-        "processes": PROCESSES,
-        "pythia_settings_example": pythia_settings(cfg, CLASS_NAMES[0], shards[0].seed),
-        "shard_seed_rule": "sha256('jetdeploy:{seed}:{class}:{index}') -> 1..900000000",
-        "jet_definition": f"anti-kT R={cfg.jets.radius}, visible final state, constituent pT > {cfg.jets.constituent_min_pt_gev} GeV",
-        "observables": "jet 4-vector = E-scheme sum of constituents; msd: soft drop (C/A, zcut, beta); tau_N: beta=1, "
-                       "exclusive-kT axes; c2 = e3/e2^2, d2 = e3/e2^3 with beta=1 energy correlators (ungroomed)",
-    }
-    data = JetData(
-        particle_features=cat["particle_features"], p4=cat["p4"], charge=cat["charge"], pdgid=cat["pdgid"],
-        mask=cat["mask"], observables=cat["observables"], truth_pdgid=cat["truth_pdgid"], labels=cat["labels"],
-        split=split, source="pythia8", provenance=provenance, config_hash=chash,
-    )
+    data = _merge(cfg, shards, results, chash)
+    n = len(data)
     write_jets(out, data)
     shutil.rmtree(shard_dir, ignore_errors=True)
 
-    per_class = {}
-    for cls in CLASS_NAMES:
-        st = np.array([results[sh.name]["stats"] for sh in shards if sh.cls == cls])
-        cpu, pyth, extract, fj, events = st.sum(axis=0)
-        jets = sum(sh.n_jets for sh in shards if sh.cls == cls)
-        per_class[cls] = {
-            "jets": jets, "events": int(events), "cpu_s": round(float(cpu), 3),
-            "jets_per_cpu_s": round(jets / cpu, 2),
-            "cpu_fraction": {
-                "pythia": round(float(pyth / cpu), 3),
-                "particle_readout_python": round(float(extract / cpu), 3),
-                "fastjet_and_observables": round(float(fj / cpu), 3),
-                "other_python": round(float(1 - (pyth + extract + fj) / cpu), 3),
-            },
-        }
+    per_class = _per_class(shards, results)
     stats = {
         "ok": True, "up_to_date": False, "out": str(out), "config_hash": chash, "n_jets": n,
         "workers": workers, "dask": runner, "wall_s": round(wall, 2), "resumed_shards": resumed, "generated_shards": len(todo),

@@ -11,9 +11,9 @@ Results go to RUN/export/verify.json with "ok"; a failed check makes the command
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,8 @@ from .. import versions
 from ..checks import AGREEMENT_MIN, FLOAT_TOL, Check, accuracy, all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
+from ..registry import registrar
+from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
 from . import graphs
@@ -60,104 +62,148 @@ def _qonnx_logits(path: Path, x: np.ndarray, mask: np.ndarray, batch: int) -> np
     return np.concatenate(out)
 
 
+@dataclass
+class _Job:
+    """One export: the deployable module, the verification jets and their torch logits, where files go."""
+
+    module: torch.nn.Module
+    cfg: object
+    data: str
+    x: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    ref: np.ndarray
+    out: Path
+    tmp: Path
+    verify: bool
+    exporter: str
+    qonnx_batch: int
+    say: object
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return self.x.shape[-1], self.cfg.model.n_particles
+
+
+EXPORTERS: dict = {}   # quant scheme -> fn(job, files, checks): the files of that scheme, verified
+exports = registrar(EXPORTERS)
+
+
 def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 2000, exporter: str = "torchscript",
                qonnx_batch: int = 250, progress: bool = True, verify: bool = True) -> dict:
-    run = Path(run_dir)
-    model, rec = ckpt.load_model(run)
+    """Every file the run deploys to (by its quant scheme, see the module docstring), each checked; RUN/export/verify.json."""
+    rf = RunFolder(run_dir)
+    model, rec = ckpt.load_model(rf.path)
     cfg = rec["config"]
     arch, scheme = cfg.model.arch, cfg.quant.scheme
+    if scheme not in EXPORTERS:
+        raise JetDeployError(f"export: no path for quant scheme '{scheme}'")
     module = graphs.deployable(model, arch)
-    if data is None:
-        tj = run / "train.json"
-        if not tj.exists():
-            raise JetDeployError(f"{tj}: missing; pass --data FILE.h5 for the verification jets")
-        data = json.loads(tj.read_text())["data"]["file"]
+    if data is None and not rf.train_json.exists():
+        raise JetDeployError(f"{rf.train_json}: missing; pass --data FILE.h5 for the verification jets")
+    data = rf.data_file(data)
     inp = load_inputs(data, cfg.model, "test")
     n = min(n_verify, len(inp))
-    x = inp.x[:n].numpy()
-    mask = inp.mask[:n].numpy().astype(np.float32)
-    labels = inp.labels[:n].numpy()
-    F, N = x.shape[-1], cfg.model.n_particles
-    out = run / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    say = print if progress else (lambda *a, **k: None)
+    x, mask = inp.x[:n].numpy(), inp.mask[:n].numpy().astype(np.float32)
+    rf.export_dir.mkdir(parents=True, exist_ok=True)
     files, checks = {}, []
-    ref = _torch_logits(module, x, mask)
-    acc_ref = accuracy(ref, labels)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if scheme == "float":
-            p = out / "model.onnx"
-            files[p.name] = graphs.export_float(module, F, N, p, exporter)
-            if verify:
-                got = graphs.run_ort(graphs.ort_session(p), x, mask)
-                checks.append(_float_check("float ONNX (ORT) vs torch", got, ref))
-                say(f"{p.name}: ORT vs torch max |diff| {checks[-1]['max_abs_diff']:.2e} on {n} jets")
-            calib_in = load_inputs(data, cfg.model, "train", max_jets=1024)
-            calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
-                     for i in range(0, len(calib_in), 128)]
-            dyn, sta = out / "model.int8-dynamic.onnx", out / "model.int8-static.onnx"
-            info = graphs.quantize_with_ort(p, dyn, sta, calib)
-            for q in (dyn, sta):
-                files[q.name] = info
-                if not verify:
-                    continue
-                got = graphs.run_ort(graphs.ort_session(q), x, mask)
-                kern = graphs.kernel_report(q, tmp)
-                acc = accuracy(got, labels)
-                checks.append(_kernel_check(f"{q.name} integer kernels", kern))
-                cmp = compare_logits(got, ref)
-                checks.append(Check(f"{q.name} (ORT) vs float torch", True, ORT, "argmax_agreement",
-                                    cmp.argmax_agreement, None, n, versions.package("onnxruntime"),
-                                    {**cmp.as_dict(), "accuracy": acc, "accuracy_float": acc_ref,
-                                     "accuracy_change": acc - acc_ref,
-                                     "note": "reported, no threshold: the INT8 alternative to Brevitas QAT"}).as_dict())
-                say(f"{q.name}: agreement with float {cmp.argmax_agreement:.4f}, accuracy {acc:.4f} "
-                    f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
-        if scheme == "fpga":
-            p = out / "model.qonnx.onnx"
-            files[p.name] = graphs.export_qonnx(module, F, N, p, batch=1)
-        if scheme == "fpga" and verify:
-            few = min(n, 32)
-            got1 = _qonnx_logits(p, x[:few], mask[:few], 1)
-            qv = versions.package("qonnx")
-            c1 = logit_check("QONNX (qonnx exec, batch-1 file) vs Brevitas", compare_logits(got1, ref[:few]),
-                             QONNX_EXEC, version=qv, exact_required=True)
-            checks.append(c1.as_dict())
-            twin = tmp / "twin.onnx"
-            tinfo = graphs.export_qonnx(module, F, N, twin, batch=qonnx_batch)
-            same_ops = tinfo["op_types"] == files[p.name]["op_types"] and tinfo["nodes"] == files[p.name]["nodes"]
-            nb = n - n % qonnx_batch
-            got = _qonnx_logits(twin, x[:nb], mask[:nb], qonnx_batch) if nb else got1
-            c2 = logit_check(f"QONNX (qonnx exec, batch-{qonnx_batch} twin) vs Brevitas",
-                             compare_logits(got, ref[:len(got)]), QONNX_EXEC, version=qv, exact_required=True,
-                             same_graph_as_file=same_ops)
-            c2.ok = c2.ok and same_ops
-            checks.append(c2.as_dict())
-            say(f"{p.name}: qonnx vs Brevitas max |diff| {c1.details['max_abs_diff']:.1e} on {few} jets (file), "
-                f"{c2.details['max_abs_diff']:.1e} on {len(got)} (twin)")
-        if scheme == "int8":
-            p = out / "model.qcdq.onnx"
-            files[p.name] = graphs.export_qcdq(module, F, N, p)
-        if scheme == "int8" and verify:
-            got = graphs.run_ort(graphs.ort_session(p), x, mask)
-            kern = graphs.kernel_report(p, tmp)
-            c = logit_check("QCDQ (ORT) vs Brevitas fake-quant", compare_logits(got, ref), ORT,
-                            version=versions.package("onnxruntime"), threshold=AGREEMENT_MIN,
-                            accuracy=accuracy(got, labels), accuracy_brevitas=acc_ref)
-            c.ok = c.value >= AGREEMENT_MIN   # integer rounding: agreement, even where every logit matched
-            checks.append(c.as_dict())
-            checks.append(_kernel_check("QCDQ integer kernels", kern))
-            say(f"{p.name}: ORT vs Brevitas agreement {c.details['argmax_agreement']:.4f} on {n} jets; integer kernels "
-                f"{kern['integer_kernels']}")
-        if scheme not in ("float", "fpga", "int8"):
-            raise JetDeployError(f"export: no path for quant scheme '{scheme}'")
-    result = {"ok": all_ok(checks), "verified": verify, "run": str(run), "config_hash": rec["config_hash"],
+        job = _Job(module, cfg, str(data), x, mask, inp.labels[:n].numpy(), _torch_logits(module, x, mask),
+                   rf.export_dir, Path(tmp), verify, exporter, qonnx_batch, print if progress else (lambda *a, **k: None))
+        EXPORTERS[scheme](job, files, checks)
+    result = {"ok": all_ok(checks), "verified": verify, "run": str(rf.path), "config_hash": rec["config_hash"],
               "arch": arch, "quant": scheme, "data": str(data), "files": files, "checks": checks,
               "wall_s": time.perf_counter() - t0, "tools": _tools()}
-    write_json(out / "verify.json", result)
+    write_json(rf.verify_json, result)
     return result
+
+
+@exports("float")
+def _export_float(job: _Job, files: dict, checks: list) -> None:
+    """model.onnx (ORT vs torch) and onnxruntime.quantization's dynamic and static INT8 twins."""
+    F, N = job.sizes
+    p = job.out / "model.onnx"
+    files[p.name] = graphs.export_float(job.module, F, N, p, job.exporter)
+    if job.verify:
+        got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask)
+        checks.append(_float_check("float ONNX (ORT) vs torch", got, job.ref))
+        job.say(f"{p.name}: ORT vs torch max |diff| {checks[-1]['max_abs_diff']:.2e} on {job.n} jets")
+    calib_in = load_inputs(job.data, job.cfg.model, "train", max_jets=1024)
+    calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
+             for i in range(0, len(calib_in), 128)]
+    dyn, sta = job.out / "model.int8-dynamic.onnx", job.out / "model.int8-static.onnx"
+    info = graphs.quantize_with_ort(p, dyn, sta, calib)
+    acc_ref = accuracy(job.ref, job.labels)
+    for q in (dyn, sta):
+        files[q.name] = info
+        if not job.verify:
+            continue
+        got = graphs.run_ort(graphs.ort_session(q), job.x, job.mask)
+        kern = graphs.kernel_report(q, job.tmp)
+        acc = accuracy(got, job.labels)
+        checks.append(_kernel_check(f"{q.name} integer kernels", kern))
+        cmp = compare_logits(got, job.ref)
+        checks.append(Check(f"{q.name} (ORT) vs float torch", True, ORT, "argmax_agreement",
+                            cmp.argmax_agreement, None, job.n, versions.package("onnxruntime"),
+                            {**cmp.as_dict(), "accuracy": acc, "accuracy_float": acc_ref,
+                             "accuracy_change": acc - acc_ref,
+                             "note": "reported, no threshold: the INT8 alternative to Brevitas QAT"}).as_dict())
+        job.say(f"{q.name}: agreement with float {cmp.argmax_agreement:.4f}, accuracy {acc:.4f} "
+                f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
+
+
+@exports("fpga")
+def _export_fpga(job: _Job, files: dict, checks: list) -> None:
+    """model.qonnx.onnx (batch 1, static shapes); qonnx vs Brevitas bit-exact on the file and a batched twin."""
+    F, N = job.sizes
+    p = job.out / "model.qonnx.onnx"
+    files[p.name] = graphs.export_qonnx(job.module, F, N, p, batch=1)
+    if not job.verify:
+        return
+    x, mask, ref, qonnx_batch = job.x, job.mask, job.ref, job.qonnx_batch
+    few = min(job.n, 32)
+    got1 = _qonnx_logits(p, x[:few], mask[:few], 1)
+    qv = versions.package("qonnx")
+    c1 = logit_check("QONNX (qonnx exec, batch-1 file) vs Brevitas", compare_logits(got1, ref[:few]),
+                     QONNX_EXEC, version=qv, exact_required=True)
+    checks.append(c1.as_dict())
+    twin = job.tmp / "twin.onnx"
+    tinfo = graphs.export_qonnx(job.module, F, N, twin, batch=qonnx_batch)
+    same_ops = tinfo["op_types"] == files[p.name]["op_types"] and tinfo["nodes"] == files[p.name]["nodes"]
+    nb = job.n - job.n % qonnx_batch
+    got = _qonnx_logits(twin, x[:nb], mask[:nb], qonnx_batch) if nb else got1
+    c2 = logit_check(f"QONNX (qonnx exec, batch-{qonnx_batch} twin) vs Brevitas",
+                     compare_logits(got, ref[:len(got)]), QONNX_EXEC, version=qv, exact_required=True,
+                     same_graph_as_file=same_ops)
+    c2.ok = c2.ok and same_ops
+    checks.append(c2.as_dict())
+    job.say(f"{p.name}: qonnx vs Brevitas max |diff| {c1.details['max_abs_diff']:.1e} on {few} jets (file), "
+            f"{c2.details['max_abs_diff']:.1e} on {len(got)} (twin)")
+
+
+@exports("int8")
+def _export_int8(job: _Job, files: dict, checks: list) -> None:
+    """model.qcdq.onnx: ORT vs Brevitas argmax agreement, and integer kernels in ORT's optimized graph."""
+    F, N = job.sizes
+    p = job.out / "model.qcdq.onnx"
+    files[p.name] = graphs.export_qcdq(job.module, F, N, p)
+    if not job.verify:
+        return
+    got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask)
+    kern = graphs.kernel_report(p, job.tmp)
+    c = logit_check("QCDQ (ORT) vs Brevitas fake-quant", compare_logits(got, job.ref), ORT,
+                    version=versions.package("onnxruntime"), threshold=AGREEMENT_MIN,
+                    accuracy=accuracy(got, job.labels), accuracy_brevitas=accuracy(job.ref, job.labels))
+    c.ok = c.value >= AGREEMENT_MIN   # integer rounding: agreement, even where every logit matched
+    checks.append(c.as_dict())
+    checks.append(_kernel_check("QCDQ integer kernels", kern))
+    job.say(f"{p.name}: ORT vs Brevitas agreement {c.details['argmax_agreement']:.4f} on {job.n} jets; integer kernels "
+            f"{kern['integer_kernels']}")
 
 
 def _tools() -> dict:

@@ -98,16 +98,7 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
         from . import rtl
 
         resources = rtl.yosys_resources(rt["design"], progress=progress, workers=synth_workers, budget_s=synth_budget_s)
-    ours_rtl = None
-    r = load_json(rf.rtl_json)
-    if r is not None:
-        ours_rtl = {"cost_adders": r["design"].get("cost_adders"), "stages": r["design"].get("stages"),
-                    "latency_cutoff": r["design"].get("latency_cutoff"), "latency": r.get("latency"),
-                    "resources": r.get("resources"), "da4ml_vs_qonnx": r["checks"][0]}
-    ours_csim = None
-    c = load_json(rf.csim_json)
-    if c is not None:
-        ours_csim = c["checks"][0]
+    ours_rtl, ours_csim = _ours(rf)
     result = {"run": str(run), "data": str(data), "n_jets": len(labels), "full_jets_fraction": float(full.mean()),
               "config_hash": rec.get("config_hash") or rf.config_hash,
               "twin_differences": TWIN_DIFFERENCES, "rows": rows,
@@ -120,6 +111,21 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     write_json(rf.crosscheck_json, result)
     rf.crosscheck_md.write_text(format_crosscheck(result))
     return result
+
+
+def _ours(rf: RunFolder) -> tuple[dict | None, dict | None]:
+    """Our RTL's cost, depth and latency (rtl.json) and our C-sim check (csim.json), where those stages ran."""
+    ours_rtl = None
+    r = load_json(rf.rtl_json)
+    if r is not None:
+        ours_rtl = {"cost_adders": r["design"].get("cost_adders"), "stages": r["design"].get("stages"),
+                    "latency_cutoff": r["design"].get("latency_cutoff"), "latency": r.get("latency"),
+                    "resources": r.get("resources"), "da4ml_vs_qonnx": r["checks"][0]}
+    ours_csim = None
+    c = load_json(rf.csim_json)
+    if c is not None:
+        ours_csim = c["checks"][0]
+    return ours_rtl, ours_csim
 
 
 def _f(v, fmt="{:.4f}"):

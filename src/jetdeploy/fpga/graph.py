@@ -98,18 +98,6 @@ def quant_kif(scale: float, zero_point: float, bits: float, signed: int, where: 
     return k, b - k - f, f
 
 
-def registrar(table: dict):
-    """`@handles("MatMul", ...)`: a decorator that registers a back end's handler for ONNX op types in `table`
-    (the supported-op list and its error messages come from the table)."""
-    def handles(*ops):
-        def deco(fn):
-            for op in ops:
-                table[op] = fn
-            return fn
-        return deco
-    return handles
-
-
 def attrs(node) -> dict:
     out = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in out.items()}

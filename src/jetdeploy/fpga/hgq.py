@@ -37,6 +37,48 @@ def starting_ebops(model, x) -> float:
                      if layer is not twin and getattr(layer, "_ebops", None) is not None))
 
 
+def _choose(front_dir: Path, hist, val0: float, val_drop: float, say):
+    """(model, EBOPs, the selection record, the front) of the Pareto-front epoch with the fewest EBOPs within
+    `val_drop` points of the validation accuracy before fine-tuning (the validation split only)."""
+    front = sorted(({"epoch": int(e), "val_accuracy": float(hist.history["val_accuracy"][e]),
+                     "ebops": float(hist.history["ebops"][e]), "file": p.name}
+                    for p in front_dir.glob("epoch=*.keras")
+                    for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
+    ok = [r for r in front if r["val_accuracy"] >= val0 - val_drop / 100]
+    if not ok:
+        raise JetDeployError(f"fpga hgq: no epoch on the Pareto front is within {val_drop} points of the "
+                             f"validation accuracy before fine-tuning ({val0:.4f}); best "
+                             f"{max(r['val_accuracy'] for r in front):.4f}: lower --beta or raise --val-drop")
+    pick = ok[0]
+    twin = kerasflow.load_keras(front_dir / pick["file"])
+    ebops1 = pick["ebops"]
+    chosen = {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of "
+                      f"the validation accuracy before fine-tuning ({val0:.4f})", **pick}
+    say(f"hgq: chose epoch {pick['epoch']} (val accuracy {pick['val_accuracy']:.4f}, EBOPs {pick['ebops']:.0f}) "
+        f"of {len(front)} on the Pareto front")
+    return twin, ebops1, chosen, front
+
+
+def _verify_saved(twin, path: Path, x: np.ndarray):
+    """The saved model against the trained one, and da4ml's trace of it against Keras, both bit-exact:
+    (checks, da4ml design, input kif, tool versions)."""
+    n = len(x)
+    reloaded = kerasflow.load_keras(path)
+    y_mem = np.asarray(twin.predict(x, verbose=0))
+    y_re = np.asarray(reloaded.predict(x, verbose=0))
+    roundtrip = compare_logits(y_re, y_mem)
+    comb, kif = kerasflow.da4ml_trace(reloaded)
+    y_da = np.asarray(comb.predict(kerasflow.quantize_input(x, kif).reshape(n, -1))).reshape(y_re.shape)
+    da = compare_logits(y_da, y_re)
+    tools = versions.packages("hgq2", "keras", "da4ml")
+    checks = [logit_check("saved model.keras vs the trained model", roundtrip, "keras.saving round trip",
+                          version=f"keras {tools['keras']}", exact_required=True).as_dict(),
+              logit_check("da4ml interpreter vs Keras (saved model)", da,
+                          "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
+                          version=f"da4ml {tools['da4ml']}, hgq2 {tools['hgq2']}", exact_required=True).as_dict()]
+    return checks, comb, kif, tools
+
+
 def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path | None = None, epochs: int = 20,
                  beta: float = 3e-7, lr: float = 1e-3, batch_size: int = 1024, n_train: int | None = None,
                  n_test: int = 5000, seed: int = 0, val_drop: float | None = None, progress: bool = True) -> dict:
@@ -99,40 +141,12 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     chosen = {"rule": "the last epoch", "epoch": epochs - 1, "val_accuracy": float(hist.history["val_accuracy"][-1])}
     front = []
     if val_drop is not None:
-        front = sorted(({"epoch": int(e), "val_accuracy": float(hist.history["val_accuracy"][e]),
-                         "ebops": float(hist.history["ebops"][e]), "file": p.name}
-                        for p in front_dir.glob("epoch=*.keras")
-                        for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
-        ok = [r for r in front if r["val_accuracy"] >= val0 - val_drop / 100]
-        if not ok:
-            raise JetDeployError(f"fpga hgq: no epoch on the Pareto front is within {val_drop} points of the "
-                                 f"validation accuracy before fine-tuning ({val0:.4f}); best "
-                                 f"{max(r['val_accuracy'] for r in front):.4f}: lower --beta or raise --val-drop")
-        pick = ok[0]
-        twin = kerasflow.load_keras(front_dir / pick["file"])
-        ebops1 = pick["ebops"]
-        chosen = {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of "
-                          f"the validation accuracy before fine-tuning ({val0:.4f})", **pick}
-        say(f"hgq: chose epoch {pick['epoch']} (val accuracy {pick['val_accuracy']:.4f}, EBOPs {pick['ebops']:.0f}) "
-            f"of {len(front)} on the Pareto front")
+        twin, ebops1, chosen, front = _choose(front_dir, hist, val0, val_drop, say)
     acc1 = accuracy(twin)
     path = out / "model.keras"
     twin.save(path)
-    reloaded = kerasflow.load_keras(path)
-    n = min(500, len(x_te))
-    y_mem = np.asarray(twin.predict(x_te[:n], verbose=0))
-    y_re = np.asarray(reloaded.predict(x_te[:n], verbose=0))
-    roundtrip = compare_logits(y_re, y_mem)
     np.save(out / "test_inputs.npy", x_te[:1000])
-    comb, kif = kerasflow.da4ml_trace(reloaded)
-    y_da = np.asarray(comb.predict(kerasflow.quantize_input(x_te[:n], kif).reshape(n, -1))).reshape(y_re.shape)
-    da = compare_logits(y_da, y_re)
-    tools = versions.packages("hgq2", "keras", "da4ml")
-    checks = [logit_check("saved model.keras vs the trained model", roundtrip, "keras.saving round trip",
-                          version=f"keras {tools['keras']}", exact_required=True).as_dict(),
-              logit_check("da4ml interpreter vs Keras (saved model)", da,
-                          "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
-                          version=f"da4ml {tools['da4ml']}, hgq2 {tools['hgq2']}", exact_required=True).as_dict()]
+    checks, comb, kif, tools = _verify_saved(twin, path, x_te[:min(500, len(x_te))])
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     write_json(out / "history.json", history)
     result = {"run": str(run), "data": str(data), "model": str(path), "seed": seed, "epochs": epochs, "beta": beta,

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -359,57 +360,13 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
     cache.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
+    job = _YosysJob(rtl_dir, static, shared, cache, cwd, timeout_s, t0, budget_s)
     if mode == "flat":
         text = _yosys(f"read_verilog -defer {' '.join(map(str, srcs))}; {SYNTH} -top {rtl['top']}; stat",
                       cache / f"{digest}.log", cwd, timeout_s)
-        cells = parse_yosys_stat(text)["cells"]
-        parts = {"flat": cells}
-        skipped = []
+        parts, skipped, n_stages = {"flat": parse_yosys_stat(text)["cells"]}, [], 0
     elif mode == "stages":
-        core = rtl["top"].removesuffix("_wrapper")
-        stages = sorted(rtl_dir.glob(f"src/{core}_stage*.v"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
-        if not stages:
-            raise JetDeployError(f"{rtl_dir}/src: no {core}_stage*.v modules (mode 'stages' needs da4ml's pipelined output)")
-
-        def one(path: Path) -> tuple[str, dict | None, float, bool]:
-            text = path.read_bytes()
-            used = sorted(set(re.findall(rb'"(table_[0-9a-f-]+\.mem)"', text)))  # names carry the content hash
-            key = _digest(text, shared, *used)
-            hit = cache / "stages" / f"{key}.json"
-            if hit.exists():
-                return path.stem, json.loads(hit.read_text()), 0.0, True
-            if budget_s is not None and time.perf_counter() - t0 > budget_s:
-                return path.stem, None, 0.0, False  # over the budget: left for the next call
-            hit.parent.mkdir(parents=True, exist_ok=True)
-            t = time.perf_counter()
-            text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, static))}; {SYNTH} -top {path.stem}; stat",
-                          hit.with_suffix(".log"), cwd, timeout_s)
-            cells = parse_yosys_stat(text)["cells"]
-            write_json(hit, cells)
-            return path.stem, cells, time.perf_counter() - t, False
-
-        top = (rtl_dir / "src" / f"{core}.v").read_text()
-        # the pipeline registers: every `reg` of the top is a register bank between two stages (one FDRE per
-        # bit); synthesizing the top of a full model only to count them took Yosys longer than its stages
-        reg_bits = sum(int(m) + 1 for m in re.findall(r"^\s*(?:output\s+)?reg\s*\[(\d+):0\]", top, flags=re.M))
-
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
-        parts = {"registers": {"FDRE": reg_bits}}
-        skipped: list[str] = []
-        n_workers = max(1, workers or os.cpu_count() or 1)
-        say(f"yosys {SYNTH}: {len(stages)} pipeline stages on {n_workers} worker(s), {reg_bits} register bits "
-            f"(cached per stage in {cache / 'stages'})", flush=True)
-        with ThreadPoolExecutor(n_workers) as pool:
-            jobs = [pool.submit(one, p) for p in stages]
-            for k, job in enumerate(as_completed(jobs), 1):
-                name, cells, secs, hit = job.result()
-                if cells is None:
-                    skipped.append(name)
-                    continue
-                parts[name] = cells
-                luts = sum(c for n, c in cells.items() if re.fullmatch(STAT_KEYS["LUT"], n))
-                say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT " + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
+        parts, skipped, n_stages = _synth_stages(job, rtl["top"].removesuffix("_wrapper"), workers, say)
     else:
         raise JetDeployError(f"yosys_resources: mode must be 'stages' or 'flat', got {mode!r}")
     total: dict[str, int] = {}
@@ -425,23 +382,94 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
                            if mode == "stages" else ""),
            "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)"}
     if skipped:
-        costs = rtl.get("stage_costs")
-        if not costs:
-            raise JetDeployError(f"{rtl_dir}: {len(skipped)} stages were left unsynthesized and the design has no "
-                                 "per-stage da4ml costs to extrapolate with; run again without a budget")
-        idx = {f"{core}_stage{k}": c for k, c in enumerate(costs)}
-        done = sum(idx[n] for n in parts if n in idx)
-        frac = done / sum(costs) if sum(costs) else 0.0
-        if frac <= 0:
-            raise JetDeployError(f"{rtl_dir}: no stage was synthesized within the budget of {budget_s} s")
-        for k in ("LUT", "CARRY", "MUXF", "LUTRAM", "DSP", "BRAM"):
-            out[f"{k}_synthesized"] = counts[k]
-            out[k] = int(round(counts[k] / frac))
-        out.update({"stages_synthesized": len(stages) - len(skipped), "stages_total": len(stages),
-                    "cost_fraction_synthesized": round(frac, 4),
-                    "tool": f"{tool} on {len(stages) - len(skipped)} of {len(stages)} pipeline stages "
-                            f"({frac:.0%} of da4ml's adder cost); the rest EXTRAPOLATED in proportion to "
-                            "da4ml's per-stage cost; FF = the register bits between the stages (exact)"})
+        out.update(_extrapolate(rtl, rtl_dir, rtl["top"].removesuffix("_wrapper"), parts, skipped, n_stages, counts,
+                                tool, budget_s))
         return {**out, "cached": False}
     write_json(cached, out)
     return {**out, "cached": False}
+
+
+@dataclass
+class _YosysJob:
+    """What every per-stage Yosys run of one design shares."""
+
+    rtl_dir: Path
+    static: list
+    shared: bytes
+    cache: Path
+    cwd: Path
+    timeout_s: float
+    t0: float
+    budget_s: float | None
+
+    def stage(self, path: Path) -> tuple[str, dict | None, float, bool]:
+        """(stage, cells or None when over the budget, seconds, cache hit) of one pipeline stage."""
+        text = path.read_bytes()
+        used = sorted(set(re.findall(rb'"(table_[0-9a-f-]+\.mem)"', text)))  # names carry the content hash
+        key = _digest(text, self.shared, *used)
+        hit = self.cache / "stages" / f"{key}.json"
+        if hit.exists():
+            return path.stem, json.loads(hit.read_text()), 0.0, True
+        if self.budget_s is not None and time.perf_counter() - self.t0 > self.budget_s:
+            return path.stem, None, 0.0, False  # over the budget: left for the next call
+        hit.parent.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, self.static))}; {SYNTH} -top {path.stem}; stat",
+                      hit.with_suffix(".log"), self.cwd, self.timeout_s)
+        cells = parse_yosys_stat(text)["cells"]
+        write_json(hit, cells)
+        return path.stem, cells, time.perf_counter() - t, False
+
+
+def _synth_stages(job: _YosysJob, core: str, workers: int | None, say) -> tuple[dict, list[str], int]:
+    """Every pipeline stage on its own, in parallel: ({part: cells}, stages skipped over the budget, stages)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    rtl_dir = job.rtl_dir
+    stages = sorted(rtl_dir.glob(f"src/{core}_stage*.v"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
+    if not stages:
+        raise JetDeployError(f"{rtl_dir}/src: no {core}_stage*.v modules (mode 'stages' needs da4ml's pipelined output)")
+    top = (rtl_dir / "src" / f"{core}.v").read_text()
+    # the pipeline registers: every `reg` of the top is a register bank between two stages (one FDRE per
+    # bit); synthesizing the top of a full model only to count them took Yosys longer than its stages
+    reg_bits = sum(int(m) + 1 for m in re.findall(r"^\s*(?:output\s+)?reg\s*\[(\d+):0\]", top, flags=re.M))
+    parts = {"registers": {"FDRE": reg_bits}}
+    skipped: list[str] = []
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    say(f"yosys {SYNTH}: {len(stages)} pipeline stages on {n_workers} worker(s), {reg_bits} register bits "
+        f"(cached per stage in {job.cache / 'stages'})", flush=True)
+    with ThreadPoolExecutor(n_workers) as pool:
+        jobs = [pool.submit(job.stage, p) for p in stages]
+        for k, fut in enumerate(as_completed(jobs), 1):
+            name, cells, secs, hit = fut.result()
+            if cells is None:
+                skipped.append(name)
+                continue
+            parts[name] = cells
+            luts = sum(c for n, c in cells.items() if re.fullmatch(STAT_KEYS["LUT"], n))
+            say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT " + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
+    return parts, skipped, len(stages)
+
+
+def _extrapolate(rtl: dict, rtl_dir: Path, core: str, parts: dict, skipped: list, n_stages: int, counts: dict,
+                 tool: str, budget_s) -> dict:
+    """LUT / CARRY / ... of the stages left out, in proportion to da4ml's per-stage adder cost (labelled so)."""
+    costs = rtl.get("stage_costs")
+    if not costs:
+        raise JetDeployError(f"{rtl_dir}: {len(skipped)} stages were left unsynthesized and the design has no "
+                             "per-stage da4ml costs to extrapolate with; run again without a budget")
+    idx = {f"{core}_stage{k}": c for k, c in enumerate(costs)}
+    done = sum(idx[n] for n in parts if n in idx)
+    frac = done / sum(costs) if sum(costs) else 0.0
+    if frac <= 0:
+        raise JetDeployError(f"{rtl_dir}: no stage was synthesized within the budget of {budget_s} s")
+    out = {}
+    for k in ("LUT", "CARRY", "MUXF", "LUTRAM", "DSP", "BRAM"):
+        out[f"{k}_synthesized"] = counts[k]
+        out[k] = int(round(counts[k] / frac))
+    out.update({"stages_synthesized": n_stages - len(skipped), "stages_total": n_stages,
+                "cost_fraction_synthesized": round(frac, 4),
+                "tool": f"{tool} on {n_stages - len(skipped)} of {n_stages} pipeline stages "
+                        f"({frac:.0%} of da4ml's adder cost); the rest EXTRAPOLATED in proportion to "
+                        "da4ml's per-stage cost; FF = the register bits between the stages (exact)"})
+    return out

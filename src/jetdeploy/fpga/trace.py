@@ -43,7 +43,8 @@ from ..errors import JetDeployError
 from . import scaled
 from .fixedpoint import (SoftmaxTables, _gate, _masked_logits, _sigmoid, _softmax, exact_decimals,  # noqa: F401
                          quantize_like_qonnx, round_significant, to_comb)
-from .graph import QonnxGraph, QuantSpec, attrs, quant_kif, registrar  # noqa: F401  (quant_kif: the public helper)
+from ..registry import registrar
+from .graph import QonnxGraph, QuantSpec, attrs, quant_kif  # noqa: F401  (quant_kif: the public helper)
 
 HANDLERS: dict = {}
 handles = registrar(HANDLERS)   # @handles("MatMul"): fn(...) is the handler of MatMul

@@ -23,6 +23,7 @@ upstream makes by design. They are listed in `TWIN_DIFFERENCES` and in crosschec
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,25 +75,30 @@ def kif_of_weight(linear) -> tuple[tuple[int, int, int], np.ndarray]:
     return (1, bits - 1 - f, f), w.value.detach().numpy().astype(np.float64)
 
 
-_OPTS = {"round": "RND", "trainable": False}
+@dataclass(frozen=True)
+class QuantOptions:
+    """How a twin's quantizers are made: the rounding of its activations, and whether widths are trainable (HGQ)."""
 
+    round: str = "RND"
+    trainable: bool = False
 
-def _conf(kif, place, overflow="SAT", round_mode=None, fixed=False):
-    from hgq.quantizer import QuantizerConfig
+    def conf(self, kif, place, overflow="SAT", round_mode=None, fixed=False):
+        """An HGQ2 QuantizerConfig of type kif at `place` (datalane, weight, bias, table)."""
+        from hgq.quantizer import QuantizerConfig
 
-    round_mode = round_mode or _OPTS["round"]
-    if place in ("weight", "bias") and round_mode == "TRN":
-        # weights and biases are on their grids (any rounding is the identity there); in HGQ training their
-        # latent float values move, and truncation would drop a weight one step on any small negative update
-        round_mode = "RND"
-    k, i, f = kif
-    if _OPTS["trainable"] and place != "table" and not fixed:
-        # HGQ: one trainable (i, f) per weight / per activation element, starting from our type
+        round_mode = round_mode or self.round
+        if place in ("weight", "bias") and round_mode == "TRN":
+            # weights and biases are on their grids (any rounding is the identity there); in HGQ training their
+            # latent float values move, and truncation would drop a weight one step on any small negative update
+            round_mode = "RND"
+        k, i, f = kif
+        if self.trainable and place != "table" and not fixed:
+            # HGQ: one trainable (i, f) per weight / per activation element, starting from our type
+            return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
+                                   trainable=True)
         return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
-                               trainable=True)
-    return QuantizerConfig("kif", place, k0=k, i0=i, f0=f, round_mode=round_mode, overflow_mode=overflow,
-                           ic=None, fc=None, ir=None, fr=None, trainable=False, homogeneous_axis=None,
-                           heterogeneous_axis=())
+                               ic=None, fc=None, ir=None, fr=None, trainable=False, homogeneous_axis=None,
+                               heterogeneous_axis=())
 
 
 def set_kif(q, kif) -> None:
@@ -103,8 +109,9 @@ def set_kif(q, kif) -> None:
 
 
 class _Twin:
-    def __init__(self, model):
+    def __init__(self, model, q: QuantOptions):
         self.m = model
+        self.q = q
         self.cfg = model.cfg
         self.deferred: list = []  # (quantizer getter, kif) set after the model is built
         self.weights: list = []   # (layer, {name: array}) assigned after build
@@ -121,11 +128,11 @@ class _Twin:
         n_out = w.shape[0]
         eq, shape = ("bnc,cd->bnd", (self.cfg.n_particles, n_out)) if tokens else ("bc,cd->bd", (n_out,))
         layer = QEinsumDense(eq, shape, bias_axes="d", name=keras_name, enable_iq=enable_iq,
-                             iq_conf=_conf(in_kif, "datalane", fixed=keras_name == "embed") if enable_iq else None,
-                             kq_conf=_conf(wkif, "weight", "SAT_SYM"), bq_conf=_conf((1, bits - 1 - fb, fb), "bias"),
+                             iq_conf=self.q.conf(in_kif, "datalane", fixed=keras_name == "embed") if enable_iq else None,
+                             kq_conf=self.q.conf(wkif, "weight", "SAT_SYM"), bq_conf=self.q.conf((1, bits - 1 - fb, fb), "bias"),
                              enable_oq=out_kif is not None,
-                             oq_conf=_conf(out_kif, "datalane", out_overflow) if out_kif is not None else None,
-                             enable_ebops=_OPTS["trainable"] and enable_iq)   # HGQ2's EBOPs read the input quantizer
+                             oq_conf=self.q.conf(out_kif, "datalane", out_overflow) if out_kif is not None else None,
+                             enable_ebops=self.q.trainable and enable_iq)   # HGQ2's EBOPs read the input quantizer
         self.weights.append((layer, {"kernel": w.T, "bias": b}))
         return layer
 
@@ -158,8 +165,8 @@ class _Twin:
         ki = int(np.ceil(np.log2(np.abs(scale).max() + 1e-9))) + 1
         bi = int(np.ceil(np.log2(np.abs(off).max() + 1e-9))) + 1
         layer = QBatchNormalization(axis=-1, epsilon=bn.eps, name=keras_name, enable_iq=False, enable_oq=False,
-                                    kq_conf=_conf((1, max(ki, 0), BN_FRAC_BITS), "weight"),
-                                    bq_conf=_conf((1, max(bi, 0), BN_FRAC_BITS), "bias"), enable_ebops=False)
+                                    kq_conf=self.q.conf((1, max(ki, 0), BN_FRAC_BITS), "weight"),
+                                    bq_conf=self.q.conf((1, max(bi, 0), BN_FRAC_BITS), "bias"), enable_ebops=False)
         self.weights.append((layer, {"bn_gamma": g, "bn_beta": beta, "moving_mean": mean, "moving_variance": var}))
         return layer
 
@@ -203,9 +210,9 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
         return build_sigmoid_twin(model, trainable=trainable)
     if round_mode not in ("RND", "RND_CONV"):
         raise JetDeployError(f"twin rounding must be RND (upstream, da4ml) or RND_CONV (half to even, as QONNX), got {round_mode}")
-    _OPTS["round"], _OPTS["trainable"] = round_mode, trainable
+    q = QuantOptions(round_mode, trainable)
     tables = {"diff_int_bits": 4, "exp_frac_bits": 15, "sum_frac_bits": 10, "inv_frac_bits": 16, **(tables or {})}
-    t = _Twin(model)
+    t = _Twin(model, q)
     m = model
     model.eval()
     N, D, F = cfg.n_particles, cfg.dim, m.embed[0].in_features
@@ -220,27 +227,27 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
         sk = act(a.scores_quant.act_quant)
         probs = act(a.probs_quant.act_quant)
         mha = QMultiHeadAttention(
-            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=_OPTS["trainable"],
-            qkvo_iq_conf=_conf(act(a.in_quant.act_quant), "datalane"),
-            qkvo_kq_conf=_conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=_conf((1, 7, 8), "bias"),
-            qkvo_oq_conf=_conf(act(a.o_quant.act_quant), "datalane"),
-            softmax_exp_iq_conf=_conf((0, _diff_int_bits(a, D // cfg.heads, tables["diff_int_bits"]), sk[2]), "datalane"),
-            softmax_exp_oq_conf=_conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
-            softmax_inv_iq_conf=_conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
-            softmax_inv_oq_conf=_conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
-            softmax_oq_conf=_conf(probs, "datalane"))
+            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=q.trainable,
+            qkvo_iq_conf=q.conf(act(a.in_quant.act_quant), "datalane"),
+            qkvo_kq_conf=q.conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=q.conf((1, 7, 8), "bias"),
+            qkvo_oq_conf=q.conf(act(a.o_quant.act_quant), "datalane"),
+            softmax_exp_iq_conf=q.conf((0, _diff_int_bits(a, D // cfg.heads, tables["diff_int_bits"]), sk[2]), "datalane"),
+            softmax_exp_oq_conf=q.conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_inv_iq_conf=q.conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
+            softmax_inv_oq_conf=q.conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_oq_conf=q.conf(probs, "datalane"))
         att = mha(h, h)
         mhas.append((mha, a))
         # HGQ2 0.2.0 does not build a MultiHeadAttention's own output quantizer: o_quant is the residual's input quantizer
         # on the attention side (on the other side it repeats the type x already has: an identity)
         x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True,
-                 iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=_OPTS["trainable"])([x, att])
+                 iq_confs=[q.conf(x_kif, "datalane"), q.conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=q.conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=q.trainable)([x, att])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), act(blk.relu.act_quant))(h)
         h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None, enable_iq=False)(h)
-        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"),
+        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, oq_conf=q.conf(act(blk.res2_quant.act_quant), "datalane"),
                  enable_ebops=False)([x, h])
         x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
@@ -250,11 +257,11 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
     twin = keras.Model(x_in, x, name=f"{cfg.name if hasattr(cfg, 'name') else 'fpga'}_twin")
     t.assign_weights()
     for mha, a in mhas:
-        _fill_mha(mha, a, kif_of_act)
+        _fill_mha(mha, a, kif_of_act, q)
     return twin
 
 
-def _fill_mha(mha, a, act) -> None:
+def _fill_mha(mha, a, act, q: QuantOptions) -> None:
     """Weights and per-projection quantizer types of a built QMultiHeadAttention from our QuantAttention."""
     H, D = mha.num_heads, mha.key_dim
     for dense, lin, in_q, out_q, bias in ((mha._query_dense, a.q, a.in_quant, a.q_quant, True),
@@ -266,7 +273,7 @@ def _fill_mha(mha, a, act) -> None:
         b = lin.bias.detach().numpy().astype(np.float64)
         fb = in_kif[2] + wkif[2]
         b = np.round(b * 2.0 ** fb) * 2.0 ** -fb
-        if _OPTS["trainable"] and dense is mha._query_dense:
+        if q.trainable and dense is mha._query_dense:
             # the trainable twin keeps upstream's 1/sqrt(d_head) in the exp table (so that it saves and loads as
             # it is): q is unfolded, x sqrt(d_head), with 2 more integer bits; fine-tuning absorbs the regridding
             w, b, okif = w * np.sqrt(D), b * np.sqrt(D), (okif[0], okif[1] + 2, okif[2])
@@ -288,7 +295,7 @@ def _fill_mha(mha, a, act) -> None:
     o.kernel.assign(w.T.reshape(H, D, -1).astype(np.float32))               # [heads, d_head, d_model]
     o.bias.assign((np.round(a.o.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb).astype(np.float32))
     # our q projection already carries 1/sqrt(d_head): the exp table must not scale again
-    mha._softmax.input_scaler = 1.0 if not _OPTS["trainable"] else mha._softmax.input_scaler
+    mha._softmax.input_scaler = 1.0 if not q.trainable else mha._softmax.input_scaler
 
 
 # --- the sigmoid-attention twin: explicit HGQ2 layers, the padding mask as an input channel ---------------------
@@ -376,9 +383,9 @@ def build_sigmoid_twin(model, trainable: bool = False):
 
     cfg = model.cfg
     rnd = "TRN" if model.quant_cfg.act_rounding == "floor" else "RND_CONV"
-    _OPTS["round"], _OPTS["trainable"] = rnd, trainable
+    q = QuantOptions(rnd, trainable)
     MaskGate = register_layers()
-    t = _Twin(model)
+    t = _Twin(model, q)
     m = model
     model.eval()
     N, D, H, F = cfg.n_particles, cfg.dim, cfg.heads, m.embed[0].in_features
@@ -388,9 +395,9 @@ def build_sigmoid_twin(model, trainable: bool = False):
     if 2.0 ** in_kif[1] - 2.0 ** -in_kif[2] < 1.0:
         raise JetDeployError(f"the input type {in_kif} cannot hold the mask bit 1.0")
     x_in = keras.Input((N, F + 1), name="x")
-    xq = Quantizer(_conf(in_kif, "datalane", fixed=True), name="input_quant")(x_in)   # the RTL boundary
+    xq = Quantizer(q.conf(in_kif, "datalane", fixed=True), name="input_quant")(x_in)   # the RTL boundary
     feats = xq[:, :, :F]
-    bit = Quantizer(_conf((0, 1, 0), "datalane", fixed=True, round_mode="TRN"), name="mask_bit")(xq[:, :, F])
+    bit = Quantizer(q.conf((0, 1, 0), "datalane", fixed=True, round_mode="TRN"), name="mask_bit")(xq[:, :, F])
     key_mask = keras.layers.Reshape((1, 1, N), name="key_mask")(bit)
     tok_mask = keras.layers.Reshape((N, 1), name="token_mask")(bit)
     x = t.dense("embed", m.embed[0], in_kif, act(m.embed[1].act_quant))(feats)
@@ -403,27 +410,27 @@ def build_sigmoid_twin(model, trainable: bool = False):
         q, k, v = (keras.layers.Reshape((N, H, Dh), name=f"b{bi}_{n}_heads")(
             t.dense(f"b{bi}_{n}", lin, a_in, None)(h)) for n, lin in (("q", a.q), ("k", a.k), ("v", a.v)))
         s = QEinsum("bnhd,bmhd->bhnm", name=f"b{bi}_scores", enable_oq=False, enable_ebops=trainable,
-                    iq_confs=[_conf(act(a.q_quant.act_quant), "datalane"),
-                              _conf(act(a.k_quant.act_quant), "datalane")])([q, k])
+                    iq_confs=[q.conf(act(a.q_quant.act_quant), "datalane"),
+                              q.conf(act(a.k_quant.act_quant), "datalane")])([q, k])
         lut = QAffinedUnaryFunctionLUT("sigmoid", name=f"b{bi}_sigmoid", enable_ebops=trainable,
-                                       iq_conf=_conf(act(a.scores_quant.act_quant), "datalane"),
-                                       oq_conf=_conf(act(a.probs_quant.act_quant), "table"))
+                                       iq_conf=q.conf(act(a.scores_quant.act_quant), "datalane"),
+                                       oq_conf=q.conf(act(a.probs_quant.act_quant), "table"))
         p = MaskGate(name=f"b{bi}_key_mask")([lut(s), key_mask])
         luts.append(lut)
         ctx = QEinsum("bhnm,bmhd->bnhd", name=f"b{bi}_context", enable_oq=False, enable_ebops=trainable,
-                      iq_confs=[_conf(act(a.probs_quant.act_quant), "datalane"),
-                                _conf(act(a.v_quant.act_quant), "datalane")])([p, v])
+                      iq_confs=[q.conf(act(a.probs_quant.act_quant), "datalane"),
+                                q.conf(act(a.v_quant.act_quant), "datalane")])([p, v])
         ctx = keras.layers.Reshape((N, D), name=f"b{bi}_heads_merged")(ctx)
         o = t.dense(f"b{bi}_o", a.o, act(a.ctx_quant.act_quant), None)(ctx)
         x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True, enable_ebops=trainable,
-                 iq_confs=[_conf(x_kif, "datalane"), _conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=_conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
+                 iq_confs=[q.conf(x_kif, "datalane"), q.conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=q.conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), None)(h)
         h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None)(h)   # unsigned SAT input = the ReLU
         x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, enable_ebops=False,
-                 oq_conf=_conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
+                 oq_conf=q.conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
         x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
         x = t.batchnorm("norm", m.norm.norm)(x)

@@ -128,16 +128,9 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
     run = Path(run_dir)
     chash = ckpt.config_hash(cfg)
     state_path, model_path, summary_path = run / "checkpoint.pt", run / "model.pt", run / "train.json"
-    state = None
-    if state_path.exists() and not force:
-        state = ckpt.load(state_path)
-        if state.get("config_hash") != chash:
-            raise JetDeployError(
-                f"{state_path}: this run was trained with another config (hash {state.get('config_hash')}, "
-                f"now {chash}); use a new --run folder, or --force to start this one again"
-            )
-        if state.get("finished") and summary_path.exists():
-            return {"up_to_date": True, "config_hash": chash}
+    state = None if force else _saved_state(state_path, chash)
+    if state is not None and state.get("finished") and summary_path.exists():
+        return {"up_to_date": True, "config_hash": chash}
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -174,8 +167,7 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
         with atomic_path(run / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
-    n, bs = len(train_in), cfg.train.batch_size
-    steps_per_epoch = math.ceil(n / bs)
+    n = len(train_in)
     stopped_early, epochs_this_call, call_t0 = False, 0, time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs):
         if stop_after is not None and epochs_this_call >= stop_after:
@@ -185,29 +177,7 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
         if bad >= cfg.train.patience:
             stopped_early = True
             break
-        model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)).to(device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=(not progress) or None,
-                   leave=False, unit="batch")
-        t0, loss_sum, correct = time.perf_counter(), 0.0, 0
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, steps_per_epoch)
-            args, y = train_in.batch(order[i * bs:(i + 1) * bs])
-            logits = model(*args)
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise JetDeployError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {i} "
-                                     f"(lower train.lr, or check the inputs)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        epoch_s = time.perf_counter() - t0
+        loss_sum, correct, epoch_s = _train_epoch(model, opt, train_in, cfg, epoch, device, progress)
         train_s += epoch_s
         val_loss, val_acc = _evaluate_loss(model, val_in)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
@@ -233,6 +203,29 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
             stopped_early = bad >= cfg.train.patience and epoch + 1 < cfg.train.epochs
             break
 
+    summary = _summary(cfg, chash, data_path, data_hash, train_in, val_in, model, history, best, best_epoch,
+                       stopped_early, bad, train_s, device, init_info)
+    write_json(summary_path, summary)
+    _plot_history(history, run / "history.png", cfg.name)
+    return summary
+
+
+def _saved_state(state_path: Path, chash: str) -> dict | None:
+    """The checkpoint of an unfinished (or finished) run made with this config, or None."""
+    if not state_path.exists():
+        return None
+    state = ckpt.load(state_path)
+    if state.get("config_hash") != chash:
+        raise JetDeployError(
+            f"{state_path}: this run was trained with another config (hash {state.get('config_hash')}, "
+            f"now {chash}); use a new --run folder, or --force to start this one again"
+        )
+    return state
+
+
+def _summary(cfg, chash, data_path, data_hash, train_in, val_in, model, history, best, best_epoch, stopped_early,
+             bad, train_s, device, init_info) -> dict:
+    """RUN/train.json."""
     finished = bool(history) and (history[-1]["epoch"] >= cfg.train.epochs or stopped_early or bad >= cfg.train.patience)
     summary = {
         "ok": bool(history) and math.isfinite(best),
@@ -240,7 +233,7 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
         "up_to_date": False,
         "config_hash": chash,
         "config": cfg.model_dump(mode="json"),
-        "data": {"file": str(data_path), "config_hash": data_hash, "n_train": n, "n_val": len(val_in),
+        "data": {"file": str(data_path), "config_hash": data_hash, "n_train": len(train_in), "n_val": len(val_in),
                  "class_names": list(train_in.class_names), "inputs": list(train_in.input_names)},
         "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "epochs_run": len(history),
@@ -257,9 +250,36 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
         "history": history,
         "tools": _versions(),
     }
-    write_json(summary_path, summary)
-    _plot_history(history, run / "history.png", cfg.name)
     return summary
+
+
+def _train_epoch(model, opt, train_in, cfg: TrainConfig, epoch: int, device: str, progress: bool):
+    """One epoch over the training jets in a seeded order: (summed loss, correct, seconds)."""
+    n, bs = len(train_in), cfg.train.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    model.train()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)).to(device)
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=(not progress) or None,
+               leave=False, unit="batch")
+    t0, loss_sum, correct = time.perf_counter(), 0.0, 0
+    for i in bar:
+        step = epoch * steps_per_epoch + i
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step, steps_per_epoch)
+        args, y = train_in.batch(order[i * bs:(i + 1) * bs])
+        logits = model(*args)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise JetDeployError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {i} "
+                                 f"(lower train.lr, or check the inputs)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        if i % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return loss_sum, correct, time.perf_counter() - t0
 
 
 def _plot_history(history: list[dict], path: Path, title: str) -> None:
