@@ -52,6 +52,12 @@ def test_act_rounding_is_for_the_fixed_point_scheme_only():
     with pytest.raises(JetDeployError, match="act_rounding 'floor' is for scheme 'fpga'"):
         load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=int8", "quant.weight_bits=8",
                                      "quant.overrides={}", "quant.bias_bits=32"])
+    # int8 stores int8: 7-bit weights (no u8 x s8 saturation without VNNI) or 8, nothing narrower
+    assert load_train_config("fpga16", ["quant.scheme=int8", "quant.weight_bits=7", "quant.act_bits=8",
+                                        "quant.overrides={'*.k_quant': 7}", "quant.bias_bits=32"]).quant.weight_bits == 7
+    with pytest.raises(JetDeployError, match="weight_bits 7 or 8"):
+        load_train_config("fpga16", ["quant.scheme=int8", "quant.weight_bits=6", "quant.act_bits=8",
+                                     "quant.overrides={}", "quant.bias_bits=32"])
     # the float run of a floor preset (make train's first step) has no quantizers: allowed
     assert load_train_config("fpga16", ["quant.act_rounding=floor", "quant.scheme=float"]).quant.scheme == "float"
     with pytest.raises(JetDeployError, match="act_rounding"):

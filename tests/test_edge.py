@@ -443,7 +443,8 @@ def test_bench_with_the_qat_twin_prunes_its_qcdq_graph(float_run, synth_file, tm
     from jetdeploy.export.verify import export_run
 
     int8 = tmp_path_factory.mktemp("edge-int8") / "int8"
-    cfg = tiny_train_config(**{"quant.scheme": "int8", "quant.weight_bits": 8, "quant.act_bits": 8,
+    cfg = tiny_train_config(**{"quant.scheme": "int8", "quant.weight_bits": 7, "quant.act_bits": 8,
+                               "quant.overrides": {"*.k_quant": 7, "*.v_quant": 7},
                                "quant.bias_bits": 32, "quant.init_from": str(float_run), "model.blocks": 2,
                                "model.norm": "layernorm", "model.pooling": "mean", "train.epochs": 1,
                                "train.batch_size": 16})

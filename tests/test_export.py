@@ -21,7 +21,8 @@ def runs(synth_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("export-runs")
     out = {}
     for scheme, extra in [("float", {}), ("fpga", {"quant.weight_bits": 5, "quant.act_bits": 7}),
-                          ("int8", {"quant.bias_bits": 32, "quant.weight_bits": 8, "quant.act_bits": 8})]:
+                          ("int8", {"quant.bias_bits": 32, "quant.weight_bits": 7, "quant.act_bits": 8,
+                                    "quant.overrides": {"*.k_quant": 7, "*.v_quant": 7}})]:
         cfg = tiny_train_config(**{"quant.scheme": scheme, "train.epochs": 2, "train.batch_size": 8,
                                    "model.norm": "layernorm" if scheme == "int8" else "batchnorm", **extra})
         train(cfg, synth_file, root / scheme, progress=False)

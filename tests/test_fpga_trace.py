@@ -12,6 +12,7 @@ from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
 from jetdeploy.fpga.trace import quant_kif, to_comb, trace_qonnx
+from jetdeploy.settings import RtlSettings
 from jetdeploy.train.trainer import train
 
 
@@ -285,7 +286,7 @@ def test_low_latency_recipe_truncation_sigmoid_attention_no_norm(synth_file, tmp
     modes = {n.name: helper.get_attribute_value(next(a for a in n.attribute if a.name == "rounding_mode"))
              for n in model.graph.node if n.op_type == "Quant" and n.input[0] in dynamic}
     assert len(modes) > 10 and set(modes.values()) == {b"FLOOR"}
-    r = rtl_run(run, str(synth_file), n_check=60, simulate=False, progress=False)
+    r = rtl_run(run, str(synth_file), n_check=60, settings=RtlSettings(simulate=False), progress=False)
     da = r["checks"][0]
     assert da["ok"] and da["argmax_agreement"] >= 0.95
     order = [n.output[0] for n in model.graph.node]

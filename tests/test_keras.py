@@ -24,7 +24,7 @@ def tiny_attention_model():
     import keras
     from hgq.layers import QAdd, QDense, QEinsumDense, QGlobalAveragePooling1D, QMultiHeadAttention
 
-    C = twin._conf
+    C = twin.QuantOptions().conf
     keras.utils.set_random_seed(0)
     x = keras.Input((4, 3), name="x")
     h = QEinsumDense("bnc,cd->bnd", (4, 8), bias_axes="d", iq_conf=C((1, 2, 4), "datalane"),

@@ -198,8 +198,10 @@ class QuantConfig(Strict):
     """Quantization-aware training with Brevitas.
 
     scheme: float (no quantization), fpga (power-of-two scales = fixed point, maps onto ap_fixed),
-    int8 (Q8BERT-style symmetric per-tensor 8-bit for ONNX Runtime). `overrides` maps a glob of a
-    quantizer's module path (e.g. "blocks.*.attn.probs_quant") to its bit width.
+    int8 (Q8BERT-style symmetric per-tensor int8 for ONNX Runtime; weights may be 7-bit and attention keys /
+    values overridden to 7 bits, in int8 storage: the operands ORT's u8 x s8 kernels multiply then cannot
+    saturate on x86 CPUs without VNNI). `overrides` maps a glob of a quantizer's module path
+    (e.g. "blocks.*.attn.probs_quant") to its bit width.
     """
 
     scheme: Literal["float", "fpga", "int8"] = "float"
@@ -215,8 +217,10 @@ class QuantConfig(Strict):
         for pattern, bits in self.overrides.items():
             if not 2 <= bits <= 16:
                 raise ValueError(f"overrides['{pattern}'] = {bits}: bit width must be in 2..16")
-        if self.scheme == "int8" and (self.weight_bits != 8 or self.act_bits != 8 or self.overrides):
-            raise ValueError("scheme 'int8' is 8-bit everywhere: leave weight_bits/act_bits at 8 and overrides empty")
+        if self.scheme == "int8" and (self.weight_bits not in (7, 8) or self.act_bits != 8
+                                      or any(b not in (7, 8) for b in self.overrides.values())):
+            raise ValueError("scheme 'int8' stores int8: weight_bits 7 or 8, act_bits 8, overrides of 7 or 8 bits "
+                             "(7: ONNX Runtime's u8 x s8 kernels cannot saturate on CPUs without VNNI)")
         if self.scheme == "int8" and self.act_rounding != "round":   # (a float run has no quantizers)
             raise ValueError(f"act_rounding '{self.act_rounding}' is for scheme 'fpga' (fixed point), not 'int8'")
         if self.scheme == "int8" and self.bias_bits != 32:

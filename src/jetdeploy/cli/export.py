@@ -16,6 +16,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not args.verify:
         print("warning: --no-verify: the files were written but NOT checked against their source")
     print_checks(r["checks"])
+    for c in r["checks"]:
+        if not c["ok"] and c.get("hint"):
+            print(f"  hint: {c['hint']}")
     print(f"wrote {', '.join(r['files'])} and verify.json to {RunFolder(args.run).export_dir}")
     return status(r["ok"], "a verification check failed (see verify.json)")
 

@@ -15,7 +15,6 @@ import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..config import DataConfig
 from ..dask_client import dask_client
 from ..errors import JetDeployError
 from ..io import atomic_path, stable_hash, write_json
+from ..versions import packages
 from .schema import CLASS_NAMES, SCHEMA_VERSION, JetData, assign_split, read_header, write_jets
 
 # Hard processes per class (hls4ml order). W/Z decays are hadronic; for top both W's decay hadronically.
@@ -46,7 +46,7 @@ _EVENTS_PER_CHUNK = 16  # events clustered together by FastJet
 
 
 def tool_versions() -> dict[str, str]:
-    return {name: version(name) for name in ("pythia8mc", "fastjet", "numpy", "h5py")}
+    return packages("pythia8mc", "fastjet", "numpy", "h5py")
 
 
 def pythia_settings(cfg: DataConfig, cls: str, seed: int) -> list[str]:

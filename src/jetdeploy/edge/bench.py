@@ -44,7 +44,8 @@ from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
 from .bench_report import bench_table, plot_pareto
 from .prune import padded_macs
-from .timing import SingleJetTimer, cpu_model, set_denormal_mode, thread_flushes_denormals, time_batches, time_single
+from ..versions import cpu_model
+from .timing import SingleJetTimer, set_denormal_mode, thread_flushes_denormals, time_batches, time_single
 from .variants import (DEFAULT_FINAL_KEEP, SingleJet, add_int8, add_qcdq, export_verified,  # noqa: F401
                        geometric_schedule, score_in_torch, torch_variants, verify_pruned)
 
@@ -76,14 +77,14 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSetting
     inp = load_inputs(data, cfg.model, "test", s.n_test)
     x, mask_b, labels = inp.x, inp.mask, inp.labels.numpy()
     xn, mn = x.numpy(), mask_b.numpy().astype(np.float32)
-    if len(xn) < s.batch:
-        raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {s.batch}")
     N, F, flush = cfg.model.n_particles, x.shape[-1], s.flush_denormals
     keeps = keeps or [geometric_schedule(f, len(model.blocks)) for f in DEFAULT_FINAL_KEEP]
     onnx_dir = rf.edge_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
 
     mods = torch_variants(rf, model, keeps, extra_ltp, say)
+    if len(xn) < s.batch:
+        raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {s.batch}")
     variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N)
     acc_float = variants["float-padded"]["accuracy_torch"]
     say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))

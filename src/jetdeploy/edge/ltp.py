@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import JetDeployError
 from ..io import write_json
+from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
 from .prune import PrunedTagger, PruneSpec, key_bias_of, received_attention
@@ -179,15 +180,15 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
             f"kept {ev['kept_fraction']:.3f} of the real tokens per pruned block, thresholds "
             f"{[round(t, 3) for t in row['thresholds']]}")
     model.eval()
-    out = run / "edge"
-    out.mkdir(parents=True, exist_ok=True)
+    rf = RunFolder(run)
+    rf.edge_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save({"format": LTP_FORMAT, "source_config_hash": rec["config_hash"], "ltp": cfg.model_dump(),
                "thresholds": theta.detach().clone(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
-              out / "ltp.pt")
+              rf.ltp_pt)
     summary = {"source_run": str(run), "source_config_hash": rec["config_hash"], "config": cfg.model_dump(),
                "unpruned_val_accuracy": base["accuracy"], "history": history, "thresholds": theta.detach().tolist(),
                "train_s": time.perf_counter() - t0}
-    write_json(out / "ltp.json", summary)
+    write_json(rf.ltp_json, summary)
     return summary
 
 
@@ -195,7 +196,7 @@ def load_ltp(run_dir: str | Path, path: str | Path | None = None) -> PrunedTagge
     """The LTP-pruned model of RUN/edge/ltp.pt, or of another ltp.pt trained on a copy of the same run
     (`path`; its source config must be the run's). Eval mode."""
     run = Path(run_dir)
-    path = Path(path) if path is not None else run / "edge" / "ltp.pt"
+    path = Path(path) if path is not None else RunFolder(run).ltp_pt
     if not path.exists():
         raise JetDeployError(f"{path}: missing; train the LTP thresholds first (jetdeploy edge ltp --run {run})")
     rec = ckpt.load(path)

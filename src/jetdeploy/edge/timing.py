@@ -8,25 +8,12 @@ and cold (the variants taking turns jet by jet, so each run finds the caches ful
 
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
 import torch
 
 from ..errors import JetDeployError
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), for every timing figure."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def thread_flushes_denormals() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import versions
-from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy
+from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy, compare_logits
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
@@ -63,8 +63,9 @@ def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: i
         got["batch1"] = np.concatenate([single.run(None, trim(x, mask, i))[0] for i in range(n)])
     if static is not None:
         got["static"] = np.concatenate([static.run(None, {"x": x[i:i + 1], "mask": mask[i:i + 1]})[0] for i in range(n)])
-    diffs = {k: float(np.abs(v - ref).max()) for k, v in got.items()}
-    agree = min(float((v.argmax(1) == ref.argmax(1)).mean()) for v in got.values())
+    cmps = {k: compare_logits(v, ref) for k, v in got.items()}
+    diffs = {k: c.max_abs_diff for k, c in cmps.items()}
+    agree = min(c.argmax_agreement for c in cmps.values())
     worst = max(diffs.values())
     ok = worst <= PRUNED_TOL or (agree >= PRUNED_AGREEMENT and worst <= 100 * PRUNED_TOL)
     return Check("ONNX (ORT) vs torch", ok, "onnxruntime vs torch", "max_abs_diff", worst, PRUNED_TOL, n,

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 
 from .. import versions
-from ..checks import AGREEMENT_MIN, FLOAT_TOL, Check, accuracy, all_ok, compare_logits, logit_check
+from ..checks import (
+    AGREEMENT_MIN,
+    FLOAT_TOL,
+    Check,
+    accuracy,
+    all_ok,
+    compare_logits,
+    logit_check,
+)
 from ..errors import JetDeployError
 from ..io import write_json
 from ..registry import registrar
@@ -200,6 +208,11 @@ def _export_int8(job: _Job, files: dict, checks: list) -> None:
                     version=versions.package("onnxruntime"), threshold=AGREEMENT_MIN,
                     accuracy=accuracy(got, job.labels), accuracy_brevitas=accuracy(job.ref, job.labels))
     c.ok = c.value >= AGREEMENT_MIN   # integer rounding: agreement, even where every logit matched
+    c.details.update({"cpu": versions.cpu_model(), "cpu_has_vnni": versions.cpu_has_vnni()})
+    if not c.ok and versions.cpu_has_vnni() is False:
+        c.details["hint"] = ("this CPU has no VNNI: ORT's u8 x s8 kernels sum pairs of products in 16 bits and "
+                             "saturate on 8-bit weights; train the int8 run with quant.weight_bits=7 and the "
+                             "attention keys / values at 7 bits (the Makefile's INT8_SET)")
     checks.append(c.as_dict())
     checks.append(_kernel_check("QCDQ integer kernels", kern))
     job.say(f"{p.name}: ORT vs Brevitas agreement {c.details['argmax_agreement']:.4f} on {job.n} jets; integer kernels "

@@ -158,7 +158,7 @@ def _is_bit(a) -> bool:
     return all(float(v.low) == 0 and float(v.high) == 1 and float(v.step) == 1 for v in a._vars.ravel())
 
 
-def _gate(a, b):
+def mask_gate(a, b):
     """x * m with m one bit per element (the padding mask), exactly, as relu(x + B m - B) - relu(-x + B m - B)
     with B >= max|x|: two adders. da4ml prices a variable x variable product as a shift-and-add multiplier
     (latency ~ the width of x), which put 31 of fpga16's 347 latency units into the pooling's `x * mask`;

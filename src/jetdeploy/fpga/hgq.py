@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import versions
+from ..checks import accuracy as checks_accuracy
 from ..checks import all_ok, compare_logits, logit_check
 from ..errors import JetDeployError
 from ..io import write_json
@@ -117,7 +118,7 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     twin = build_twin(model, trainable=True)
 
     def accuracy(m, x=x_te, y=y_te):
-        return float(np.mean(np.asarray(m.predict(x, verbose=0, batch_size=2048)).argmax(1) == y))
+        return checks_accuracy(m.predict(x, verbose=0, batch_size=2048), y)
 
     acc0 = accuracy(twin)
     val0 = accuracy(twin, x_va, y_va)

@@ -171,11 +171,11 @@ class Aff:
         return pos.sum(1) * lo + neg.sum(1) * hi + self.c, pos.sum(1) * hi + neg.sum(1) * lo + self.c
 
 
-def _identity(a: Act) -> Aff:
+def identity_layer(a: Act) -> Aff:
     return Aff(a, np.eye(a.size), np.zeros(a.size), a.shape)
 
 
-def _broadcast_rows(aff: Aff, shape) -> Aff:
+def broadcast_rows(aff: Aff, shape) -> Aff:
     idx = np.broadcast_to(np.arange(int(np.prod(aff.shape))).reshape(aff.shape), shape).ravel()
     return Aff(aff.src, aff.A[idx], aff.c[idx], tuple(shape))
 
@@ -201,13 +201,13 @@ def _cname(s: str) -> str:
     return s if re.match(r"[A-Za-z_]", s) else "t_" + s
 
 
-def _hls_shape(shape) -> list[int]:
+def hls_shape(shape) -> list[int]:
     """io_parallel arrays are flat and the batch is 1: drop a leading batch dimension of 1."""
     shape = [int(d) for d in shape]
     return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
 
 
-class _Builder:
+class Builder:
     def __init__(self, path: Path, softmax: SoftmaxTables, shapes: dict | None = None, calibration: dict | None = None):
         self.path = path
         self.softmax = softmax
@@ -254,7 +254,7 @@ class _Builder:
 
     def shaped(self, a: Act, where: str) -> str:
         """The layer name of `a` with a declared hls4ml shape equal to a's shape (a Reshape if needed)."""
-        want = _hls_shape(a.shape)
+        want = hls_shape(a.shape)
         if self.decl_shape[a.layer] == want:
             return a.layer
         return self.add(f"{a.layer}_as_{'x'.join(map(str, want))}", "Reshape", [a.layer], want,
@@ -281,9 +281,9 @@ class _Builder:
         `tensor`: the QONNX tensor the result equals, for the per-layer trace (None for helper layers)."""
         if isinstance(v, Act) and (shape is None or tuple(shape) == tuple(v.shape)):
             return v
-        aff = v if isinstance(v, Aff) else _identity(v)
+        aff = v if isinstance(v, Aff) else identity_layer(v)
         if shape is not None and tuple(shape) != tuple(aff.shape):
-            aff = _broadcast_rows(aff, shape)
+            aff = broadcast_rows(aff, shape)
         return self.dense_from_affine(aff, base, tensor)
 
 
@@ -300,7 +300,7 @@ def convert(path: str | Path, softmax: SoftmaxTables | None = None, calibration:
     qg.check_supported(HANDLERS, "jetdeploy's hls4ml conversion")
     if len(qg.output_names) != 1:
         raise JetDeployError(f"{qg.path}: {len(qg.output_names)} graph outputs; the hls4ml path takes one")
-    b = _Builder(qg.path, softmax or SoftmaxTables(), qg.shapes, calibration)
+    b = Builder(qg.path, softmax or SoftmaxTables(), qg.shapes, calibration)
     env: dict[str, object] = dict(qg.consts)
     for n in qg.nodes:
         if n.output[0] in qg.host:
@@ -315,9 +315,9 @@ def convert(path: str | Path, softmax: SoftmaxTables | None = None, calibration:
         else:
             fx = Fx(False, 1, 1)
         lname = b._name(bd.origin)
-        b.layers.append({"class_name": "InputLayer", "name": lname, "input_shape": _hls_shape(bd.shape)})
+        b.layers.append({"class_name": "InputLayer", "name": lname, "input_shape": hls_shape(bd.shape)})
         b.cfg[lname] = {"Precision": {"result": str(fx)}, "Trace": True}
-        b.decl_shape[lname] = _hls_shape(bd.shape)
+        b.decl_shape[lname] = hls_shape(bd.shape)
         b.result_fx[lname] = fx
         b.tensor_of[lname] = bd.tensor
         env[bd.tensor] = Act(lname, bd.shape, fx.lo, fx.hi, fx.frac)

@@ -8,26 +8,26 @@ import math
 import numpy as np
 
 from ..errors import JetDeployError
-from .hls import (SIGMOID_TABLE_MAX, SOFTMAX_GAP, Act, Aff, Fx, _broadcast_rows, _Builder, _hls_shape, _identity,
+from .hls import (SIGMOID_TABLE_MAX, SOFTMAX_GAP, Act, Aff, Fx, broadcast_rows, Builder, hls_shape, identity_layer,
                   const_fx)
 
 
-def foldable(b: _Builder, layer: str) -> bool:
+def foldable(b: Builder, layer: str) -> bool:
     cls = next(d["class_name"] for d in b.layers if d["name"] == layer)
     return cls in ("Dense", "EinsumDense", "Einsum", "Merge", "Activation",
                    "BatchNormalization", "Softmax")
 
 
-def binary_layer(b: _Builder, n, args, where, out, single, wtype):
+def binary_layer(b: Builder, n, args, where, out, single, wtype):
     op, node = n.op_type, n.name or out
     x, y = args[0], args[1]
     const = lambda v: isinstance(v, np.ndarray)  # noqa: E731
     if const(x) and op in ("Sub", "Div"):
         if op == "Div":
             raise JetDeployError(f"{where}: division of a constant by an activation")
-        aff = y if isinstance(y, Aff) else _identity(y)
+        aff = y if isinstance(y, Aff) else identity_layer(y)
         shape = np.broadcast_shapes(aff.shape, x.shape)
-        aff = _broadcast_rows(aff, shape)
+        aff = broadcast_rows(aff, shape)
         b.node_map[node] = "affine chain"
         return Aff(aff.src, -aff.A, np.broadcast_to(x, shape).ravel() - aff.c, shape)
     if const(x):
@@ -51,9 +51,9 @@ def binary_layer(b: _Builder, n, args, where, out, single, wtype):
             b.node_map[node] = f"bias of '{x.layer}' {bias_fx}"
             return Act(x.layer, tuple(np.broadcast_shapes(x.shape, y.shape)), float(lo.min()), float(hi.max()), frac,
                        single)
-        aff = x if isinstance(x, Aff) else _identity(x)
+        aff = x if isinstance(x, Aff) else identity_layer(x)
         shape = tuple(np.broadcast_shapes(aff.shape, y.shape))
-        aff = _broadcast_rows(aff, shape)
+        aff = broadcast_rows(aff, shape)
         k = np.broadcast_to(y, shape).ravel().astype(np.float64)
         b.node_map[node] = "affine chain"
         if op == "Add":
@@ -66,7 +66,7 @@ def binary_layer(b: _Builder, n, args, where, out, single, wtype):
     # activation (op) activation
     if isinstance(x, Aff) and isinstance(y, Aff) and x.src.layer == y.src.layer and op in ("Add", "Sub"):
         shape = tuple(np.broadcast_shapes(x.shape, y.shape))
-        x, y = _broadcast_rows(x, shape), _broadcast_rows(y, shape)
+        x, y = broadcast_rows(x, shape), broadcast_rows(y, shape)
         sign = 1.0 if op == "Add" else -1.0
         b.node_map[node] = "affine chain"
         return Aff(x.src, x.A + sign * y.A, x.c + sign * y.c, shape)
@@ -92,7 +92,7 @@ def binary_layer(b: _Builder, n, args, where, out, single, wtype):
         if sat is not None:
             fx = sat
             b.clipped[out] = (sat.lo, sat.hi)
-    name = b.add(node, "Merge", [b.shaped(xa, where), b.shaped(ya, where)], _hls_shape(shape), {"result": fx}, out,
+    name = b.add(node, "Merge", [b.shaped(xa, where), b.shaped(ya, where)], hls_shape(shape), {"result": fx}, out,
                  op=cls.lower())
     b.node_map[node] = f"{cls} '{name}' {fx}"
     return Act(name, shape, fx.lo if fx.saturation != "AP_WRAP" else lo, fx.hi if fx.saturation != "AP_WRAP" else hi,
@@ -124,7 +124,7 @@ def masked_logit_type(pair, logits: Act) -> Fx | None:
     return Fx(True, integer + logits.frac, integer, "AP_TRN", "AP_SAT")
 
 
-def matmul_const_layer(b: _Builder, node, x: Act, w, w_name, wtype, out, where, single):
+def matmul_const_layer(b: Builder, node, x: Act, w, w_name, wtype, out, where, single):
     if w.ndim != 2:
         raise JetDeployError(f"{where}: MatMul with a {w.ndim}-D constant")
     w_fx = wtype.get(w_name) or const_fx(w, where)
@@ -134,14 +134,14 @@ def matmul_const_layer(b: _Builder, node, x: Act, w, w_name, wtype, out, where, 
     frac = x.frac + w_fx.frac
     acc = Fx.covering(float(lo.min()), float(hi.max()), frac)
     shape = tuple(x.shape[:-1]) + (w.shape[1],)
-    hshape = _hls_shape(x.shape)
+    hshape = hls_shape(x.shape)
     prec = {"weight": w_fx, "bias": Fx(False, 1, 1), "accum": acc, "result": acc}
     if len(hshape) == 1:
         name = b.add(node, "Dense", [b.shaped(x, where)], [w.shape[1]], prec, out, n_in=w.shape[0], n_out=w.shape[1],
                      weight_data=w.copy(), bias_data=np.zeros(w.shape[1]))
     else:
         letters = "abcdefgh"[: len(hshape) - 1]
-        out_h = _hls_shape(shape)
+        out_h = hls_shape(shape)
         name = b.add(node, "EinsumDense", [b.shaped(x, where)], out_h, prec, out,
                      equation=f"{letters}y,yz->{letters}z", weight_data=w.copy(), bias_data=np.zeros(w.shape[1]),
                      inp_shape=tuple(hshape), out_shape=tuple(out_h))
@@ -150,8 +150,8 @@ def matmul_const_layer(b: _Builder, node, x: Act, w, w_name, wtype, out, where, 
     return Act(name, shape, float(lo.min()), float(hi.max()), frac, single)
 
 
-def einsum_layer(b: _Builder, node, x: Act, y: Act, out, where, single):
-    hx, hy = _hls_shape(x.shape), _hls_shape(y.shape)
+def einsum_layer(b: Builder, node, x: Act, y: Act, out, where, single):
+    hx, hy = hls_shape(x.shape), hls_shape(y.shape)
     if len(hx) != len(hy) or hx[:-2] != hy[:-2] or hx[-1] != hy[-2]:
         raise JetDeployError(f"{where}: batched MatMul {x.shape} @ {y.shape} (equal batch dimensions needed)")
     batch = "abcdef"[: len(hx) - 2]
@@ -161,14 +161,14 @@ def einsum_layer(b: _Builder, node, x: Act, y: Act, out, where, single):
     n = hx[-1]
     lo, hi, frac = min(ends) * n, max(ends) * n, x.frac + y.frac
     acc = Fx.covering(lo, hi, frac)
-    out_h = _hls_shape(shape)
+    out_h = hls_shape(shape)
     name = b.add(node, "Einsum", [b.shaped(x, where), b.shaped(y, where)], out_h, {"accum": acc, "result": acc}, out,
                  equation=eq, inp0_shape=tuple(hx), inp1_shape=tuple(hy), out_shape=tuple(out_h))
     b.node_map[node] = f"Einsum '{name}' {eq}"
     return Act(name, shape, lo, hi, frac, single)
 
 
-def batchnorm_layer(b: _Builder, node, x, args, a, out, where, single):
+def batchnorm_layer(b: Builder, node, x, args, a, out, where, single):
     gamma, beta, mean, var = (np.asarray(v, dtype=np.float32) for v in args[1:5])
     eps = np.float32(a.get("epsilon", 1e-5))
     scale = (gamma / np.sqrt(var + eps)).astype(np.float32)
@@ -188,8 +188,8 @@ def batchnorm_layer(b: _Builder, node, x, args, a, out, where, single):
     fx = Fx.covering(float(lo.min()), float(hi.max()), frac)
     if "BatchNormalization (float32 in qonnx, exact fixed point here)" not in b.approximations:
         b.approximations.append("BatchNormalization (float32 in qonnx, exact fixed point here)")
-    name = b.add(node, "BatchNormalization", [b.shaped(x, where)], b.decl_shape[x.layer] if _hls_shape(shape) ==
-                 b.decl_shape[x.layer] else _hls_shape(shape), {"scale": s_fx, "bias": b_fx, "result": fx}, out,
+    name = b.add(node, "BatchNormalization", [b.shaped(x, where)], b.decl_shape[x.layer] if hls_shape(shape) ==
+                 b.decl_shape[x.layer] else hls_shape(shape), {"scale": s_fx, "bias": b_fx, "result": fx}, out,
                  n_in=x.size, n_filt=-1, scale_data=s_full.copy(), bias_data=b_full.copy())
     b.node_map[node] = f"BatchNormalization '{name}' scale {s_fx} bias {b_fx}"
     return Act(name, shape, float(lo.min()), float(hi.max()), frac, single)
@@ -199,7 +199,7 @@ LN_TABLE_SIZE = 16384
 LN_EPS_POW10 = 5       # the 1/sqrt table starts at variance 1e-5 (of the scaled input)
 
 
-def layernorm_layer(b: _Builder, node, n, x, args, a, out, where, single):
+def layernorm_layer(b: Builder, node, n, x, args, a, out, where, single):
     x = b.materialize(x, f"{node}_in")
     axis = a.get("axis", -1)
     if axis not in (-1, len(x.shape) - 1):
@@ -242,7 +242,7 @@ def layernorm_layer(b: _Builder, node, n, x, args, a, out, where, single):
     result = Fx.covering(-out_abs, out_abs, 16, rounding="AP_RND_CONV", saturation="AP_SAT")
     name = b.add(node, "LayerNormalization", [b.shaped(src, where)], b.decl_shape[src.layer],
                  {"scale": g_fx, "bias": b_fx, "result": result, "accum": acc}, out,
-                 n_in=x.size, seq_len=rows, axis=len(_hls_shape(x.shape)), epsilon_power_of_10=LN_EPS_POW10,
+                 n_in=x.size, seq_len=rows, axis=len(hls_shape(x.shape)), epsilon_power_of_10=LN_EPS_POW10,
                  gamma_data=gamma, beta_data=beta, table_range_power2=0, table_size=LN_TABLE_SIZE)
     b.cfg[name].update({"table_t": str(table), "accum_t": str(acc)})
     b.luts.add(name)
@@ -254,7 +254,7 @@ def layernorm_layer(b: _Builder, node, n, x, args, a, out, where, single):
     return Act(name, x.shape, -out_abs, out_abs, result.frac, single)
 
 
-def softmax_layer(b: _Builder, node, x, a, out, where, single):
+def softmax_layer(b: Builder, node, x, a, out, where, single):
     x = b.materialize(x, f"{node}_in")
     axis = a.get("axis", -1)
     if axis not in (-1, len(x.shape) - 1):
@@ -284,7 +284,7 @@ def softmax_layer(b: _Builder, node, x, a, out, where, single):
     return Act(name, x.shape, 0.0, 1.0, result.frac, single)
 
 
-def sigmoid_layer(b: _Builder, node, x, out, where, single):
+def sigmoid_layer(b: Builder, node, x, out, where, single):
     """hls4ml's sigmoid Activation: a table over [-8, 8) indexed by x * size / 16 + size / 2 (clamped). With
     size = 16 * 2^frac every input on the grid has its own entry; beyond +-8 the table's end values differ
     from the float sigmoid by < 3.4e-4 (below half an LSB of an 8-bit [0, 1] quantizer)."""

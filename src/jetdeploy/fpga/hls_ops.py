@@ -14,9 +14,17 @@ import numpy as np
 
 from ..errors import JetDeployError
 from ..registry import registrar
-from .hls import Act, Aff, Fx, _Builder, _hls_shape, _identity, const_fx, quant_fx
-from .hls_arith import (batchnorm_layer, binary_layer, einsum_layer, foldable, layernorm_layer, matmul_const_layer,
-                        sigmoid_layer, softmax_layer)
+from .hls import Act, Aff, Fx, Builder, hls_shape, identity_layer, const_fx, quant_fx
+from .hls_arith import (
+    batchnorm_layer,
+    binary_layer,
+    einsum_layer,
+    foldable,
+    layernorm_layer,
+    matmul_const_layer,
+    sigmoid_layer,
+    softmax_layer,
+)
 
 HANDLERS: dict = {}
 handles = registrar(HANDLERS)   # @handles("MatMul"): fn(...) is the handler of MatMul
@@ -39,7 +47,7 @@ def _const(v) -> bool:
     return isinstance(v, np.ndarray)
 
 
-def convert_node(b: _Builder, c: Call):
+def convert_node(b: Builder, c: Call):
     """The node through its handler; an all-constant node is folded."""
     from . import scaled, trace
 
@@ -117,19 +125,19 @@ def _bipolar(b, c):
     if s is None or not spec.power_of_two:
         raise JetDeployError(f"{c.where}: BipolarQuant scale {np.unique(spec.scale)[:4].tolist()} is not one power "
                              "of two (the hls4ml path needs one)")
-    aff = x if isinstance(x, Aff) else _identity(x)
+    aff = x if isinstance(x, Aff) else identity_layer(x)
     frac = aff.src.frac + const_fx(aff.A, c.where).frac if isinstance(x, Aff) else x.frac
     shifted = Aff(aff.src, aff.A * 2.0 ** frac, aff.c * 2.0 ** frac + 1.0, aff.shape)
     step = b.dense_from_affine(shifted, c.name, None, result=Fx(False, 1, 1, "AP_TRN", "AP_SAT"))
     b.node_map[c.name] = f"step Dense '{step.layer}' (ap_ufixed<1,1,AP_TRN,AP_SAT>) then 2s*step - s"
-    bit = _identity(step)
+    bit = identity_layer(step)
     return Aff(bit.src, bit.A * 2 * s, bit.c * 2 * s - s, bit.shape)
 
 
 @handles("Not")
 def _not(b, c):
     x = c.args[0]
-    aff = x if isinstance(x, Aff) else _identity(x)
+    aff = x if isinstance(x, Aff) else identity_layer(x)
     b.node_map[c.name] = "affine chain"
     return Aff(aff.src, -aff.A, 1.0 - aff.c, aff.shape)
 
@@ -168,14 +176,14 @@ def _transpose(b, c):
         hperm = perm
     else:
         raise JetDeployError(f"{c.where}: a Transpose that moves the batch axis")
-    name = b.add(c.name, "Transpose", [src], _hls_shape(shape), {"result": b.result_fx[src]}, c.out, perm=hperm)
+    name = b.add(c.name, "Transpose", [src], hls_shape(shape), {"result": b.result_fx[src]}, c.out, perm=hperm)
     b.node_map[c.name] = f"Transpose '{name}'"
     return Act(name, shape, x.lo, x.hi, x.frac, c.single)
 
 
 def _select(b, c, x, index) -> Aff:
     """Constant indexing (Slice / Gather / Split) as an affine map of rows: free wiring in the firmware."""
-    aff = x if isinstance(x, Aff) else _identity(x)
+    aff = x if isinstance(x, Aff) else identity_layer(x)
     rows = np.arange(int(np.prod(aff.shape))).reshape(aff.shape)[index]
     b.node_map[c.name] = "affine chain (constant indexing)"
     return Aff(aff.src, aff.A[rows.ravel()], aff.c[rows.ravel()], tuple(rows.shape))
@@ -228,7 +236,7 @@ def _concat(b, c):
         raise JetDeployError(f"{c.where}: Concat of a constant with activations")
     srcs = {p.src.layer if isinstance(p, Aff) else p.layer for p in parts}
     if len(srcs) == 1:   # pieces of one layer (packed q/k/v put back together): an affine map
-        affs = [p if isinstance(p, Aff) else _identity(p) for p in parts]
+        affs = [p if isinstance(p, Aff) else identity_layer(p) for p in parts]
         src = affs[0].src
         rows = [np.arange(int(np.prod(p.shape))).reshape(p.shape) + sum(int(np.prod(q.shape)) for q in affs[:j])
                 for j, p in enumerate(affs)]
@@ -242,11 +250,11 @@ def _concat(b, c):
     fx = Fx.covering(lo, hi, frac)
     layer = acts[0].layer
     for j, a in enumerate(acts[1:], start=1):
-        hax = len(_hls_shape(shape)) - (len(shape) - axis)
+        hax = len(hls_shape(shape)) - (len(shape) - axis)
         out_shape = shape if j == len(acts) - 1 else None
         layer = b.add(c.name if out_shape else f"{c.name}_{j}", "Concatenate",
                       [b.shaped(Act(layer, _partial(acts, j - 1, axis), lo, hi, frac), c.where), b.shaped(a, c.where)],
-                      _hls_shape(out_shape or _partial(acts, j, axis)), {"result": fx},
+                      hls_shape(out_shape or _partial(acts, j, axis)), {"result": fx},
                       c.out if out_shape else None, op="concatenate", axis=hax + 1 if hax >= 0 else -1)
     b.node_map[c.name] = f"Concatenate '{layer}'"
     return Act(layer, shape, lo, hi, frac, c.single)
@@ -259,7 +267,7 @@ def _partial(acts, j, axis):
 @handles("ReduceSum", "ReduceMean")
 def _reduce(b, c):
     x = c.args[0]
-    aff = x if isinstance(x, Aff) else _identity(x)
+    aff = x if isinstance(x, Aff) else identity_layer(x)
     nd = len(aff.shape)
     if len(c.args) > 1 and c.args[1] is not None and np.asarray(c.args[1]).size:
         axes = tuple(int(v) % nd for v in np.asarray(c.args[1]).ravel())

@@ -233,7 +233,7 @@ def _const_value(v) -> np.ndarray:
 
 def binary(op: str, x, y, ctx):
     """Add / Sub / Mul / Div where an operand is Scaled: in the integers where the scales allow it."""
-    from .trace import _binary
+    from .trace import binary_op
 
     qx, sx = _parts(x)
     qy, sy = _parts(y)
@@ -242,7 +242,7 @@ def binary(op: str, x, y, ctx):
     cx, cy = not _is_sym(qx), not _is_sym(qy)
     if op in ("Add", "Sub"):
         if same_scale(sx, sy) and not (cx or cy):
-            return _settle(Scaled(_binary(ctx, op, qx, qy), sx))
+            return _settle(Scaled(binary_op(ctx, op, qx, qy), sx))
         if cx != cy:   # a constant (a bias) that is an integer in the other operand's scale
             const, qv, sv = (x, qy, sy) if cx else (y, qx, sx)
             ints = np.broadcast_to(_const_value(const), shape) / sv
@@ -250,19 +250,19 @@ def binary(op: str, x, y, ctx):
                 k = np.round(ints)
                 res = qv + k if op == "Add" else (qv - k if cy else qv * -1.0 + k)
                 return _settle(Scaled(res, sv))
-        return _binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+        return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
     if op in ("Mul", "Div") and (cx or cy):
         if op == "Div" and cx:
             raise JetDeployError(f"{ctx.where}: division of a constant by an activation")
         const, qv, sv = (x, qy, sy) if cx else (y, qx, sx)
         c = np.broadcast_to(_const_value(const), shape)
         if np.any(c == 0):
-            return _binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+            return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
         q = qv if tuple(qv.shape) == shape else qv * np.ones(shape)
         return _settle(Scaled(q, sv * c if op == "Mul" else sv / c))
     if op == "Mul":
-        return _settle(Scaled(_binary(ctx, op, qx, qy), sx * sy))
-    return _binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+        return _settle(Scaled(binary_op(ctx, op, qx, qy), sx * sy))
+    return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
 
 
 def relu(x: Scaled):

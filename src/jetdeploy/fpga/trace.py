@@ -40,10 +40,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import JetDeployError
-from . import scaled
-from .fixedpoint import (SoftmaxTables, _gate, _masked_logits, _sigmoid, _softmax, exact_decimals,  # noqa: F401
-                         quantize_like_qonnx, round_significant, to_comb)
 from ..registry import registrar
+from . import scaled
+from .fixedpoint import (  # noqa: F401
+    SoftmaxTables,
+    mask_gate,
+    _masked_logits,
+    _sigmoid,
+    _softmax,
+    exact_decimals,
+    quantize_like_qonnx,
+    round_significant,
+    to_comb,
+)
 from .graph import QonnxGraph, QuantSpec, attrs, quant_kif  # noqa: F401  (quant_kif: the public helper)
 
 HANDLERS: dict = {}
@@ -158,7 +167,7 @@ def _apply(n, args, a, where, tables, approximations, bn_mult_bits=None):
 # ----------------------------------------------------------------------------------------------------------
 # handlers
 @handles("Identity", "Cast")
-def _identity(ctx, n, args, a):
+def identity_layer(ctx, n, args, a):
     return args[0]
 
 
@@ -208,7 +217,7 @@ def _conv(ctx, n, args, a):
     inv = list(np.argsort(perm))
     y = _matmul(ctx, n, [scaled.transpose(x, perm), w2.T.copy()], {})
     if len(args) > 2 and args[2] is not None:
-        y = _binary(ctx, "Add", y, np.asarray(args[2], dtype=np.float64))
+        y = binary_op(ctx, "Add", y, np.asarray(args[2], dtype=np.float64))
     return scaled.transpose(y, inv)
 
 
@@ -224,7 +233,7 @@ def pointwise_weights(w, a: dict, where: str) -> np.ndarray:
     return w.reshape(w.shape[0], w.shape[1])
 
 
-def _binary(ctx, op, x, y):
+def binary_op(ctx, op, x, y):
     if isinstance(x, scaled.Scaled) or isinstance(y, scaled.Scaled):
         return scaled.binary(op, x, y, ctx)
     if op == "Add":
@@ -237,7 +246,7 @@ def _binary(ctx, op, x, y):
         return x - y if _is_sym(x) else y * -1.0 + x
     if op == "Mul":
         if _is_sym(x) and _is_sym(y):
-            gated = _gate(x, y)
+            gated = mask_gate(x, y)
             if gated is not None:
                 return gated
         return x * y if _is_sym(x) else y * x
@@ -251,7 +260,7 @@ def _arith(ctx, n, args, a):
     x, y = args
     if not _is_sym(x) and not _is_sym(y):
         return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[n.op_type](x, y)
-    return _binary(ctx, n.op_type, x, y)
+    return binary_op(ctx, n.op_type, x, y)
 
 
 @handles("Relu")

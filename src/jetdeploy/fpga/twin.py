@@ -210,9 +210,9 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
         return build_sigmoid_twin(model, trainable=trainable)
     if round_mode not in ("RND", "RND_CONV"):
         raise JetDeployError(f"twin rounding must be RND (upstream, da4ml) or RND_CONV (half to even, as QONNX), got {round_mode}")
-    q = QuantOptions(round_mode, trainable)
+    qo = QuantOptions(round_mode, trainable)
     tables = {"diff_int_bits": 4, "exp_frac_bits": 15, "sum_frac_bits": 10, "inv_frac_bits": 16, **(tables or {})}
-    t = _Twin(model, q)
+    t = _Twin(model, qo)
     m = model
     model.eval()
     N, D, F = cfg.n_particles, cfg.dim, m.embed[0].in_features
@@ -227,27 +227,27 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
         sk = act(a.scores_quant.act_quant)
         probs = act(a.probs_quant.act_quant)
         mha = QMultiHeadAttention(
-            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=q.trainable,
-            qkvo_iq_conf=q.conf(act(a.in_quant.act_quant), "datalane"),
-            qkvo_kq_conf=q.conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=q.conf((1, 7, 8), "bias"),
-            qkvo_oq_conf=q.conf(act(a.o_quant.act_quant), "datalane"),
-            softmax_exp_iq_conf=q.conf((0, _diff_int_bits(a, D // cfg.heads, tables["diff_int_bits"]), sk[2]), "datalane"),
-            softmax_exp_oq_conf=q.conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
-            softmax_inv_iq_conf=q.conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
-            softmax_inv_oq_conf=q.conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
-            softmax_oq_conf=q.conf(probs, "datalane"))
+            num_heads=cfg.heads, key_dim=D // cfg.heads, name=f"b{bi}_mha", enable_ebops=qo.trainable,
+            qkvo_iq_conf=qo.conf(act(a.in_quant.act_quant), "datalane"),
+            qkvo_kq_conf=qo.conf((1, 1, 4), "weight", "SAT_SYM"), qkvo_bq_conf=qo.conf((1, 7, 8), "bias"),
+            qkvo_oq_conf=qo.conf(act(a.o_quant.act_quant), "datalane"),
+            softmax_exp_iq_conf=qo.conf((0, _diff_int_bits(a, D // cfg.heads, tables["diff_int_bits"]), sk[2]), "datalane"),
+            softmax_exp_oq_conf=qo.conf((0, 1, tables["exp_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_inv_iq_conf=qo.conf((0, int(np.ceil(np.log2(N))) + 1, tables["sum_frac_bits"]), "datalane"),
+            softmax_inv_oq_conf=qo.conf((0, 1, tables["inv_frac_bits"]), "table", round_mode="RND_CONV"),
+            softmax_oq_conf=qo.conf(probs, "datalane"))
         att = mha(h, h)
         mhas.append((mha, a))
         # HGQ2 0.2.0 does not build a MultiHeadAttention's own output quantizer: o_quant is the residual's input quantizer
         # on the attention side (on the other side it repeats the type x already has: an identity)
         x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True,
-                 iq_confs=[q.conf(x_kif, "datalane"), q.conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=q.conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=q.trainable)([x, att])
+                 iq_confs=[qo.conf(x_kif, "datalane"), qo.conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=qo.conf(act(blk.res1_quant.act_quant), "datalane"), enable_ebops=qo.trainable)([x, att])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), act(blk.relu.act_quant))(h)
         h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None, enable_iq=False)(h)
-        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, oq_conf=q.conf(act(blk.res2_quant.act_quant), "datalane"),
+        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, oq_conf=qo.conf(act(blk.res2_quant.act_quant), "datalane"),
                  enable_ebops=False)([x, h])
         x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
@@ -257,11 +257,11 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
     twin = keras.Model(x_in, x, name=f"{cfg.name if hasattr(cfg, 'name') else 'fpga'}_twin")
     t.assign_weights()
     for mha, a in mhas:
-        _fill_mha(mha, a, kif_of_act, q)
+        _fill_mha(mha, a, kif_of_act, qo)
     return twin
 
 
-def _fill_mha(mha, a, act, q: QuantOptions) -> None:
+def _fill_mha(mha, a, act, qo: QuantOptions) -> None:
     """Weights and per-projection quantizer types of a built QMultiHeadAttention from our QuantAttention."""
     H, D = mha.num_heads, mha.key_dim
     for dense, lin, in_q, out_q, bias in ((mha._query_dense, a.q, a.in_quant, a.q_quant, True),
@@ -273,7 +273,7 @@ def _fill_mha(mha, a, act, q: QuantOptions) -> None:
         b = lin.bias.detach().numpy().astype(np.float64)
         fb = in_kif[2] + wkif[2]
         b = np.round(b * 2.0 ** fb) * 2.0 ** -fb
-        if q.trainable and dense is mha._query_dense:
+        if qo.trainable and dense is mha._query_dense:
             # the trainable twin keeps upstream's 1/sqrt(d_head) in the exp table (so that it saves and loads as
             # it is): q is unfolded, x sqrt(d_head), with 2 more integer bits; fine-tuning absorbs the regridding
             w, b, okif = w * np.sqrt(D), b * np.sqrt(D), (okif[0], okif[1] + 2, okif[2])
@@ -295,7 +295,7 @@ def _fill_mha(mha, a, act, q: QuantOptions) -> None:
     o.kernel.assign(w.T.reshape(H, D, -1).astype(np.float32))               # [heads, d_head, d_model]
     o.bias.assign((np.round(a.o.bias.detach().numpy().astype(np.float64) * 2.0 ** fb) * 2.0 ** -fb).astype(np.float32))
     # our q projection already carries 1/sqrt(d_head): the exp table must not scale again
-    mha._softmax.input_scaler = 1.0 if not q.trainable else mha._softmax.input_scaler
+    mha._softmax.input_scaler = 1.0 if not qo.trainable else mha._softmax.input_scaler
 
 
 # --- the sigmoid-attention twin: explicit HGQ2 layers, the padding mask as an input channel ---------------------
@@ -324,7 +324,7 @@ def register_layers():
     from hgq._dais_tracer.layers._base import ReplayOperationBase
     from hgq.layers import QAffinedUnaryFunctionLUT
 
-    from .trace import _gate
+    from .trace import mask_gate
 
     class _AffinedLUTReplay(ReplayOperationBase):
         """HGQ2 0.2.0's replay of QAffinedUnaryFunctionLUT adds its float32 bias to a float64 tensor, which
@@ -348,7 +348,7 @@ def register_layers():
 
         def call(self, inputs, *args):
             x, m = inputs if not args else (inputs, args[0])
-            out = _gate(x, m)
+            out = mask_gate(x, m)
             if out is None:
                 raise JetDeployError(f"layer '{self.op.name}': MaskGate needs a one-bit mask (0 or 1) as its second input")
             return out
@@ -383,9 +383,9 @@ def build_sigmoid_twin(model, trainable: bool = False):
 
     cfg = model.cfg
     rnd = "TRN" if model.quant_cfg.act_rounding == "floor" else "RND_CONV"
-    q = QuantOptions(rnd, trainable)
+    qo = QuantOptions(rnd, trainable)
     MaskGate = register_layers()
-    t = _Twin(model, q)
+    t = _Twin(model, qo)
     m = model
     model.eval()
     N, D, H, F = cfg.n_particles, cfg.dim, cfg.heads, m.embed[0].in_features
@@ -395,9 +395,9 @@ def build_sigmoid_twin(model, trainable: bool = False):
     if 2.0 ** in_kif[1] - 2.0 ** -in_kif[2] < 1.0:
         raise JetDeployError(f"the input type {in_kif} cannot hold the mask bit 1.0")
     x_in = keras.Input((N, F + 1), name="x")
-    xq = Quantizer(q.conf(in_kif, "datalane", fixed=True), name="input_quant")(x_in)   # the RTL boundary
+    xq = Quantizer(qo.conf(in_kif, "datalane", fixed=True), name="input_quant")(x_in)   # the RTL boundary
     feats = xq[:, :, :F]
-    bit = Quantizer(q.conf((0, 1, 0), "datalane", fixed=True, round_mode="TRN"), name="mask_bit")(xq[:, :, F])
+    bit = Quantizer(qo.conf((0, 1, 0), "datalane", fixed=True, round_mode="TRN"), name="mask_bit")(xq[:, :, F])
     key_mask = keras.layers.Reshape((1, 1, N), name="key_mask")(bit)
     tok_mask = keras.layers.Reshape((N, 1), name="token_mask")(bit)
     x = t.dense("embed", m.embed[0], in_kif, act(m.embed[1].act_quant))(feats)
@@ -410,27 +410,27 @@ def build_sigmoid_twin(model, trainable: bool = False):
         q, k, v = (keras.layers.Reshape((N, H, Dh), name=f"b{bi}_{n}_heads")(
             t.dense(f"b{bi}_{n}", lin, a_in, None)(h)) for n, lin in (("q", a.q), ("k", a.k), ("v", a.v)))
         s = QEinsum("bnhd,bmhd->bhnm", name=f"b{bi}_scores", enable_oq=False, enable_ebops=trainable,
-                    iq_confs=[q.conf(act(a.q_quant.act_quant), "datalane"),
-                              q.conf(act(a.k_quant.act_quant), "datalane")])([q, k])
+                    iq_confs=[qo.conf(act(a.q_quant.act_quant), "datalane"),
+                              qo.conf(act(a.k_quant.act_quant), "datalane")])([q, k])
         lut = QAffinedUnaryFunctionLUT("sigmoid", name=f"b{bi}_sigmoid", enable_ebops=trainable,
-                                       iq_conf=q.conf(act(a.scores_quant.act_quant), "datalane"),
-                                       oq_conf=q.conf(act(a.probs_quant.act_quant), "table"))
+                                       iq_conf=qo.conf(act(a.scores_quant.act_quant), "datalane"),
+                                       oq_conf=qo.conf(act(a.probs_quant.act_quant), "table"))
         p = MaskGate(name=f"b{bi}_key_mask")([lut(s), key_mask])
         luts.append(lut)
         ctx = QEinsum("bhnm,bmhd->bnhd", name=f"b{bi}_context", enable_oq=False, enable_ebops=trainable,
-                      iq_confs=[q.conf(act(a.probs_quant.act_quant), "datalane"),
-                                q.conf(act(a.v_quant.act_quant), "datalane")])([p, v])
+                      iq_confs=[qo.conf(act(a.probs_quant.act_quant), "datalane"),
+                                qo.conf(act(a.v_quant.act_quant), "datalane")])([p, v])
         ctx = keras.layers.Reshape((N, D), name=f"b{bi}_heads_merged")(ctx)
         o = t.dense(f"b{bi}_o", a.o, act(a.ctx_quant.act_quant), None)(ctx)
         x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True, enable_ebops=trainable,
-                 iq_confs=[q.conf(x_kif, "datalane"), q.conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=q.conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
+                 iq_confs=[qo.conf(x_kif, "datalane"), qo.conf(act(a.o_quant.act_quant), "datalane")],
+                 oq_conf=qo.conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
         x_kif = act(blk.res1_quant.act_quant)
         h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
         h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), None)(h)
         h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None)(h)   # unsigned SAT input = the ReLU
         x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, enable_ebops=False,
-                 oq_conf=q.conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
+                 oq_conf=qo.conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
         x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
         x = t.batchnorm("norm", m.norm.norm)(x)

@@ -71,7 +71,7 @@ def stage_checks(rf: RunFolder, stage: str, path: Path) -> list[dict]:
             for c in d.get("checks", [])]
 
 
-def _extrapolated(r: dict | None) -> str:
+def extrapolated(r: dict | None) -> str:
     x = (r or {}).get("resources_extrapolated")
     return f" (EXTRAPOLATED from {x})" if x else ""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import pareto
-from .collect import _extrapolated
+from .collect import extrapolated
 
 
 @dataclass
@@ -59,7 +59,7 @@ def summary(rep: dict) -> Table:
         res = (r or {}).get("resources", {})
         fpga_cells = [(_v(r["latency_ns"], "{:.0f} ns") + ("" if r["simulated"] else " (depth, not simulated)"))
                       if r else "–",
-                      (f"{_v(res.get('LUT'))} / {_v(res.get('DSP'))}{_extrapolated(r)}" if res else
+                      (f"{_v(res.get('LUT'))} / {_v(res.get('DSP'))}{extrapolated(r)}" if res else
                        ("not run" if r else "–"))]
         best = _best_edge(e) if e else None
         edge_cells = [f"{best['variant']}: {_v(best['throughput_jets_per_s'], '{:.0f}')} jets/s "
@@ -95,8 +95,8 @@ def _fpga(rep: dict) -> Table:
                      _v(s and s["resources"].get("LUT")), _v(s and s["resources"].get("DSP")),
                      _v(r and r["latency_cycles"]) + ("" if not r or r["simulated"] else " (da4ml depth, not simulated)"),
                      _v(r and r["latency_ns"], "{:.0f}"),
-                     _v(r and r.get("resources", {}).get("LUT")) + _extrapolated(r),
-                     _v(r and r.get("resources", {}).get("DSP")) + _extrapolated(r)])
+                     _v(r and r.get("resources", {}).get("LUT")) + extrapolated(r),
+                     _v(r and r.get("resources", {}).get("DSP")) + extrapolated(r)])
     return Table("FPGA", ["run", "C-sim agreement", "compile", "Vitis cycles", "Vitis ns", "Vitis II", "Vitis LUT",
                           "Vitis DSP", "RTL cycles", "RTL ns", "Yosys LUT", "Yosys DSP"], rows,
                  "hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: cycles measured in Verilator / Icarus Verilog; "

@@ -16,7 +16,7 @@ import torch
 
 from ..config import load_train_config
 from ..io import write_json
-from .trainer import _versions, train
+from .trainer import tool_versions, train
 
 
 def bench_train(data: str, presets: list[str], jets: int, epochs: int, out: str | None = None,
@@ -38,7 +38,7 @@ def bench_train(data: str, presets: list[str], jets: int, epochs: int, out: str 
         ref = next(x for x in rows if x["preset"] == r["preset"] and x["scheme"] == "float")
         r["vs_float"] = r["median_jets_per_s"] / ref["median_jets_per_s"]
     result = {"ok": True, "tool": "torch training loop (jetdeploy.train.trainer)", "threads": torch.get_num_threads(),
-              "data": str(data), "rows": rows, "tools": _versions()}
+              "data": str(data), "rows": rows, "tools": tool_versions()}
     if out:
         write_json(out, result)
     return result

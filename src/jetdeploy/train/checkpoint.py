@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..config import TrainConfig
 from ..errors import JetDeployError
 from ..io import atomic_path, stable_hash
+from ..runfolder import RunFolder
 
 MODEL_FORMAT = "jetdeploy-model/1"
 
@@ -60,7 +61,7 @@ def load_model(run_dir: str | os.PathLike, expect: TrainConfig | None = None) ->
     """Rebuild the model of RUN/model.pt in eval mode. With `expect`, its config must match."""
     from ..models import build_model
 
-    path = Path(run_dir) / "model.pt"
+    path = RunFolder(run_dir).model_pt
     rec = load(path)
     if rec.get("format") != MODEL_FORMAT:
         raise JetDeployError(f"{path}: format {rec.get('format')!r}, expected {MODEL_FORMAT!r}")

@@ -14,9 +14,10 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 from ..data.schema import read_jets
 from ..errors import JetDeployError
 from ..io import atomic_path, write_json
+from ..runfolder import RunFolder
 from . import checkpoint as ckpt
 from .dataset import load_inputs
-from .trainer import _versions, predict
+from .trainer import tool_versions, predict
 
 QCD = ("gluon", "quark")
 # (signal, backgrounds) pairs quoted as background rejection at 50% signal efficiency
@@ -91,13 +92,13 @@ def evaluate(run_dir: str | os.PathLike, data_path: str | os.PathLike, split: st
                   "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "torch_eval_jets_per_s": len(inp) / infer_s,
         "class_names": list(inp.class_names),
-        "tools": {**_versions(), "metrics": "scikit-learn"},
+        "tools": {**tool_versions(), "metrics": "scikit-learn"},
     }
-    with atomic_path(run / "predictions.npz") as tmp:
+    with atomic_path(RunFolder(run).predictions) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, probs=torch.softmax(logits.double(), 1).numpy().astype(np.float32),
                                 labels=inp.labels.numpy().astype(np.int32), class_names=np.array(inp.class_names))
-    write_json(run / "metrics.json", out)
+    write_json(RunFolder(run).metrics_json, out)
     plot_roc({cfg.name: (logits, inp.labels)}, inp.class_names, run / "roc.png")
     plot_confusion(np.array(m["confusion"]), inp.class_names, run / "confusion.png", cfg.name)
     return out
@@ -117,15 +118,16 @@ def compare(runs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     rows, curves, ref = [], {}, None
     for r in runs:
         r = Path(r)
-        mpath = r / "metrics.json"
+        mpath = RunFolder(r).metrics_json
         if not mpath.exists():
             raise JetDeployError(f"{mpath}: no such file (run jetdeploy evaluate --run {r} first)")
         import json
 
         m = json.loads(mpath.read_text())
-        if not (r / "predictions.npz").exists():
-            raise JetDeployError(f"{r / 'predictions.npz'}: no such file (evaluate the run again with this jetdeploy)")
-        with np.load(r / "predictions.npz") as z:
+        pred = RunFolder(r).predictions
+        if not pred.exists():
+            raise JetDeployError(f"{pred}: no such file (evaluate the run again with this jetdeploy)")
+        with np.load(pred) as z:
             probs, labels, names = z["probs"], z["labels"], [str(x) for x in z["class_names"]]
         key = (m["data"]["config_hash"], m["split"], labels.tobytes())
         if ref is None:

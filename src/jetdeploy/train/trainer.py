@@ -12,7 +12,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +22,8 @@ from ..config import TrainConfig
 from ..data.schema import read_jets
 from ..errors import JetDeployError
 from ..io import atomic_path, write_json
+from ..runfolder import RunFolder
+from ..versions import packages
 from . import checkpoint as ckpt
 from .dataset import Inputs, input_stats, load_inputs
 
@@ -87,10 +88,8 @@ def set_quant_stats_state(model: nn.Module, saved: dict) -> None:
         m.buffer.copy_(saved[name]["buffer"])
 
 
-def _versions() -> dict:
-    import brevitas
-
-    return {"torch": torch.__version__, "brevitas": brevitas.__version__, "numpy": np.__version__}
+def tool_versions() -> dict:
+    return packages("torch", "brevitas", "numpy")
 
 
 def _init_model(cfg: TrainConfig, train: Inputs, init_from: str | None) -> tuple[nn.Module, dict]:
@@ -127,7 +126,8 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
     """Train (or resume) the run in `run_dir`; returns the summary written to RUN/train.json."""
     run = Path(run_dir)
     chash = ckpt.config_hash(cfg)
-    state_path, model_path, summary_path = run / "checkpoint.pt", run / "model.pt", run / "train.json"
+    rf = RunFolder(run)
+    state_path, model_path, summary_path = rf.checkpoint_pt, rf.model_pt, rf.train_json
     state = None if force else _saved_state(state_path, chash)
     if state is not None and state.get("finished") and summary_path.exists():
         return {"up_to_date": True, "config_hash": chash}
@@ -248,7 +248,7 @@ def _summary(cfg, chash, data_path, data_hash, train_in, val_in, model, history,
         "init": init_info,
         "quant_layout": getattr(model, "layout", None),
         "history": history,
-        "tools": _versions(),
+        "tools": tool_versions(),
     }
     return summary
 
