@@ -88,3 +88,16 @@ def sine_onnx(path: Path) -> Path:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     onnx.save(helper.make_model(g), str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_fpga_transformer(synth_file, tmp_path_factory):
+    """A tiny fixed-point (fpga) transformer run: 4 particles, 2 heads (the Keras twin tests' model)."""
+    from jetdeploy.train.trainer import train
+
+    run = tmp_path_factory.mktemp("twin-run") / "fpga"
+    cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 5, "quant.act_bits": 7,
+                               "model.n_particles": 4, "model.dim": 4, "model.heads": 2, "model.ffn_dim": 8,
+                               "model.head_hidden": [4], "train.epochs": 1, "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    return run

@@ -360,3 +360,25 @@ def test_sigmoid_attention_weights_from_one_table_with_masked_keys_at_zero():
     want = 1.0 / (1.0 + np.exp(-(s - 1.375)))
     assert np.all(got[m == 0] == 0)
     assert np.allclose(got[m == 1], want[m == 1], atol=2.0 ** -15)
+
+
+def test_the_qonnx_reference_is_computed_once_and_cached_next_to_the_file(tiny_fpga_run, synth_file, monkeypatch):
+    """Every FPGA stage of a run reads one qonnx execution, cached next to its QONNX file and keyed by the hashes
+    of the file, the checkpoint and the data: the second stage does not execute qonnx again."""
+    from jetdeploy.fpga import reference as R
+
+    for old in (tiny_fpga_run / "export").glob("model.qonnx.reference-*.npz"):
+        old.unlink()
+    first = R.run_reference(tiny_fpga_run, str(synth_file), 40)
+    (cache,) = (tiny_fpga_run / "export").glob("model.qonnx.reference-*.npz")
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("qonnx executed again")
+
+    monkeypatch.setattr(R, "_run_reference", recompute)
+    again = R.run_reference(tiny_fpga_run, str(synth_file), 40)
+    assert sorted(again) == sorted(first) and all(np.array_equal(again[k], first[k]) for k in first)
+    assert R.LABELS in again and len(again[R.LABELS]) == 40
+    with pytest.raises(AssertionError, match="executed again"):   # another number of jets is another key
+        R.run_reference(tiny_fpga_run, str(synth_file), 20)
+    assert cache.exists()

@@ -46,8 +46,9 @@ def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None 
 
     # an op without a handler stops here, before qonnx runs on the inputs
     QonnxGraph.load(onnx_path, input_bits=input_bits).check_supported(HANDLERS, "the RTL path")
-    ref, source = file_reference(onnx_path, inputs, data, n_check, progress=progress, input_bits=input_bits)
     out_dir = Path(out) if out else default_out(onnx_path)
+    ref, source = file_reference(onnx_path, inputs, data, n_check, progress=progress, input_bits=input_bits,
+                                 cache_dir=out_dir)
     return rtl_flow(Path(onnx_path), ref, out_dir, source, settings or RtlSettings(), progress, input_bits)
 
 

@@ -68,8 +68,9 @@ def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bit
     from .flow import default_out
 
     convert(path, input_bits=input_bits)   # an op or a scale the hls4ml path refuses stops here, before qonnx runs
-    ref, desc = file_reference(path, inputs, data, n, progress=progress, input_bits=input_bits)
-    return Source(Path(path), ref, Path(out) if out else default_out(path), desc, input_bits)
+    out = Path(out) if out else default_out(path)
+    ref, desc = file_reference(path, inputs, data, n, progress=progress, input_bits=input_bits, cache_dir=out)
+    return Source(Path(path), ref, out, desc, input_bits)
 
 
 def _prepare(src: Source, h: HlsSettings, say):

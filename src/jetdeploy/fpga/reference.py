@@ -18,6 +18,7 @@ qonnx once.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ..runfolder import RunFolder
 from .graph import QonnxGraph
 
 LABELS = "__labels__"  # the true classes of the reference jets (not a tensor)
+DESCRIPTION = "__description__"   # a cached file reference's description (JSON)
 CHUNK = 250            # jets per qonnx execution
 
 
@@ -158,8 +160,34 @@ def _jet_inputs(path: Path, shapes: dict, n: int) -> dict:
 
 
 def file_reference(path: str | Path, inputs: str | None, data: str | None, n: int, progress: bool = False,
-                   input_bits=None) -> tuple[dict, dict]:
-    """(reference tensors, a description) of any QONNX file on its test inputs."""
+                   input_bits=None, cache_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """(reference tensors, a description) of any QONNX file on its test inputs; cached in `cache_dir` (the stage's
+    OUT folder) as reference-KEY.npz, KEY from the hashes of the file and of the inputs' source, n and the input
+    type, so that `fpga csim` and `fpga rtl` on the same file and inputs execute qonnx once."""
+    key = stable_hash({"onnx": _hash_if_file(path), "n": n, "input_bits": input_bits,
+                       "inputs": _hash_if_file(inputs), "data": _hash_if_file(data)}, 12)
+    cache = Path(cache_dir) / f"reference-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files if k != DESCRIPTION}, json.loads(str(z[DESCRIPTION]))
+    ref, desc = _file_reference(path, inputs, data, n, progress, input_bits)
+    ref = {k: v for k, v in ref.items() if np.asarray(v).dtype != object}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **ref, **{DESCRIPTION: np.array(json.dumps(desc))})
+    return ref, desc
+
+
+def _hash_if_file(path) -> str | None:
+    """A file's hash; None for no file, and the path itself for one that is missing (its reader says so)."""
+    if not path:
+        return None
+    return file_hash(path) if Path(path).is_file() else str(path)
+
+
+def _file_reference(path, inputs, data, n: int, progress: bool, input_bits) -> tuple[dict, dict]:
     qg1 = QonnxGraph.load(path, batch=1, input_bits=input_bits)
     feeds, source = file_inputs(qg1, inputs, data, n)
     n = len(next(iter(feeds.values())))
