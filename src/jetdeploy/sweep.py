@@ -38,6 +38,7 @@ from .errors import JetDeployError
 from .io import atomic_path, write_json
 from . import pareto as _pareto
 from .settings import RtlSettings
+from .versions import packages
 
 # RTL settings: the same trained model, another trace / Verilog (no retraining). The keys are the
 # `jetdeploy fpga rtl` flags (RtlSettings), with '_' for '-', plus n_check
@@ -206,7 +207,8 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
     front = pareto(rows, "latency_ns")
     result = {"config": sw, "n_points": len(rows), "wall_s": round(wall, 1), "rows": rows,
               "pareto_latency": [r["key"] for r in front], "pareto_cost": [r["key"] for r in pareto(rows, cost)],
-              "cost_metric": cost, "ok": all(r["ok"] for r in rows)}
+              "cost_metric": cost, "ok": all(r["ok"] for r in rows),
+              "tools": packages("torch", "brevitas", "qonnx", "da4ml", "hls4ml", "dask", "distributed")}
     write_json(out / "sweep.json", result)
     with atomic_path(out / "sweep.md") as tmp:
         tmp.write_text(format_sweep(result))

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import JetDeployError
 from ..io import write_json
+from ..versions import packages
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
@@ -187,7 +188,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
               rf.ltp_pt)
     summary = {"source_run": str(run), "source_config_hash": rec["config_hash"], "config": cfg.model_dump(),
                "unpruned_val_accuracy": base["accuracy"], "history": history, "thresholds": theta.detach().tolist(),
-               "train_s": time.perf_counter() - t0}
+               "train_s": time.perf_counter() - t0, "tools": packages("torch")}
     write_json(rf.ltp_json, summary)
     return summary
 

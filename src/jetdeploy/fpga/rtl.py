@@ -9,7 +9,7 @@ Every figure is labelled with the tool that produced it:
   * `yosys synth_xilinx` — LUT / FF / CARRY / DSP counts of an open-source synthesis for UltraScale+
     (`-family xcup`): an estimate, not a vendor place-and-route, and no timing closure.
 
-The QONNX -> da4ml translation of a whole model builds on this module (see the RTL issue).
+The QONNX -> da4ml translation of a whole model (`trace.py`) and the stage (`flow.py`) build on this module.
 """
 
 from __future__ import annotations
