@@ -367,10 +367,11 @@ def test_the_qonnx_reference_is_computed_once_and_cached_next_to_the_file(tiny_f
     of the file, the checkpoint and the data: the second stage does not execute qonnx again."""
     from jetdeploy.fpga import reference as R
 
-    for old in (tiny_fpga_run / "export").glob("model.qonnx.reference-*.npz"):
-        old.unlink()
+    import shutil
+
+    shutil.rmtree(tiny_fpga_run / "export" / "reference", ignore_errors=True)
     first = R.run_reference(tiny_fpga_run, str(synth_file), 40)
-    (cache,) = (tiny_fpga_run / "export").glob("model.qonnx.reference-*.npz")
+    (cache,) = (tiny_fpga_run / "export" / "reference").glob("*/n40-*.npz")
 
     def recompute(*args, **kwargs):
         raise AssertionError("qonnx executed again")
@@ -382,3 +383,10 @@ def test_the_qonnx_reference_is_computed_once_and_cached_next_to_the_file(tiny_f
     with pytest.raises(AssertionError, match="executed again"):   # another number of jets is another key
         R.run_reference(tiny_fpga_run, str(synth_file), 20)
     assert cache.exists()
+    # another checkpoint is another key, and the caches of the old one go
+    stale = cache.parent.parent / "0123456789ab"
+    stale.mkdir()
+    (stale / "n40-batch250.npz").write_bytes(b"")
+    monkeypatch.setattr(R, "_run_reference", lambda *a, **k: {"t": np.zeros(2)})
+    R.run_reference(tiny_fpga_run, str(synth_file), 10)
+    assert not stale.exists() and cache.exists()

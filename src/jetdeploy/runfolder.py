@@ -2,7 +2,7 @@
 
     RUN/model.pt, checkpoint.pt, train.json, history.png      jetdeploy train
     RUN/metrics.json, roc.png, confusion.png, predictions.npz jetdeploy evaluate
-    RUN/export/{model.onnx, model.int8-*.onnx, model.qonnx.onnx, model.qcdq.onnx, verify.json}
+    RUN/export/{model.onnx, model.int8-*.onnx, model.qonnx.onnx, model.qcdq.onnx, verify.json, reference/}
     RUN/fpga/{hls/, hls.json, csim.json, csim.md, synth.json, rtl/, rtl.json, crosscheck.*, hgq/}
     RUN/edge/{ltp.pt, ltp.json, bench.json, bench.md, pareto.png, onnx/}
 
@@ -46,6 +46,7 @@ class RunFolder:
     qonnx = property(lambda self: self.export_dir / "model.qonnx.onnx")
     qcdq = property(lambda self: self.export_dir / "model.qcdq.onnx")
     verify_json = property(lambda self: self.export_dir / "verify.json")
+    reference_dir = property(lambda self: self.export_dir / "reference")   # cached qonnx executions
     # fpga
     fpga_dir = property(lambda self: self.path / "fpga")
     hls_json = property(lambda self: self.fpga_dir / "hls.json")

@@ -11,14 +11,14 @@ Two sources:
 
 Both return {tensor name: array [n, ...]}; `LABELS` holds the true classes where they are known.
 
-A run's reference is computed once and cached next to its QONNX file (`model.qonnx.reference-KEY.npz`, KEY from
-the hashes of the QONNX file, the checkpoint and the data file, and the number of jets): `make csim rtl` executes
-qonnx once.
+A run's reference is computed once and cached next to its QONNX file (RUN/export/reference/KEY/, KEY from the
+hashes of the QONNX file, the checkpoint and the data file): `make csim rtl` executes qonnx once.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,16 +38,23 @@ CHUNK = 250            # jets per qonnx execution
 
 
 def run_reference(run: Path, data: str, n: int, batch: int = CHUNK) -> dict:
-    """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets, cached on disk."""
+    """qonnx execution (full context) of a batched twin of the run's QONNX on n test jets, cached on disk in
+    RUN/export/reference/KEY/ (KEY: the hashes of the QONNX file, the checkpoint and the data file; a new KEY
+    removes the caches of earlier ones), one file per number of jets."""
     rf = RunFolder(run)
     key = stable_hash({"qonnx": file_hash(rf.require_qonnx()), "model": file_hash(rf.model_pt),
-                       "data": file_hash(data), "n": n, "batch": batch}, 12)
-    cache = rf.qonnx.with_name(f"{rf.qonnx.stem}.reference-{key}.npz")
+                       "data": file_hash(data)}, 12)
+    folder = rf.reference_dir / key
+    cache = folder / f"n{n}-batch{batch}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
     # numeric tensors only (qonnx's context can hold object arrays, which .npz stores only pickled), cached or not
     out = {k: v for k, v in _run_reference(rf.path, data, n, batch).items() if np.asarray(v).dtype != object}
+    for old in rf.reference_dir.glob("*"):
+        if old.is_dir() and old.name != key:
+            shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **out)
