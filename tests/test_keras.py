@@ -164,3 +164,11 @@ def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     assert any(c["stage"] == "fpga (upstream Keras/HGQ2 twin)" and c["n"] == 60 for c in rep["checks"])
     table = next(t for t in tables(rep) if t.title.startswith("Upstream cross-check"))
     assert table.rows[0][2] == "reference" and len(table.rows) == 3
+
+
+def test_keras_default_output_folder_is_the_one_printed(tiny_keras):
+    """Without --out, the stage writes next to the model (stem + '-fpga') and says that path."""
+    res = run_cli("fpga", "hls", "--keras", str(tiny_keras), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tiny_keras.with_name(tiny_keras.stem + "-fpga")
+    assert (out / "hls.json").exists() and f"wrote {out / 'hls.json'}" in res.stdout

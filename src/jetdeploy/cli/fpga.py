@@ -53,9 +53,13 @@ def _out_of(args: argparse.Namespace) -> Path:
         return RunFolder(args.run).fpga_dir
     if args.out:
         return Path(args.out)
+    if args.keras:   # where kerasflow writes: MODEL's stem + '-fpga'
+        from ..fpga.kerasflow import default_out as keras_out
+
+        return keras_out(args.keras)
     from ..fpga.flow import default_out
 
-    return default_out(args.onnx or args.keras)
+    return default_out(args.onnx)
 
 
 def _print_rtl(r: dict, folder: Path) -> None:
