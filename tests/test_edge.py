@@ -473,3 +473,99 @@ def test_bench_compares_the_methods_at_ltp_budget(float_run, synth_file):
     assert f"random[{label}]" in v and f"zerotprune[{label}]" in v and "ltp" in v
     assert v["ltp"]["macs_per_jet"] <= v[f"random[{label}]"]["macs_per_jet"] + 1e-6  # LTP keeps at most the budget
     assert 0 < v["ltp-weights-unpruned"]["accuracy"] <= 1
+
+
+# ---- ParT-style models (pair bias from the four-vectors) on the edge ----------------------------------------
+def _pair_jets(lengths, n_particles=8, seed=1):
+    x, mask = _jets(lengths, n_particles, seed)
+    g = np.random.default_rng(seed)
+    p = g.normal(size=(len(lengths), n_particles, 3)) * 10
+    p4 = np.concatenate([p, np.linalg.norm(p, axis=-1, keepdims=True) + 0.5], -1) * mask[..., None]
+    p4[0, 0, :2] = 0.0  # a real particle along the beam: phi = atan2(0, 0), which ONNX's Atan(y / x) would make NaN
+    return x, mask, p4.astype(np.float32)
+
+
+def pair_tagger(seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch="transformer", n_particles=8, features=["deta", "dphi", "log_pt_rel"], dim=8, heads=2,
+                      blocks=2, ffn_dim=16, norm="layernorm", pooling="mean", pair_bias=True)
+    return TransformerTagger(cfg, 3, 5).eval()
+
+
+@pytest.mark.parametrize("spec", [PruneSpec(method="none"), PruneSpec(method="zerotprune", keep=[0.75, 0.5]),
+                                  PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry")], ids=["nopad", "ztp", "ltp-entry"])
+def test_pair_bias_graphs_take_p4_and_equal_torch(spec, tmp_path):
+    """A ParT-style model's graphs compute the pairwise features from p4 (a third input) and, pruned, keep the
+    pair tensor's rows and columns of the kept tokens: ORT == torch on mixed lengths and on single jets."""
+    pt = PrunedTagger(pair_tagger(), spec, thresholds=torch.tensor([0.9, 1.0]) if spec.method == "ltp" else None)
+    batched, single = tmp_path / "b.onnx", tmp_path / "s.onnx"
+    graphs.export_float(graphs.Deployable(pt).eval(), 3, 8, batched)
+    graphs.export_float(SingleJet(pt).eval(), 3, 8, single, single=True)
+    assert [i.name for i in graphs.ort_session(batched).get_inputs()] == ["x", "mask", "p4"]
+    assert [i.name for i in graphs.ort_session(single).get_inputs()] == ["x", "p4"]
+    x, mask, p4 = _pair_jets([8, 5, 2, 1, 7, 3, 8, 6, 4])
+    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), pt, x, mask, p4=p4)
+    assert chk["ok"] and chk["max_abs_diff_batch1"] < 1e-5 and chk["max_abs_diff_batch3"] < 1e-5, chk
+    with torch.no_grad():
+        xt, mt, pt4 = torch.from_numpy(x), torch.from_numpy(mask) > 0.5, torch.from_numpy(p4)
+        got = pt(xt, mt, pt4)
+        if spec.method == "none":  # padding removal changes nothing
+            assert torch.allclose(got, pt.model(xt, mt, pt4), atol=1e-5)
+        else:
+            assert int(pt.last_counts[-1].max()) < 8
+        # the pair bias matters: other four-vectors, other logits
+        assert not torch.allclose(got, pt(xt, mt, pt4.flip(1)), atol=1e-4)
+    with pytest.raises(JetDeployError, match="four-vectors"):
+        pt(xt, mt)
+
+
+def test_gathered_pair_rows_and_columns_equal_the_bias_of_the_kept_particles():
+    from jetdeploy.edge.prune import gather_pairs
+
+    m = pair_tagger()
+    _, mask, p4 = _pair_jets([8, 5, 7])
+    p4 = torch.from_numpy(p4)
+    idx = torch.tensor([[3, 0, 6], [4, 1, 2], [6, 5, 0]])
+    with torch.no_grad():
+        assert torch.allclose(gather_pairs(m.pair(p4), idx), m.pair(gather_tokens(p4, idx)), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pair_run(synth_file, tmp_path_factory):
+    run = tmp_path_factory.mktemp("edge") / "part"
+    cfg = tiny_train_config(**{"quant.scheme": "float", "model.blocks": 2, "model.norm": "layernorm",
+                               "model.pooling": "mean", "model.pair_bias": True, "train.epochs": 2,
+                               "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    return run
+
+
+def test_pair_bias_run_exports_ltp_trains_and_benches_beside_the_plain_run(float_run, pair_run, synth_file, tmp_path):
+    res = run_cli("export", "--run", str(pair_run), "--data", str(synth_file), "--n-verify", "60")
+    assert res.returncode == 0, res.stderr
+    ver = json.loads((pair_run / "export" / "verify.json").read_text())
+    float_chk = next(c for c in ver["checks"] if c["name"] == "float ONNX (ORT) vs torch")
+    assert float_chk["ok"] and float_chk["n"] == 60
+    r = train_ltp(pair_run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, batch_size=16, budget=[0.75, 0.5],
+                                                  max_train_jets=64), progress=False)
+    assert all(np.isfinite(h["train_loss"]) for h in r["history"])
+    main = tmp_path / "plain"
+    import shutil
+
+    shutil.copytree(float_run, main, ignore=shutil.ignore_patterns("edge"))
+    res = run_cli("edge", "bench", "--run", str(main), "--data", str(synth_file), "--keep", "0.75,0.5",
+                  "--beside", str(pair_run), "--batch", "16", "--batches", "2", "--rounds", "1", "--n-latency", "6",
+                  "--latency-block", "3", "--quiet")
+    assert res.returncode == 0, res.stderr
+    bench = json.loads((main / "edge" / "bench.json").read_text())
+    v = bench["variants"]
+    for name in ("part/float-nopad", "part/zerotprune[0.75,0.5]", "part/ltp", "part/ltp+int8"):
+        assert v[name]["timed"] and v[name]["throughput_jets_per_s"] > 0 and v[name]["latency_ms_p50"] > 0, name
+        assert v[name]["pair_bias"] and v[name]["source_run"] == "part"
+    assert all(c["ok"] for c in bench["checks"]) and any(c["name"].startswith("part/ltp:") for c in bench["checks"])
+    # its accuracy is quoted against the plain run's on the same jets, its speed against the plain padding-free graph
+    assert v["part/float-nopad"]["accuracy_change"] == pytest.approx(v["part/float-nopad"]["accuracy"]
+                                                                      - v["float-padded"]["accuracy"])
+    assert v["part/float-nopad"]["macs_per_jet"] > v["float-nopad"]["macs_per_jet"]  # the pair MLP's MACs
+    res = run_cli("edge", "bench", "--run", str(main), "--data", str(synth_file), "--beside", str(main / "nope"))
+    assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr

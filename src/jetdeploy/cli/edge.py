@@ -45,7 +45,7 @@ def _cmd_edge_bench(args: argparse.Namespace) -> int:
 
     rf = RunFolder(args.run)
     r = edge_bench(rf.path, args.data, keeps=args.keep, int8_run=args.int8_run, extra_ltp=args.ltp,
-                   settings=BenchSettings.from_args(args), progress=not args.quiet)
+                   beside=args.beside, settings=BenchSettings.from_args(args), progress=not args.quiet)
     print(rf.bench_md.read_text())
     print(f"wrote {rf.bench_json}, bench.md, pareto.png and the graphs in {rf.edge_dir / 'onnx'}/")
     return status(r["ok"], "a torch vs ONNX check failed (see bench.json)")
@@ -99,6 +99,11 @@ def register(sub) -> None:
     eb.add_argument("--ltp", action="append", default=[], metavar="FILE",
                     help="another LTP operating point to time side by side (repeatable): DIR/edge/ltp.pt from "
                          "`jetdeploy edge ltp --run DIR` on a copy of RUN; shown as ltp@DIR")
+    eb.add_argument("--beside", action="append", default=[], metavar="RUN",
+                    help="another float transformer run on the same particles (repeatable), e.g. a ParT-style model "
+                         "(model.pair_bias: its graphs take the four-vectors p4 as a third input): its padding-free, "
+                         "Zero-TPrune and LTP (RUN/edge/ltp.pt) variants are timed in the same loop as RUN/variant, "
+                         "with their accuracy against this run's on the same test jets")
     BenchSettings.add_flags(eb)
     eb.add_argument("--quiet", action="store_true", help="only the table")
     eb.set_defaults(func=_cmd_edge_bench)

@@ -52,18 +52,43 @@ from .variants import (DEFAULT_FINAL_KEEP, SingleJet, add_int8, add_qcdq, export
 
 def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]] | None = None,
                int8_run: str | Path | None = None, extra_ltp: list[str | Path] | None = None,
-               settings: BenchSettings | None = None, progress: bool = True) -> dict:
-    """All variants side by side (see the module docstring). The denormal mode of the calling thread is
-    restored at the end (ORT and torch set it per thread)."""
+               beside: list[str | Path] | None = None, settings: BenchSettings | None = None,
+               progress: bool = True) -> dict:
+    """All variants side by side (see the module docstring). `beside`: other float transformer runs of the same
+    particles (a ParT-style pair-bias model, say) whose variants join the same loop as NAME/variant, their
+    accuracy against this run's on the same jets. The denormal mode of the calling thread is restored at the
+    end (ORT and torch set it per thread)."""
     s = settings or BenchSettings()
     torch.set_flush_denormal(s.flush_denormals)
     try:
-        return _edge_bench(RunFolder(run_dir), data, keeps, int8_run, extra_ltp or [], s, progress)
+        return _edge_bench(RunFolder(run_dir), data, keeps, int8_run, extra_ltp or [], beside or [], s, progress)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSettings, progress) -> dict:
+def _beside_variants(runs, cfg, data, keeps, n_test, say) -> tuple[dict, torch.Tensor | None]:
+    """The variants of the --beside runs (prefixed with each run's folder name), and the test jets' four-vectors
+    where one of them has a pair bias. Each must be a float transformer on the same particles as the main run."""
+    mods, p4 = {}, None
+    for run in map(RunFolder, runs):
+        model, rec = ckpt.load_model(run.path)
+        c = rec["config"].model
+        if rec["config"].quant.scheme != "float" or c.arch != "transformer":
+            raise JetDeployError(f"{run.path}: --beside takes a float transformer run (got {c.arch}, "
+                                 f"{rec['config'].quant.scheme})")
+        if (c.n_particles, c.features, c.mask) != (cfg.model.n_particles, cfg.model.features, cfg.model.mask):
+            raise JetDeployError(f"{run.path}: --beside needs the main run's particles (model.n_particles, features, "
+                                 f"mask); got N={c.n_particles}, {c.features}")
+        name = run.path.name
+        if any(k.startswith(name + "/") for k in mods):
+            raise JetDeployError(f"{run.path}: two --beside runs are both called {name!r}")
+        mods.update(torch_variants(run, model, keeps, [], say, prefix=name + "/"))
+        if c.pair_bias and p4 is None:
+            p4 = load_inputs(data, c, "test", n_test).p4
+    return mods, p4
+
+
+def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: BenchSettings, progress) -> dict:
     from ..export import graphs
 
     say = print if progress else (lambda *a, **k: None)
@@ -83,13 +108,17 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSetting
     onnx_dir.mkdir(parents=True, exist_ok=True)
 
     mods = torch_variants(rf, model, keeps, extra_ltp, say)
+    more, p4 = _beside_variants(beside, cfg, data, keeps, s.n_test, say)
+    mods.update(more)
+    p4 = inp.p4 if inp.p4 is not None else p4
+    pn = None if p4 is None else p4.numpy()
     if len(xn) < s.batch:
         raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {s.batch}")
-    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N)
+    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N, p4=p4)
     acc_float = variants["float-padded"]["accuracy_torch"]
     say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))
     checks: list[dict] = []
-    graphs_of = export_verified(mods, onnx_dir, F, N, xn, mn, flush, variants, checks, say)
+    graphs_of = export_verified(mods, onnx_dir, F, N, xn, mn, flush, variants, checks, say, pn=pn)
     add_int8(graphs_of, variants)
     if int8_run is not None:
         add_qcdq(int8_run, cfg, model, keeps, onnx_dir, F, N, x, mask_b, flush, graphs_of, variants, checks, say)
@@ -97,13 +126,13 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSetting
     # accuracy of every ORT graph on the test split
     set_denormal_mode(flush)
     for name, g in graphs_of.items():
-        logits = graphs.run_ort(graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn)
+        logits = graphs.run_ort(graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn, p4=pn)
         v = variants[name]
         v.update({"accuracy": accuracy(logits, labels), "timed": True})
         v["accuracy_change"] = v["accuracy"] - acc_float
         say(f"{name}: accuracy {v['accuracy']:.4f} ({v['accuracy_change']:+.4f})")
 
-    timing = _time_all(graphs_of, model, x, mask_b, s, say)
+    timing = _time_all(graphs_of, model, x, mask_b, s, say, p4)
     variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,
                                "macs_per_jet": padded_macs(model, N), "timed": True,
                                "note": "the unpruned model in PyTorch eager, padded inputs"}
@@ -111,6 +140,7 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSetting
         variants[name].update(figures)
     _gains(variants, acc_float)
     result = {"run": str(rf.path), "config_hash": rec["config_hash"], "data": str(data), "n_test_jets": len(xn),
+              "beside": [str(b) for b in beside],
               "accuracy_float": acc_float, "variants": variants, "checks": checks,
               "timing": _timing_record(s, timing["nb"], timing["n1"]), "ok": all_ok(checks)}
     write_json(rf.bench_json, result)
@@ -119,7 +149,7 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, s: BenchSetting
     return result
 
 
-def _time_all(graphs_of: dict, model, x, mask, s: BenchSettings, say) -> dict:
+def _time_all(graphs_of: dict, model, x, mask, s: BenchSettings, say, p4=None) -> dict:
     """Every variant's batch-256 throughput (file order, bucketed) and batch-1 latency (warm p50 / p99, cold p50)."""
     from ..export import graphs
 
@@ -131,9 +161,10 @@ def _time_all(graphs_of: dict, model, x, mask, s: BenchSettings, say) -> dict:
     torch.set_num_threads(1)
     set_denormal_mode(flush)  # after the last session is made (see set_denormal_mode)
     nb = max(1, min(s.n_batches, len(xn) // s.batch))
-    t_batch = time_batches(timed, model, xn, mn, s.batch, nb, s.rounds, say)
+    pn = None if p4 is None else p4.numpy()
+    t_batch = time_batches(timed, model, xn, mn, s.batch, nb, s.rounds, say, pn)
     n1 = min(s.n_latency, len(xn))
-    warm, cold = time_single(SingleJetTimer(timed, single, model, x, mask), [*timed, "torch-eager"], n1,
+    warm, cold = time_single(SingleJetTimer(timed, single, model, x, mask, pn), [*timed, "torch-eager"], n1,
                              s.latency_block)
     if thread_flushes_denormals() != flush:
         raise JetDeployError("the timing thread's denormal mode changed during the timed loops; the figures are void")

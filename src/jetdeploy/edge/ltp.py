@@ -59,10 +59,12 @@ class LTPConfig(BaseModel):
     seed: int = 0
 
 
-def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperature: float):
-    """Logits and the mean kept fraction (over pruning steps and jets) with soft masks, no compaction."""
+def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperature: float, *p4: torch.Tensor):
+    """Logits and the mean kept fraction (over pruning steps and jets) with soft masks, no compaction.
+    p4: the four-vectors of a pair-bias model (its U_ij is added to every block's scores)."""
     m = pt.model
     h, mask = m.tokens(x, mask)
+    pair = m.pair(p4[0]) if p4 else None
     real = mask.to(h.dtype)
     n_real = real.sum(1).clamp(min=1)
     soft, carried, kept = real, torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype), []
@@ -71,7 +73,7 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
     for i, block in enumerate(m.blocks):
         kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
         h_in = h
-        h, probs = block.attend(h, mask, kb)
+        h, probs = block.attend(h, mask, kb, pair)
         s = received_attention(probs, soft)
         new = soft * torch.sigmoid((s - pt.thresholds[i]) / temperature)
         carried = carried + (m.norm(h_in if entry else h, mask) * (soft - new)[..., None]).sum(1)
@@ -106,8 +108,8 @@ def _evaluate(pt: PrunedTagger, inp, batch: int = 1000) -> dict:
     pt.eval()
     correct, kept, real = 0, 0.0, 0.0
     for i in range(0, len(inp), batch):
-        x, msk, y = inp.x[i:i + batch], inp.mask[i:i + batch], inp.labels[i:i + batch]
-        correct += int((pt(x, msk).argmax(1) == y).sum())
+        args, y = inp.batch(torch.arange(i, min(i + batch, len(inp))))
+        correct += int((pt(*args).argmax(1) == y).sum())
         k, r = kept_fraction(pt.last_counts)
         kept, real = kept + k, real + r
     return {"accuracy": correct / len(inp), "kept_fraction": kept / real if real else 1.0}
@@ -153,14 +155,14 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
             for g in opt.param_groups:  # cosine decay over both stages
                 g["lr"] = 0.5 * g["base"] * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
             idx = order[i * bs:(i + 1) * bs]
-            x, msk, y = train_in.x[idx], train_in.mask[idx], train_in.labels[idx]
+            args, y = train_in.batch(idx)  # x, mask (and p4 for a pair-bias model)
             if teacher is not None:
                 with torch.no_grad():
-                    target = teacher(x, msk)
+                    target = teacher(*args)
             if hard:
-                logits, kept = pt(x, msk), torch.tensor(0.0)
+                logits, kept = pt(*args), torch.tensor(0.0)
             else:
-                logits, kept = soft_forward(pt, x, msk, cfg.temperature)
+                logits, kept = soft_forward(pt, args[0], args[1], cfg.temperature, *args[2:])
             loss = (F.cross_entropy(logits, y) if teacher is None else
                     distillation_loss(logits, target, y, cfg.distill, cfg.distill_temperature))
             if not hard:

@@ -45,7 +45,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import JetDeployError
-from ..models.transformer import MASK_FILL
+from ..models.transformer import MASK_FILL, uses_pair
 
 NEG = -1e9  # score of a token that must not be kept (padding, already pruned)
 
@@ -128,6 +128,14 @@ def gather_queries(probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return probs.reshape(-1, M)[flat]
 
 
+def gather_pairs(u: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The rows and columns idx [B, k] of a pair tensor u [B, H, N, N] (ParT's U_ij) -> [B, H, k, k]: a row
+    Gather (gather_queries), then one GatherElements along the last axis."""
+    rows = gather_queries(u, idx)                                        # [B, H, k, N]
+    cols = idx[:, None, None, :].expand(rows.shape[0], rows.shape[1], rows.shape[2], idx.shape[1])
+    return torch.gather(rows, 3, cols)
+
+
 def compact(score: torch.Tensor, k: torch.Tensor, *tensors: torch.Tensor):
     """Gather each jet's k highest-scoring tokens to the front and cut the batch to k slots; tokens
     scored NEG (padding, pruned) come last and are masked. Returns the new mask and the gathered
@@ -154,7 +162,7 @@ def _masked(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 class PrunedTagger(nn.Module):
     """A trained TransformerTagger / QuantTransformerTagger run with token pruning.
 
-    forward(x [B, N, F], mask [B, N] bool) -> logits, the tagger's own signature. A pruning step after
+    forward(x [B, N, F], mask [B, N] bool[, p4 [B, N, 4]]) -> logits, the tagger's own signature. A pruning step after
     block i keeps at most keep[i+1] x model.n_particles tokens of each jet (a token budget: the tensors
     stay rectangular with no slack, and a jet with fewer particles than the budget loses none), or, for
     LTP, the tokens above the learned threshold. `last_counts` holds the real tokens of the last call:
@@ -165,9 +173,9 @@ class PrunedTagger(nn.Module):
         cfg = getattr(model, "cfg", None)
         if cfg is None or cfg.arch != "transformer" or not hasattr(model, "tokens"):
             raise JetDeployError("token pruning needs a transformer tagger (model.arch: transformer)")
-        if cfg.pooling == "cls" or cfg.pair_bias or not cfg.mask:
-            raise JetDeployError("token pruning needs model.pooling mean|sum, model.mask true and no pair_bias "
-                                 f"(got pooling={cfg.pooling}, mask={cfg.mask}, pair_bias={cfg.pair_bias})")
+        if cfg.pooling == "cls" or not cfg.mask:
+            raise JetDeployError("token pruning needs model.pooling mean|sum and model.mask true "
+                                 f"(got pooling={cfg.pooling}, mask={cfg.mask})")
         n_blocks = len(model.blocks)
         if spec.method != "none" and len(spec.keep) != n_blocks:
             raise JetDeployError(f"prune keep has {len(spec.keep)} entries; the model has {n_blocks} blocks "
@@ -262,50 +270,67 @@ class PrunedTagger(nn.Module):
         return total / denom.clamp(min=1).to(total.dtype)[:, None]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, p4: torch.Tensor | None = None) -> torch.Tensor:
-        """mask None: every particle of x is real (the single-jet graph: no padding, no mask arithmetic)."""
-        m = self.model
-        carry = self.spec.pool == "carry"
+        """mask None: every particle of x is real (the single-jet graph: no padding, no mask arithmetic).
+        p4 [B, N, 4]: the particles' four-vectors, for a model with a pair bias (ParT's U_ij): its [B, H, N, N]
+        tensor is computed once from the real particles, and each pruning step keeps its kept tokens' rows
+        and columns."""
+        if uses_pair(self.model) != (p4 is not None):
+            raise JetDeployError("this model " + ("takes the particles' four-vectors p4 (model.pair_bias)"
+                                                  if p4 is None else "has no pair bias; it takes no p4"))
         gen = torch.Generator(device=x.device).manual_seed(self.spec.seed) if self.spec.method == "random" else None
-        if mask is None:  # one jet: the kept tokens are picked along dimension 1, no batch arithmetic
-            if x.shape[0] != 1:
-                raise JetDeployError(f"PrunedTagger without a mask takes one jet (x [1, n, F]); got a batch of "
-                                     f"{x.shape[0]}: pass the mask")
-            h, _ = m.tokens(x, None)
-            n_real = torch._shape_as_tensor(x)[1:2]
-            carried, counts = 0.0, [n_real]
-            for i, block in enumerate(m.blocks):
-                if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
-                    a, probs, v = block.attention_probs(h, None, None)
-                    idx = self._select_single(i, h, probs, gen)[0]
-                    if self.spec.pool == "entry":
-                        nh = m.norm(h, None)
-                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
-                    gate_in = a[:, idx] if block.attn.gate is not None else None
-                    h = block.attend_rows(h[:, idx], gate_in, probs[:, :, idx], v)
-                    counts.append(torch._shape_as_tensor(h)[1:2])
-                    h = block.feed_forward(h, None)
-                    continue
-                h, probs = block.attend(h, None, None)
-                if self.steps[i]:
-                    idx = self._select_single(i, h, probs, gen)[0]
-                    if carry:  # the final-norm states of the pruned tokens: all minus kept
-                        nh = m.norm(h, None)
-                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
-                    h = h[:, idx]
-                counts.append(torch._shape_as_tensor(h)[1:2])
-                h = block.feed_forward(h, None)
-            self.last_counts = counts
-            return m.classify(self._pool(m.norm(h, None).sum(1) + carried, n_real, counts[-1]))
+        if mask is None:
+            return self._forward_single(x, p4, gen)
+        return self._forward_batch(x, mask, p4, gen)
 
-        mask = mask if mask.dtype == torch.bool else mask > 0.5
-        # padding is not pruning: drop the padded columns that no jet in the batch needs
-        mask, x, _ = compact(_masked(torch.zeros_like(mask, dtype=x.dtype), mask), mask.sum(1).max().clamp(min=1), x)
-        n_real = mask.sum(1)
-        h, _ = m.tokens(x, mask)
+    def _forward_single(self, x, p4, gen) -> torch.Tensor:
+        """One jet whose particles are all real: the kept tokens are picked along dimension 1, no batch arithmetic."""
+        m = self.model
+        if x.shape[0] != 1:
+            raise JetDeployError(f"PrunedTagger without a mask takes one jet (x [1, n, F]); got a batch of "
+                                 f"{x.shape[0]}: pass the mask")
+        h, _ = m.tokens(x, None)
+        pair = m.pair(p4) if p4 is not None else None
+        n_real = torch._shape_as_tensor(x)[1:2]
         carried, counts = 0.0, [n_real]
         for i, block in enumerate(m.blocks):
             if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
-                a, probs, v = block.attention_probs(h, mask, key_bias_of(mask, h.dtype))
+                a, probs, v = block.attention_probs(h, None, None, pair)
+                idx = self._select_single(i, h, probs, gen)[0]
+                if self.spec.pool == "entry":
+                    nh = m.norm(h, None)
+                    carried = carried + nh.sum(1) - nh[:, idx].sum(1)
+                gate_in = a[:, idx] if block.attn.gate is not None else None
+                h = block.attend_rows(h[:, idx], gate_in, probs[:, :, idx], v)
+            else:
+                h, probs = block.attend(h, None, None, pair)
+                idx = self._select_single(i, h, probs, gen)[0] if self.steps[i] else None
+                if idx is not None:
+                    if self.spec.pool == "carry":  # the final-norm states of the pruned tokens: all minus kept
+                        nh = m.norm(h, None)
+                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
+                    h = h[:, idx]
+            if pair is not None and idx is not None:
+                pair = pair[:, :, idx][:, :, :, idx]
+            counts.append(torch._shape_as_tensor(h)[1:2])
+            h = block.feed_forward(h, None)
+        self.last_counts = counts
+        return m.classify(self._pool(m.norm(h, None).sum(1) + carried, n_real, counts[-1]))
+
+    def _forward_batch(self, x, mask, p4, gen) -> torch.Tensor:
+        """A padded batch: padding removed first, then each pruning step compacts the batch to its kept tokens."""
+        m = self.model
+        mask = mask if mask.dtype == torch.bool else mask > 0.5
+        # padding is not pruning: drop the padded columns that no jet in the batch needs
+        mask, x, *p4, _ = compact(_masked(torch.zeros_like(mask, dtype=x.dtype), mask), mask.sum(1).max().clamp(min=1),
+                                  x, *([] if p4 is None else [p4]))
+        n_real = mask.sum(1)
+        h, _ = m.tokens(x, mask)
+        pair = m.pair(p4[0]) if p4 else None
+        carried, counts = 0.0, [n_real]
+        for i, block in enumerate(m.blocks):
+            idx = None
+            if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
+                a, probs, v = block.attention_probs(h, mask, key_bias_of(mask, h.dtype), pair)
                 score, k = self._select(i, h, probs, mask, gen)
                 if self.spec.pool == "entry":  # the final-norm states the pruned tokens entered with
                     nh = m.norm(h, mask)
@@ -315,16 +340,16 @@ class PrunedTagger(nn.Module):
                     new_mask, kept, idx = compact(score, k, h)
                 gate_in = gather_tokens(a, idx) if block.attn.gate is not None else None
                 mask, h = new_mask, block.attend_rows(kept, gate_in, gather_queries(probs, idx), v)
-                counts.append(mask.sum(1))
-                h = block.feed_forward(h, mask)
-                continue
-            h, probs = block.attend(h, mask, key_bias_of(mask, h.dtype))
-            if self.steps[i]:
-                score, k = self._select(i, h, probs, mask, gen)
-                nh = m.norm(h, mask)  # carry: the final-norm states of the pruned tokens, all minus kept
-                new_mask, new_h, new_nh, _ = compact(score, k, h, nh)
-                carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
-                mask, h = new_mask, new_h
+            else:
+                h, probs = block.attend(h, mask, key_bias_of(mask, h.dtype), pair)
+                if self.steps[i]:
+                    score, k = self._select(i, h, probs, mask, gen)
+                    nh = m.norm(h, mask)  # carry: the final-norm states of the pruned tokens, all minus kept
+                    new_mask, new_h, new_nh, idx = compact(score, k, h, nh)
+                    carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
+                    mask, h = new_mask, new_h
+            if pair is not None and idx is not None:
+                pair = gather_pairs(pair, idx)
             counts.append(mask.sum(1))
             h = block.feed_forward(h, mask)
         self.last_counts = counts
@@ -342,12 +367,15 @@ def macs_per_jet(model: nn.Module, counts: list[torch.Tensor], kept_rows_only: b
     repeats its last entry. Block i costs counts[i] x 4d^2 (q/k/v/o) + 2 counts[i]^2 d (the attention
     matmuls) + counts[i+1] x 2 d f (FFN); with `kept_rows_only` (pool entry / drop) the output
     projection and probs x V run on the kept rows: counts[i] x 3d^2 + counts[i]^2 d + counts[i+1] x
-    (d^2 + counts[i] d). Embedding and head included; norms, softmax and the pruning scores are not counted."""
+    (d^2 + counts[i] d). Embedding and head included, and a pair bias's MLP on counts[0]^2 pairs; norms,
+    softmax, the pairwise features and the pruning scores are not counted."""
     cfg = model.cfg
     L = len(model.blocks)
     c = [counts[min(i, len(counts) - 1)].to(torch.float64) for i in range(L + 1)]
     d, f = cfg.dim, cfg.ffn_dim
     total = c[0] * _linear_macs(model.embed) + _linear_macs(model.head)
+    if getattr(model, "pair", None) is not None:
+        total = total + c[0] * c[0] * _linear_macs(model.pair.net)
     for i in range(L):
         rows = c[i + 1] if kept_rows_only else c[i]  # the queries whose attention output is computed
         total = total + c[i] * 3 * d * d + rows * d * d + c[i] * c[i] * d + rows * c[i] * d + c[i + 1] * 2 * d * f

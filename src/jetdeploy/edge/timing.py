@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import JetDeployError
+from ..models.transformer import uses_pair
 
 
 def thread_flushes_denormals() -> bool:
@@ -31,15 +32,24 @@ def set_denormal_mode(flush: bool) -> None:
                              "(torch.set_flush_denormal had no effect); time with --keep-denormals")
 
 
-def trim(x: np.ndarray, mask: np.ndarray, i: int, with_mask: bool = False) -> dict:
-    """One jet's real particles only (the batch-1 feed)."""
+def trim(x: np.ndarray, mask: np.ndarray, i: int, with_mask: bool = False, p4: np.ndarray | None = None) -> dict:
+    """One jet's real particles only (the batch-1 feed); p4 [n, N, 4] too where given (a pair-bias model)."""
     n = max(1, int(mask[i].sum()))
-    return {"x": x[i:i + 1, :n], "mask": mask[i:i + 1, :n]} if with_mask else {"x": x[i:i + 1, :n]}
+    out = {"x": x[i:i + 1, :n], "mask": mask[i:i + 1, :n]} if with_mask else {"x": x[i:i + 1, :n]}
+    if p4 is not None:
+        out["p4"] = p4[i:i + 1, :n]
+    return out
+
+
+def feed(session, arrays: dict) -> dict:
+    """The arrays a session's graph takes, by its input names (x, mask, p4)."""
+    return {i.name: arrays[i.name] for i in session.get_inputs()}
 
 
 def time_batches(sessions: dict, model, xn: np.ndarray, mn: np.ndarray, batch: int, nb: int, rounds: int,
-                 say) -> dict:
-    """{mode: {variant: seconds per round}} for mode 'file' and 'bucketed'; PyTorch eager as 'torch-eager'."""
+                 say, pn: np.ndarray | None = None) -> dict:
+    """{mode: {variant: seconds per round}} for mode 'file' and 'bucketed'; PyTorch eager as 'torch-eager'.
+    pn: the four-vectors, fed to the graphs that take them (pair-bias models)."""
     order = {"file": np.arange(nb * batch), "bucketed": np.argsort(mn[:nb * batch].sum(1), kind="stable")}
     t_batch = {mode: {k: np.zeros(rounds) for k in [*sessions, "torch-eager"]} for mode in order}
     t0_all = time.perf_counter()
@@ -48,14 +58,17 @@ def time_batches(sessions: dict, model, xn: np.ndarray, mn: np.ndarray, batch: i
             for b in range(nb):
                 sel = idx[b * batch:(b + 1) * batch]
                 xb, mb = xn[sel], mn[sel]
+                arrays = {"x": xb, "mask": mb, "p4": None if pn is None else pn[sel]}
+                feeds = {name: feed(s, arrays) for name, s in sessions.items()}
                 for name, s in sessions.items():
                     t0 = time.perf_counter()
-                    s.run(None, {"x": xb, "mask": mb})
+                    s.run(None, feeds[name])
                     t_batch[mode][name][r] += time.perf_counter() - t0
                 with torch.no_grad():
                     xt, mt = torch.from_numpy(xb), torch.from_numpy(mb) > 0.5
+                    extra = (torch.from_numpy(arrays["p4"]),) if uses_pair(model) else ()
                     t0 = time.perf_counter()
-                    model(xt, mt)
+                    model(xt, mt, *extra)
                     t_batch[mode]["torch-eager"][r] += time.perf_counter() - t0
         say(f"  batch {batch}: round {r + 1}/{rounds} ({time.perf_counter() - t0_all:.0f} s)")
     return t_batch
@@ -64,26 +77,30 @@ def time_batches(sessions: dict, model, xn: np.ndarray, mn: np.ndarray, batch: i
 class SingleJetTimer:
     """Seconds for one jet through a variant's batch-1 graph (see `batch1_inputs` in bench.json)."""
 
-    def __init__(self, sessions: dict, single: dict, model, x: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, sessions: dict, single: dict, model, x: torch.Tensor, mask: torch.Tensor,
+                 pn: np.ndarray | None = None):
         self.sessions, self.single, self.model, self.x, self.mask = sessions, single, model, x, mask
-        self.xn, self.mn = x.numpy(), mask.numpy().astype(np.float32)
+        self.xn, self.mn, self.pn = x.numpy(), mask.numpy().astype(np.float32), pn
 
     def __call__(self, name: str, i: int) -> float:
         if name == "torch-eager":
+            extra = (torch.from_numpy(self.pn[i:i + 1]),) if uses_pair(self.model) else ()
             with torch.no_grad():
                 t0 = time.perf_counter()
-                self.model(self.x[i:i + 1], self.mask[i:i + 1])
+                self.model(self.x[i:i + 1], self.mask[i:i + 1], *extra)
                 return time.perf_counter() - t0
-        s, feed = self.sessions.get(name), None
+        s = self.sessions.get(name)
+        padded = {"x": self.xn[i:i + 1], "mask": self.mn[i:i + 1], "p4": None if self.pn is None else self.pn[i:i + 1]}
         if name in self.single:
             kind, s = self.single[name]
-            feed = trim(self.xn, self.mn, i) if kind == "single" else {"x": self.xn[i:i + 1], "mask": self.mn[i:i + 1]}
+            arrays = trim(self.xn, self.mn, i, p4=self.pn) if kind == "single" else padded
         elif name.startswith("qcdq+"):  # pruned QCDQ: the batched graph on the jet's real particles
-            feed = trim(self.xn, self.mn, i, with_mask=True)
+            arrays = trim(self.xn, self.mn, i, with_mask=True)
         else:  # the padded baselines: the jet in its N slots
-            feed = {"x": self.xn[i:i + 1], "mask": self.mn[i:i + 1]}
+            arrays = padded
+        inputs = feed(s, arrays)
         t0 = time.perf_counter()
-        s.run(None, feed)
+        s.run(None, inputs)
         return time.perf_counter() - t0
 
 

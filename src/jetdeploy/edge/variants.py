@@ -15,7 +15,8 @@ from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
-from .timing import trim
+from ..models.transformer import uses_pair
+from .timing import feed, trim
 
 DEFAULT_FINAL_KEEP = (0.5, 0.35, 0.25)
 
@@ -25,44 +26,61 @@ def geometric_schedule(final: float, n_blocks: int) -> list[float]:
     return [round(final ** ((i + 1) / n_blocks), 3) for i in range(n_blocks)]
 
 
-def torch_logits(mod, x: torch.Tensor, mask: torch.Tensor, batch: int = 500):
-    """Logits and analytic MACs per jet (from the tokens each block computed)."""
+def torch_logits(mod, x: torch.Tensor, mask: torch.Tensor, batch: int = 500, p4: torch.Tensor | None = None):
+    """Logits and analytic MACs per jet (from the tokens each block computed); p4 for a pair-bias model."""
     outs, macs = [], []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            outs.append(mod(x[i:i + batch], mask[i:i + batch]))
+            outs.append(mod(x[i:i + batch], mask[i:i + batch], *pair_arg(mod, p4, i, batch)))
             macs.append(macs_per_jet(mod.model, mod.last_counts, mod.spec.pool != "carry"))
     return torch.cat(outs).numpy(), torch.cat(macs).numpy()
 
 
+def pair_arg(mod, p4, i: int = 0, batch: int | None = None) -> tuple:
+    """(p4[i:i + batch],) for a model with a pair bias, () for one without."""
+    if not uses_pair(mod):
+        return ()
+    if p4 is None:
+        raise JetDeployError("a pair-bias model (model.pair_bias) needs the particles' four-vectors p4")
+    return (p4[i:] if batch is None else p4[i:i + batch],)
+
+
 class SingleJet(torch.nn.Module):
-    """The single-jet signature: x [1, n, F] with every particle real (no mask input)."""
+    """The single-jet signature: x [1, n, F] with every particle real (no mask input), and p4 [1, n, 4] for a
+    pair-bias model."""
 
     def __init__(self, pruned: PrunedTagger):
         super().__init__()
         self.pruned = pruned
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pruned(x, None)
+    def forward(self, x: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pruned(x, None, p4)
 
 
-def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: int = 200, static=None) -> dict:
+def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: int = 200, static=None,
+                  p4: np.ndarray | None = None) -> dict:
     """Pruned (or not) torch vs its ONNX graphs: the batched graph on batches of 3 jets of different
     lengths (padded), the single-jet graph (if any) on each jet's real particles, and the static
-    graph (if any) on each jet in its N padded slots. A check record (`jetdeploy.checks.Check`)."""
+    graph (if any) on each jet in its N padded slots; p4 fed to a pair-bias model's graphs. A check record
+    (`jetdeploy.checks.Check`)."""
     from ..export.graphs import Deployable
 
     dep = Deployable(module).eval()
     n = min(n, len(x))
     with torch.no_grad():
-        ref = dep(torch.from_numpy(x[:n]), torch.from_numpy(mask[:n])).numpy()
-    three = np.concatenate([batched.run(None, {"x": x[i:min(i + 3, n)], "mask": mask[i:min(i + 3, n)]})[0]
-                            for i in range(0, n, 3)])
+        ref = dep(torch.from_numpy(x[:n]), torch.from_numpy(mask[:n]),
+                  *pair_arg(module, None if p4 is None else torch.from_numpy(p4[:n]))).numpy()
+    arrays = {"x": x, "mask": mask, "p4": p4}
+
+    def rows(i, j):
+        return {k: v[i:j] for k, v in arrays.items() if v is not None}
+
+    three = np.concatenate([batched.run(None, feed(batched, rows(i, min(i + 3, n))))[0] for i in range(0, n, 3)])
     got = {"batch3": three}
     if single is not None:
-        got["batch1"] = np.concatenate([single.run(None, trim(x, mask, i))[0] for i in range(n)])
+        got["batch1"] = np.concatenate([single.run(None, feed(single, trim(x, mask, i, p4=p4)))[0] for i in range(n)])
     if static is not None:
-        got["static"] = np.concatenate([static.run(None, {"x": x[i:i + 1], "mask": mask[i:i + 1]})[0] for i in range(n)])
+        got["static"] = np.concatenate([static.run(None, feed(static, rows(i, i + 1)))[0] for i in range(n)])
     cmps = {k: compare_logits(v, ref) for k, v in got.items()}
     diffs = {k: c.max_abs_diff for k, c in cmps.items()}
     agree = min(c.argmax_agreement for c in cmps.values())
@@ -74,17 +92,18 @@ def verify_pruned(batched, single, module, x: np.ndarray, mask: np.ndarray, n: i
                   "argmax_agreement": agree, "min_agreement": PRUNED_AGREEMENT}).as_dict()
 
 
-def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say) -> dict[str, torch.nn.Module]:
-    """The timed variants' PyTorch models: unpruned (padded, padding-free), Zero-TPrune, LTP."""
+def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say, prefix: str = "") -> dict[str, torch.nn.Module]:
+    """The timed variants' PyTorch models: unpruned (padded, padding-free), Zero-TPrune, LTP. With a prefix
+    (a run benched beside the main one, `--beside`): its padding-free, Zero-TPrune and LTP variants, named PREFIX/..."""
     from .ltp import load_ltp
 
-    mods: dict[str, torch.nn.Module] = {"float-padded": model,
-                                        "float-nopad": PrunedTagger(model, PruneSpec(method="none"))}
+    mods: dict[str, torch.nn.Module] = {} if prefix else {"float-padded": model}
+    mods[prefix + "float-nopad"] = PrunedTagger(model, PruneSpec(method="none"))
     for k in keeps:
         spec = PruneSpec(method="zerotprune", keep=k)
-        mods[spec.label()] = PrunedTagger(model, spec)
+        mods[prefix + spec.label()] = PrunedTagger(model, spec)
     if rf.ltp_pt.exists():
-        mods["ltp"] = load_ltp(rf.path)
+        mods[prefix + "ltp"] = load_ltp(rf.path)
     else:
         say(f"{rf.ltp_pt}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {rf.path}`)")
     for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR"
@@ -95,15 +114,16 @@ def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say) -> dict[str, tor
     return mods
 
 
-def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int) -> dict[str, dict]:
+def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -> dict[str, dict]:
     """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning, Zero-TPrune and
-    random at LTP's budget, LTP's weights unpruned)."""
+    random at LTP's budget, LTP's weights unpruned). p4: the four-vectors, for the pair-bias models among them."""
     with torch.no_grad():
-        plain = torch.cat([model(x[i:i + 500], mask[i:i + 500]) for i in range(0, len(x), 500)]).numpy()
+        plain = torch.cat([model(x[i:i + 500], mask[i:i + 500], *pair_arg(model, p4, i, 500))
+                           for i in range(0, len(x), 500)]).numpy()
     variants = {"float-padded": {"method": "none", "keep": None, "accuracy_torch": accuracy(plain, labels),
                                  "macs_per_jet": padded_macs(model, N), "macs_tool": "analytic, N slots per jet"}}
     for name, mod in list(mods.items())[1:]:
-        logits, macs = torch_logits(mod, x, mask)
+        logits, macs = torch_logits(mod, x, mask, p4=p4)
         variants[name] = {"method": mod.spec.method, "keep": mod.spec.keep if mod.spec.method != "none" else None,
                           "accuracy_torch": accuracy(logits, labels), "macs_per_jet": float(macs.mean()),
                           "macs_tool": "analytic, from the real tokens each block computes"}
@@ -111,6 +131,10 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int) -> dict[st
             variants[name]["thresholds"] = mod.thresholds.tolist()
         if mod.spec.method != "none":
             variants[name]["pool"] = mod.spec.pool
+        if "/" in name:
+            variants[name]["source_run"] = name.split("/")[0]
+        if uses_pair(mod):
+            variants[name]["pair_bias"] = True
     controls = [("random", k, "accuracy control at a Zero-TPrune budget, PyTorch only") for k in keeps]
     if "ltp" in mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
         lk = mods["ltp"].spec.keep
@@ -119,11 +143,11 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int) -> dict[st
         controls.append(("random", lk, "random pruning at LTP's token budget, PyTorch only"))
     for method, k, note in controls:
         spec = PruneSpec(method=method, keep=k)
-        logits, macs = torch_logits(PrunedTagger(model, spec), x, mask)
+        logits, macs = torch_logits(PrunedTagger(model, spec), x, mask, p4=p4)
         variants[spec.label()] = {"method": method, "keep": k, "accuracy_torch": accuracy(logits, labels),
                                   "macs_per_jet": float(macs.mean()), "timed": False, "note": note}
     if "ltp" in mods:  # is LTP's accuracy pruning, or just the extra fine-tuning?
-        logits, macs = torch_logits(PrunedTagger(mods["ltp"].model, PruneSpec(method="none")), x, mask)
+        logits, macs = torch_logits(PrunedTagger(mods["ltp"].model, PruneSpec(method="none")), x, mask, p4=p4)
         variants["ltp-weights-unpruned"] = {"method": "none", "keep": None, "accuracy_torch": accuracy(logits, labels),
                                             "macs_per_jet": float(macs.mean()), "timed": False,
                                             "note": "LTP's fine-tuned weights without pruning, PyTorch only"}
@@ -131,23 +155,24 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int) -> dict[st
 
 
 def export_verified(mods: dict, onnx_dir: Path, F: int, N: int, xn, mn, flush: bool, variants: dict, checks: list,
-                    say) -> dict[str, dict[str, Path]]:
+                    say, pn=None) -> dict[str, dict[str, Path]]:
     """Every variant: a batched graph (x, mask) and, except the padded baseline, a single-jet graph (x); the padded
     baseline gets a static [1, N] graph. Each checked against its PyTorch model; a failure stops the bench."""
     from ..export import graphs
 
     graphs_of: dict[str, dict[str, Path]] = {}
     for name, mod in mods.items():
-        g = {"batched": onnx_dir / f"{name}.onnx"}
+        g = {"batched": onnx_dir / f"{name.replace('/', '--')}.onnx"}
         graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["batched"])
         if name != "float-padded":
-            g["single"] = onnx_dir / f"{name}.single.onnx"
+            g["single"] = g["batched"].with_suffix(".single.onnx")
             graphs.export_float(SingleJet(mod).eval(), F, N, g["single"], single=True)
         else:  # the padded baseline's batch-1 graph: [1, N] with every size static (all shape arithmetic folded)
             g["static"] = onnx_dir / f"{name}.static.onnx"
             graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["static"], static=True)
         sess = {k: graphs.ort_session(v, threads=2, denormal_as_zero=flush) for k, v in g.items()}
-        chk = verify_pruned(sess["batched"], sess.get("single"), mod, xn, mn, static=sess.get("static"))
+        chk = verify_pruned(sess["batched"], sess.get("single"), mod, xn, mn, static=sess.get("static"),
+                            p4=pn if uses_pair(mod) else None)
         checks.append({**chk, "name": f"{name}: ONNX (ORT) vs torch"})
         if not chk["ok"]:
             raise JetDeployError(f"{g['batched']}: ORT differs from the torch model (max |diff| "
@@ -166,10 +191,11 @@ def add_int8(graphs_of: dict, variants: dict) -> None:
     from ..export import graphs
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name in [n for n in list(graphs_of) if n != "float-nopad"]:
+        for name in [n for n in list(graphs_of) if not n.endswith("float-nopad")]:
             q = {}
             for kind, src in graphs_of[name].items():
-                dst = src.with_name(src.name.replace(name, f"{name}+int8", 1))
+                stem = name.replace("/", "--")
+                dst = src.with_name(src.name.replace(stem, f"{stem}+int8", 1))
                 pre = Path(tmp) / f"pre-{kind}.onnx"
                 with graphs._quiet():
                     quant_pre_process(str(src), str(pre))

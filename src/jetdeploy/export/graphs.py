@@ -19,6 +19,7 @@ from ..io import atomic_path
 
 OPSET = 17
 INPUTS = ("x", "mask")
+PAIR_INPUT = "p4"  # a ParT-style model's third input: px, py, pz, E [B, N, 4] of every particle slot
 OUTPUT = "logits"
 # ORT kernels that compute in integers (what an INT8 graph should run, instead of float fake-quant)
 INTEGER_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul",
@@ -26,15 +27,23 @@ INTEGER_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QGemm"
 
 
 class Deployable(nn.Module):
-    """The deployed signature: x [B, N, F] float32 and mask [B, N] float32 (1 real, 0 padding) -> logits.
+    """The deployed signature: x [B, N, F] float32 and mask [B, N] float32 (1 real, 0 padding) -> logits,
+    and p4 [B, N, 4] for a model with a pair bias (ParT: its pairwise features are computed in the graph).
     A float mask keeps the graph free of bool inputs, which hls4ml and QONNX tools do not take."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(x, mask > 0.5)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, mask > 0.5) if p4 is None else self.model(x, mask > 0.5, p4)
+
+
+def input_names(module: nn.Module) -> list[str]:
+    """The graph inputs of a deployed module: x, mask, and p4 where the model has a pair bias."""
+    from ..models.transformer import uses_pair
+
+    return [*INPUTS, PAIR_INPUT] if uses_pair(module) else list(INPUTS)
 
 
 _EXPORTABLE = (nn.Linear, nn.LayerNorm, nn.BatchNorm1d, nn.ReLU, nn.GELU, nn.Dropout, nn.Identity,
@@ -50,11 +59,7 @@ def check_exportable(model: nn.Module) -> None:
     ours = (DeepSets, Attention, Block, Normalizer, TokenNorm, TransformerTagger, QuantAttention, QuantBlock,
             QuantTransformerTagger, QuantDeepSets)
     for name, mod in model.named_modules():
-        if isinstance(mod, PairBias):
-            raise JetDeployError(f"export: layer '{name}' (PairBias) needs the particles' 4-vectors as a third "
-                                 "input, which the deployed signature (x, mask) does not carry; train without "
-                                 "model.pair_bias to deploy")
-        if isinstance(mod, ours + _EXPORTABLE) or type(mod).__module__.startswith("brevitas."):
+        if isinstance(mod, ours + (PairBias, nn.GELU) + _EXPORTABLE) or type(mod).__module__.startswith("brevitas."):
             continue
         raise JetDeployError(f"export: layer '{name}' ({type(mod).__name__}) has no verified ONNX export path")
 
@@ -147,14 +152,21 @@ def check_graph(proto: onnx.ModelProto, where: str) -> None:
         raise JetDeployError(f"{where}: initializers listed as graph inputs: {leaked[:3]}")
 
 
-def _example(n_features: int, n_particles: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _example(n_features: int, n_particles: int, batch: int, pair: bool = False) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs (x, mask[, p4]): half the slots real; p4 massive four-vectors (E > |p|), zero where padded."""
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(batch, n_particles)
     mask[:, n_particles // 2:] = 0.0
-    return torch.randn(batch, n_particles, n_features, generator=g) * mask[..., None], mask
+    x = torch.randn(batch, n_particles, n_features, generator=g) * mask[..., None]
+    if not pair:
+        return x, mask
+    p = torch.randn(batch, n_particles, 3, generator=g) * 10.0
+    p4 = torch.cat([p, p.norm(dim=-1, keepdim=True) + 0.1], dim=-1) * mask[..., None]
+    return x, mask, p4
 
 
-_DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particles"}, OUTPUT: {0: "batch"}}
+_DYNAMIC = {"x": {0: "batch", 1: "particles"}, "mask": {0: "batch", 1: "particles"},
+            PAIR_INPUT: {0: "batch", 1: "particles"}, OUTPUT: {0: "batch"}}
 
 
 def export_float(module: nn.Module, n_features: int, n_particles: int, path: Path, exporter: str = "torchscript",
@@ -168,16 +180,19 @@ def export_float(module: nn.Module, n_features: int, n_particles: int, path: Pat
     per-node overhead is most of the run (batch 1: 12-16% faster on edge64); on batch-256 runs its
     rewrites cost 2-4% (measured side by side, ORT 1.32, one thread)."""
     slim = (single or static) if slim is None else slim
-    args = _example(n_features, n_particles, 1 if single or static else 2)
+    names = input_names(module)  # x, mask (and p4 for a pair-bias model)
+    args = _example(n_features, n_particles, 1 if single or static else 2, pair=PAIR_INPUT in names)
     if single and static:
         raise JetDeployError("export_float: a graph is single-jet (x only) or static (x and mask), not both")
     if static:
-        names, dyn = list(INPUTS), None
+        dyn = None
     elif single:
         # one jet: the batch size is fixed at 1, so that the shape arithmetic on it folds to constants
-        args, names, dyn = (args[0][:, : n_particles // 2],), ["x"], {"x": {1: "particles"}}
+        names = [n for n in names if n != "mask"]
+        args = tuple(a[:, : n_particles // 2] for a in args if a.dim() == 3)
+        dyn = {n: {1: "particles"} for n in names}
     else:
-        names, dyn = list(INPUTS), _DYNAMIC
+        dyn = {n: _DYNAMIC[n] for n in [*names, OUTPUT]}
     with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
         if exporter == "torchscript":
             torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=names,
@@ -187,8 +202,8 @@ def export_float(module: nn.Module, n_features: int, n_particles: int, path: Pat
         elif exporter == "dynamo":
             B, N = torch.export.Dim("batch", min=1), torch.export.Dim("particles", min=2)
             prog = torch.onnx.export(module, args, dynamo=True, opset_version=max(OPSET, 18),
-                                     input_names=list(INPUTS), output_names=[OUTPUT],
-                                     dynamic_shapes={"x": {0: B, 1: N}, "mask": {0: B, 1: N}})
+                                     input_names=names, output_names=[OUTPUT],
+                                     dynamic_shapes={n: {0: B, 1: N} for n in names})
             prog.save(str(tmp))
         else:
             raise JetDeployError(f"unknown exporter '{exporter}' (torchscript or dynamo)")
@@ -380,6 +395,11 @@ def kernel_report(path: Path, tmpdir: Path) -> dict:
             "ok": sum(integer.values()) > 0 and fake == 0 and float_weights == 0, "tool": "onnxruntime optimized graph (ORT_ENABLE_EXTENDED)"}
 
 
-def run_ort(session, x: np.ndarray, mask: np.ndarray, batch: int = 512) -> np.ndarray:
-    out = [session.run(None, {"x": x[i:i + batch], "mask": mask[i:i + batch]})[0] for i in range(0, len(x), batch)]
+def run_ort(session, x: np.ndarray, mask: np.ndarray, batch: int = 512, p4: np.ndarray | None = None) -> np.ndarray:
+    """Logits of a batched graph in batches; p4 is fed where the graph takes it."""
+    arrays = {"x": x, "mask": mask, PAIR_INPUT: p4}
+    names = [i.name for i in session.get_inputs()]
+    if any(arrays.get(n) is None for n in names):
+        raise JetDeployError(f"the graph takes inputs {names}; {[n for n in names if arrays.get(n) is None]} not given")
+    out = [session.run(None, {n: arrays[n][i:i + batch] for n in names})[0] for i in range(0, len(x), batch)]
     return np.concatenate(out)

@@ -53,10 +53,12 @@ def _float_check(name: str, got, ref, **details) -> dict:
                  versions.package("onnxruntime"), {**cmp.as_dict(), **details}).as_dict()
 
 
-def _torch_logits(module, x: np.ndarray, mask: np.ndarray, batch: int = 512) -> np.ndarray:
+def _torch_logits(module, x: np.ndarray, mask: np.ndarray, batch: int = 512, p4: np.ndarray | None = None) -> np.ndarray:
+    """The deployed module's logits; p4 (a pair-bias model's four-vectors) is passed where given."""
+    extra = (lambda i: ()) if p4 is None else (lambda i: (torch.from_numpy(p4[i:i + batch]),))
     with torch.no_grad():
-        return np.concatenate([module(torch.from_numpy(x[i:i + batch]), torch.from_numpy(mask[i:i + batch])).numpy()
-                               for i in range(0, len(x), batch)])
+        return np.concatenate([module(torch.from_numpy(x[i:i + batch]), torch.from_numpy(mask[i:i + batch]),
+                                      *extra(i)).numpy() for i in range(0, len(x), batch)])
 
 
 def _qonnx_logits(path: Path, x: np.ndarray, mask: np.ndarray, batch: int) -> np.ndarray:
@@ -79,6 +81,7 @@ class _Job:
     data: str
     x: np.ndarray
     mask: np.ndarray
+    p4: np.ndarray | None
     labels: np.ndarray
     ref: np.ndarray
     out: Path
@@ -117,11 +120,12 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
     inp = load_inputs(data, cfg.model, "test")
     n = min(n_verify, len(inp))
     x, mask = inp.x[:n].numpy(), inp.mask[:n].numpy().astype(np.float32)
+    p4 = inp.p4[:n].numpy() if graphs.PAIR_INPUT in graphs.input_names(module) else None
     rf.export_dir.mkdir(parents=True, exist_ok=True)
     files, checks = {}, []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        job = _Job(module, cfg, str(data), x, mask, inp.labels[:n].numpy(), _torch_logits(module, x, mask),
+        job = _Job(module, cfg, str(data), x, mask, p4, inp.labels[:n].numpy(), _torch_logits(module, x, mask, p4=p4),
                    rf.export_dir, Path(tmp), verify, exporter, qonnx_batch, print if progress else (lambda *a, **k: None))
         EXPORTERS[scheme](job, files, checks)
     result = {"ok": all_ok(checks), "verified": verify, "run": str(rf.path), "config_hash": rec["config_hash"],
@@ -138,11 +142,12 @@ def _export_float(job: _Job, files: dict, checks: list) -> None:
     p = job.out / "model.onnx"
     files[p.name] = graphs.export_float(job.module, F, N, p, job.exporter)
     if job.verify:
-        got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask)
+        got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask, p4=job.p4)
         checks.append(_float_check("float ONNX (ORT) vs torch", got, job.ref))
         job.say(f"{p.name}: ORT vs torch max |diff| {checks[-1]['max_abs_diff']:.2e} on {job.n} jets")
     calib_in = load_inputs(job.data, job.cfg.model, "train", max_jets=1024)
-    calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32)}
+    calib = [{"x": calib_in.x[i:i + 128].numpy(), "mask": calib_in.mask[i:i + 128].numpy().astype(np.float32),
+              **({} if job.p4 is None else {graphs.PAIR_INPUT: calib_in.p4[i:i + 128].numpy()})}
              for i in range(0, len(calib_in), 128)]
     dyn, sta = job.out / "model.int8-dynamic.onnx", job.out / "model.int8-static.onnx"
     info = graphs.quantize_with_ort(p, dyn, sta, calib)
@@ -151,7 +156,7 @@ def _export_float(job: _Job, files: dict, checks: list) -> None:
         files[q.name] = info
         if not job.verify:
             continue
-        got = graphs.run_ort(graphs.ort_session(q), job.x, job.mask)
+        got = graphs.run_ort(graphs.ort_session(q), job.x, job.mask, p4=job.p4)
         kern = graphs.kernel_report(q, job.tmp)
         acc = accuracy(got, job.labels)
         checks.append(_kernel_check(f"{q.name} integer kernels", kern))

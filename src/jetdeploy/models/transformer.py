@@ -108,7 +108,8 @@ def pairwise_features(p4: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     px, py, pz, e = p4.unbind(-1)
     pt = torch.sqrt(px * px + py * py + eps)
     rap = 0.5 * torch.log((e + pz + eps) / (e - pz + eps).clamp(min=eps))
-    phi = torch.atan2(py, px)
+    # atan2(0, 0) is 0 in torch but 0/0 in ONNX's Atan(y / x) form: a padded slot's px of 0 becomes 1 (phi stays 0)
+    phi = torch.atan2(py, torch.where((px == 0) & (py == 0), torch.ones_like(px), px))
     dphi = torch.remainder(phi[:, :, None] - phi[:, None, :] + math.pi, 2 * math.pi) - math.pi
     drap = rap[:, :, None] - rap[:, None, :]
     dr = torch.sqrt(drap * drap + dphi * dphi + eps)
@@ -134,6 +135,11 @@ class PairBias(nn.Module):
         for layer in self.net[1:]:
             u = layer(u)
         return u.reshape(B, N, N, -1).permute(0, 3, 1, 2)  # [B, H, N, N]
+
+
+def uses_pair(model: nn.Module) -> bool:
+    """Whether a tagger (or a wrapper of one) takes the particles' four-vectors p4 as a third input: a ParT pair bias."""
+    return any(isinstance(m, PairBias) for m in model.modules())
 
 
 class Attention(nn.Module):
