@@ -70,7 +70,7 @@ def _duplicate_setup():
 def _kept(pt, h, probs):
     score, k = pt._select(0, h, probs, torch.ones(1, 8, dtype=torch.bool))
     batched = set(torch.topk(score, int(k), 1).indices[0].tolist())
-    single = set(pt._select_single(0, h, probs).tolist()[0])
+    single = set(pt._select_single(0, h[0], probs[0]).tolist())  # one jet: no batch axis
     return batched, single
 
 
@@ -134,12 +134,14 @@ def test_batch1_graphs_fold_their_shape_arithmetic(tmp_path):
     nopad = PrunedTagger(model, PruneSpec(method="none"))
     single, static, batched = tmp_path / "s.onnx", tmp_path / "st.onnx", tmp_path / "b.onnx"
     info = graphs.export_float(SingleJet(nopad).eval(), 3, 8, single, single=True)
-    graphs.export_float(graphs.Deployable(model).eval(), 3, 8, static, static=True)
+    info_static = graphs.export_float(graphs.Deployable(model).eval(), 3, 8, static, static=True)
     graphs.export_float(graphs.Deployable(model).eval(), 3, 8, batched)
     ops = {p: [n.op_type for n in onnx.load(p).graph.node] for p in (single, static, batched)}
-    assert info["static_sizes_folded"] > 0
+    assert info_static["simplifier"] and info["simplifier"]
     assert "Shape" not in ops[static]
-    # the single-jet graph reads one size at run time: the particle count (dimension 1), nothing else
+    # the single-jet graph reads one size at run time: the particle count, nothing else (its tokens are a
+    # 2-D [n, D] matrix, so no Linear has a Reshape around it and no batch size is read)
+    assert ops[single].count("Shape") == 1 and ops[single].count("Reshape") <= 4 * len(model.blocks)
     from onnx import numpy_helper
 
     g = onnx.load(single).graph
@@ -153,7 +155,7 @@ def test_batch1_graphs_fold_their_shape_arithmetic(tmp_path):
             ix = np.ravel(consts[n.input[1]]) if n.op_type == "Gather" else \
                 range(int(consts[n.input[1]][0]), int(consts[n.input[2]][0]))
             read |= {int(i) for i in ix}
-    assert read == {1}, read
+    assert len(read) == 1, read
     assert "Shape" in ops[batched]  # dynamic batch and particles: the sizes are read at run time
     assert len(ops[single]) < len(ops[batched])
     x, mask = _jets([8, 5, 2, 1, 7, 3])

@@ -190,6 +190,7 @@ def _gains(variants: dict, acc_float: float) -> None:
             v["latency_p50_gain_vs_float_padded"] = base["latency_ms_p50"] / v["latency_ms_p50"]
             v["latency_p50_gain_vs_float_nopad"] = nopad["latency_ms_p50"] / v["latency_ms_p50"]
             v["latency_p50_cold_gain_vs_float_padded"] = base["latency_ms_p50_cold"] / v["latency_ms_p50_cold"]
+            v["latency_p50_cold_gain_vs_float_nopad"] = nopad["latency_ms_p50_cold"] / v["latency_ms_p50_cold"]
             v["throughput_vs_torch_eager"] = v["throughput_jets_per_s"] / eager["throughput_jets_per_s"]
         v["macs_vs_float_padded"] = v["macs_per_jet"] / base["macs_per_jet"]
         if "accuracy" not in v:

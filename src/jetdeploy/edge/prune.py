@@ -238,29 +238,30 @@ class PrunedTagger(nn.Module):
         return full, k
 
     def _select_single(self, step: int, h, probs, generator=None) -> torch.Tensor:
-        """Indices [1, k] of the tokens block `step` keeps in one jet whose tokens are all real: the same
-        choice as _select, without any mask arithmetic."""
+        """Indices [k] of the tokens block `step` keeps in one jet whose tokens are all real, h [n, D] and probs
+        [H, n, n] with no batch axis: the same choice as _select, without any mask arithmetic. LTP's importance
+        is one ReduceSum over heads and queries, compared with the threshold times the number of heads."""
         spec = self.spec
-        n = torch._shape_as_tensor(h)[1]
+        n = torch._shape_as_tensor(h)[0]
         if spec.method == "ltp":
-            s = probs.sum(2).mean(1)  # received_attention with every query real
-            count = (s >= self.thresholds[step]).sum().clamp(min=1, max=self.budgets[step])
-            return torch.topk(s, count, dim=1).indices
+            s = probs.sum((0, 1))  # H x received_attention with every query real
+            count = (s >= self.thresholds[step] * self.model.cfg.heads).sum().clamp(min=1, max=self.budgets[step])
+            return torch.topk(s, count).indices
         budget = self.budgets[step]
         k = torch.clamp(n, max=budget)
         if spec.method == "random":
-            return torch.topk(torch.rand(h.shape[:2], generator=generator, device=h.device), k, dim=1).indices
-        imp = combine_heads(weighted_pagerank(probs, None, spec.wpr_iterations))
+            return torch.topk(torch.rand(h.shape[:1], generator=generator, device=h.device), k).indices
+        imp = combine_heads(weighted_pagerank(probs[None], None, spec.wpr_iterations))[0]
         if spec.similarity_fraction == 0.0:
-            return torch.topk(imp, k, dim=1).indices
+            return torch.topk(imp, k).indices
         r = torch.minimum(torch.floor((n - k).to(h.dtype) * spec.similarity_fraction).to(k.dtype), k)
-        _, idx = torch.topk(imp, k + r, dim=1)                                    # I-stage
+        _, idx = torch.topk(imp, k + r)                                           # I-stage
         nb = torch.div(k + r + 1, 2, rounding_mode="floor")                       # group B: the more important half
-        hs = gather_tokens(h, idx)
+        hs = h[idx]
         hn = hs / hs.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        redundancy = (hn[:, nb:] @ hn[:, :nb].transpose(1, 2)).amax(-1)         # group A's best match in B
-        keep_a = torch.topk(-redundancy, k - nb, dim=1).indices                   # drop the r most redundant
-        return torch.cat([idx[:, :nb], torch.gather(idx[:, nb:], 1, keep_a)], dim=1)
+        redundancy = (hn[nb:] @ hn[:nb].transpose(0, 1)).amax(-1)               # group A's best match in B
+        keep_a = torch.topk(-redundancy, k - nb).indices                          # drop the r most redundant
+        return torch.cat([idx[:nb], idx[nb:][keep_a]])
 
     def _pool(self, total: torch.Tensor, n_real: torch.Tensor, n_kept: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -283,38 +284,39 @@ class PrunedTagger(nn.Module):
         return self._forward_batch(x, mask, p4, gen)
 
     def _forward_single(self, x, p4, gen) -> torch.Tensor:
-        """One jet whose particles are all real: the kept tokens are picked along dimension 1, no batch arithmetic."""
+        """One jet whose particles are all real: its tokens are a 2-D [n, D] matrix (no batch axis, so no Reshape
+        around any Linear in ONNX), and the kept tokens are picked along dimension 0."""
         m = self.model
         if x.shape[0] != 1:
             raise JetDeployError(f"PrunedTagger without a mask takes one jet (x [1, n, F]); got a batch of "
                                  f"{x.shape[0]}: pass the mask")
-        h, _ = m.tokens(x, None)
-        pair = m.pair(p4) if p4 is not None else None
-        n_real = torch._shape_as_tensor(x)[1:2]
+        h, _ = m.tokens(x[0], None)
+        pair = m.pair(p4)[0] if p4 is not None else None                 # [H, n, n]
+        n_real = torch._shape_as_tensor(h)[0:1]
         carried, counts = 0.0, [n_real]
         for i, block in enumerate(m.blocks):
+            idx = None
             if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
                 a, probs, v = block.attention_probs(h, None, None, pair)
-                idx = self._select_single(i, h, probs, gen)[0]
+                idx = self._select_single(i, h, probs, gen)
                 if self.spec.pool == "entry":
                     nh = m.norm(h, None)
-                    carried = carried + nh.sum(1) - nh[:, idx].sum(1)
-                gate_in = a[:, idx] if block.attn.gate is not None else None
-                h = block.attend_rows(h[:, idx], gate_in, probs[:, :, idx], v)
+                    carried = carried + nh.sum(0) - nh[idx].sum(0)
+                gate_in = a[idx] if block.attn.gate is not None else None
+                h = block.attend_rows(h[idx], gate_in, probs[:, idx], v)
             else:
                 h, probs = block.attend(h, None, None, pair)
-                idx = self._select_single(i, h, probs, gen)[0] if self.steps[i] else None
-                if idx is not None:
-                    if self.spec.pool == "carry":  # the final-norm states of the pruned tokens: all minus kept
-                        nh = m.norm(h, None)
-                        carried = carried + nh.sum(1) - nh[:, idx].sum(1)
-                    h = h[:, idx]
+                if self.steps[i]:
+                    idx = self._select_single(i, h, probs, gen)
+                    nh = m.norm(h, None)  # carry: the final-norm states of the pruned tokens, all minus kept
+                    carried = carried + nh.sum(0) - nh[idx].sum(0)
+                    h = h[idx]
             if pair is not None and idx is not None:
-                pair = pair[:, :, idx][:, :, :, idx]
-            counts.append(torch._shape_as_tensor(h)[1:2])
+                pair = pair[:, idx][:, :, idx]
+            counts.append(torch._shape_as_tensor(h)[0:1])
             h = block.feed_forward(h, None)
         self.last_counts = counts
-        return m.classify(self._pool(m.norm(h, None).sum(1) + carried, n_real, counts[-1]))
+        return m.classify(self._pool((m.norm(h, None).sum(0) + carried)[None], n_real, counts[-1]))
 
     def _forward_batch(self, x, mask, p4, gen) -> torch.Tensor:
         """A padded batch: padding removed first, then each pruning step compacts the batch to its kept tokens."""

@@ -26,7 +26,10 @@ MASK_FILL = -1e4  # added to the scores of padded keys: exp(-1e4) == 0 in float3
 
 def per_token(fn, x: torch.Tensor, out: int | None = None) -> torch.Tensor:
     """fn on every token of x [..., D] as one [tokens, D] matrix: in ONNX a Linear becomes one Gemm with
-    its bias (and ReLU) fused, where a 3-D input exports as MatMul + a separate broadcast Add."""
+    its bias (and ReLU) fused, where a 3-D input exports as MatMul + a separate broadcast Add. The tokens
+    of one jet as a 2-D [n, D] matrix (the single-jet graph) go straight in, with no Reshape around."""
+    if x.dim() == 2:
+        return fn(x)
     if out is None:  # a Linear, or a Sequential ending in one (and an activation)
         out = [m for m in fn.modules() if isinstance(m, nn.Linear)][-1].out_features
     # one dynamic size (-1) and a constant width: the tracer writes a Shape/Gather/Concat chain per traced size
@@ -66,7 +69,7 @@ class TokenNorm(nn.Module):
             self.norm = nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.kind != "batchnorm":
+        if self.kind != "batchnorm" or x.dim() == 2:  # [n, D]: one jet's tokens, BatchNorm1d takes them as they are
             return self.norm(x)
         if self.training and mask is not None:
             # statistics from real particles only; padding would drag them towards zero
@@ -154,7 +157,10 @@ class Attention(nn.Module):
         self.gate = nn.Linear(d, h) if cfg.gated else None
         self.cfg = cfg
 
-    def split(self, t: torch.Tensor) -> torch.Tensor:  # [B, N, D] -> [B, H, N, Dh]
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] -> [B, H, N, Dh]; one jet's tokens [n, D] -> [H, n, Dh]."""
+        if t.dim() == 2:
+            return t.reshape(-1, self.heads, self.head_dim).transpose(0, 1)
         return t.reshape(t.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
 
     def probs_values(self, x, key_bias, pair_bias=None):
@@ -169,12 +175,15 @@ class Attention(nn.Module):
 
     def mix(self, probs, v, x):
         """The output [B, n, D] of the n queries whose rows probs [B, H, n, N] holds; x [B, n, D]: their inputs
-        (read by the gate only). Token pruning passes the rows of the tokens it keeps."""
-        B, D = probs.shape[0], self.heads * self.head_dim
-        out = probs @ v                                              # [B, H, n, Dh]
+        (read by the gate only). Token pruning passes the rows of the tokens it keeps. One jet without a batch
+        axis (probs [H, n, N], x [n, D]) gives [n, D]."""
+        D = self.heads * self.head_dim
+        out = probs @ v                                              # [B, H, n, Dh] ([H, n, Dh])
         if self.gate is not None:
-            out = out * torch.sigmoid(per_token(self.gate, x)).transpose(1, 2)[..., None]
-        return per_token(self.o, out.transpose(1, 2).reshape(B, -1, D))
+            out = out * torch.sigmoid(per_token(self.gate, x)).transpose(-1, -2)[..., None]
+        if probs.dim() == 3:
+            return self.o(out.transpose(0, 1).reshape(-1, D))
+        return per_token(self.o, out.transpose(1, 2).reshape(probs.shape[0], -1, D))
 
     def forward(self, x, key_bias, pair_bias=None, return_attention: bool = False):
         probs, v = self.probs_values(x, key_bias, pair_bias)
