@@ -571,3 +571,37 @@ def test_pair_bias_run_exports_ltp_trains_and_benches_beside_the_plain_run(float
     assert v["part/float-nopad"]["macs_per_jet"] > v["float-nopad"]["macs_per_jet"]  # the pair MLP's MACs
     res = run_cli("edge", "bench", "--run", str(main), "--data", str(synth_file), "--beside", str(main / "nope"))
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ltp_at_chosen_blocks_prunes_only_there_and_exports(float_run, synth_file, tmp_path):
+    """`edge ltp --at 0`: one pruning step, after block 0's attention; the later blocks see what it kept, the
+    graph has one TopK, and ORT equals torch."""
+    import shutil
+
+    import onnx
+
+    run = tmp_path / "at"
+    shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--at", "0", "--budget", "0.5,0.5",
+                  "--soft-epochs", "1", "--hard-epochs", "1", "--max-train-jets", "64", "--quiet")
+    assert res.returncode == 0, res.stderr
+    pt = load_ltp(run)
+    assert pt.spec.at == [0] and pt.steps == [True, False]
+    N = pt.model.cfg.n_particles
+    x = np.random.default_rng(0).normal(size=(9, N, len(pt.model.cfg.features))).astype(np.float32)
+    mask = (np.arange(N)[None, :] < np.array([N, 5, 2, 1, N - 1, 3, N, 9, 4])[:, None]).astype(np.float32)
+    x *= mask[..., None]
+    with torch.no_grad():
+        pt(torch.from_numpy(x), torch.from_numpy(mask) > 0.5)
+    assert torch.equal(pt.last_counts[1], pt.last_counts[2]) and int(pt.last_counts[1].max()) <= N // 2
+    assert int(pt.last_counts[1][0]) < N  # the long jets lost tokens in block 0
+    single = tmp_path / "s.onnx"
+    graphs.export_float(SingleJet(pt).eval(), x.shape[-1], N, single, single=True)
+    assert [n.op_type for n in onnx.load(single).graph.node].count("TopK") == 1
+    graphs.export_float(graphs.Deployable(pt).eval(), x.shape[-1], N, tmp_path / "b.onnx")
+    chk = verify_pruned(graphs.ort_session(tmp_path / "b.onnx"), graphs.ort_session(single), pt, x, mask)
+    assert chk["ok"], chk
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--at", "2")
+    assert res.returncode == 2 and "at=[2]" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--at", "1,0")
+    assert res.returncode == 2 and "increasing" in res.stderr

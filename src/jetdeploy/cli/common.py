@@ -28,5 +28,13 @@ def fractions(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated fractions, e.g. 0.8,0.6,0.45,0.35") from None
 
 
+def blocks(text: str) -> list[int]:
+    """Comma-separated block indices, e.g. 0,2."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated block indices, e.g. 0 or 0,2") from None
+
+
 def quiet(p: argparse.ArgumentParser, what: str = "only the summary") -> None:
     p.add_argument("--quiet", action="store_true", help=what)

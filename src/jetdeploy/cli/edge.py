@@ -7,7 +7,7 @@ import argparse
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..settings import BenchSettings
-from .common import FMT, fractions, status
+from .common import FMT, blocks, fractions, status
 
 
 def _cmd_edge_ltp(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
                         budget=args.budget, seed=args.seed, distill=args.distill,
-                        distill_temperature=args.distill_temperature, pool=args.pool)
+                        distill_temperature=args.distill_temperature, pool=args.pool, at=args.at)
     except Exception as e:  # pydantic names the field
         raise JetDeployError(f"edge ltp: {e}") from None
     r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
@@ -68,6 +68,9 @@ def register(sub) -> None:
     el.add_argument("--budget", default="auto",
                     help="token budget cap per block, fractions of model.n_particles (e.g. 0.8,0.6,0.45,0.35): keeps "
                          "large batches compact; 'auto' = a geometric schedule ending at 0.35, 'none' = no cap")
+    el.add_argument("--at", type=blocks, default=None, metavar="I,J",
+                    help="prune only after these blocks' attention (0-based, e.g. 0 or 0,2; default: every block): "
+                         "fewer, deeper steps add fewer graph nodes, which batch-1 latency pays for")
     el.add_argument("--soft-epochs", type=int, default=2, help="epochs with soft masks (thresholds learned)")
     el.add_argument("--hard-epochs", type=int, default=2, help="epochs of fine-tuning with real pruning")
     el.add_argument("--lr", type=float, default=2e-4, help="model learning rate (cosine decay)")

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from ..errors import JetDeployError
@@ -34,7 +34,7 @@ from ..versions import packages
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
-from .prune import PrunedTagger, PruneSpec, key_bias_of, received_attention
+from .prune import PrunedTagger, PruneSpec, check_blocks, key_bias_of, received_attention
 
 LTP_FORMAT = "jetdeploy-ltp-1"
 
@@ -51,6 +51,12 @@ class LTPConfig(BaseModel):
     batch_size: int = Field(256, ge=8)
     max_train_jets: int | None = Field(None, ge=1)
     budget: list[float] | None = Field(None, description="token budget cap per block (PruneSpec.keep); none: no cap")
+    at: list[int] | None = Field(None, description="the blocks with a pruning step (PruneSpec.at); none: every block")
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: list[int] | None) -> list[int] | None:
+        return check_blocks(v)
     distill: float = Field(0.0, ge=0.0, le=1.0, description="weight a of the distillation loss from the unpruned model")
     distill_temperature: float = Field(2.0, gt=0.0, description="distillation temperature T")
     pool: Literal["carry", "entry"] = Field("carry", description="what a pruned token adds to the pooled sum: its state "
@@ -74,6 +80,9 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
         kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
         h_in = h
         h, probs = block.attend(h, mask, kb, pair)
+        if not pt.steps[i]:  # no pruning step in this block (LTPConfig.at)
+            h = block.feed_forward(h, mask)
+            continue
         s = received_attention(probs, soft)
         new = soft * torch.sigmoid((s - pt.thresholds[i]) / temperature)
         carried = carried + (m.norm(h_in if entry else h, mask) * (soft - new)[..., None]).sum(1)
@@ -131,7 +140,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     val_in = load_inputs(data, tcfg.model, "val", 5000)
     n_steps = len(model.blocks)
     budget = cfg.budget or [1.0] * n_steps
-    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=cfg.pool), thresholds=torch.zeros(n_steps))
+    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=cfg.pool, at=cfg.at), thresholds=torch.zeros(n_steps))
     theta = torch.nn.Parameter(torch.zeros(n_steps))
     pt.thresholds = theta
     base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
@@ -213,4 +222,5 @@ def load_ltp(run_dir: str | Path, path: str | Path | None = None) -> PrunedTagge
     model.eval()
     lcfg = LTPConfig.model_validate(rec["ltp"])
     budget = lcfg.budget or [1.0] * len(model.blocks)
-    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=lcfg.pool), thresholds=rec["thresholds"]).eval()
+    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=lcfg.pool, at=lcfg.at),
+                        thresholds=rec["thresholds"]).eval()

@@ -50,6 +50,13 @@ from ..models.transformer import MASK_FILL, uses_pair
 NEG = -1e9  # score of a token that must not be kept (padding, already pruned)
 
 
+def check_blocks(v: list[int] | None) -> list[int] | None:
+    """A list of pruning blocks (PruneSpec.at): increasing indices, at least one; None passes."""
+    if v is not None and (not v or any(b < 0 for b in v) or sorted(set(v)) != v):
+        raise ValueError(f"at must be block indices, increasing, at least one; got {v}")
+    return v
+
+
 class PruneSpec(BaseModel):
     """How a tagger is pruned. After its attention, block i keeps at most ceil(keep[i] x model.n_particles)
     tokens of a jet for its FFN and every later block (one entry per block; 1.0 = no pruning there)."""
@@ -61,7 +68,14 @@ class PruneSpec(BaseModel):
     similarity_fraction: float = Field(0.5, ge=0.0, le=1.0)
     wpr_iterations: int = Field(3, ge=1, le=100)
     pool: Literal["carry", "entry", "drop"] = "carry"
+    at: list[int] | None = Field(None, description="LTP: the blocks with a pruning step (0-based); None: every block. "
+                                 "Fewer, deeper steps cost fewer graph nodes, which is what batch 1 pays for")
     seed: int = 0  # the random control's generator
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: list[int] | None) -> list[int] | None:
+        return check_blocks(v)
 
     @field_validator("keep")
     @classmethod
@@ -82,7 +96,7 @@ class PruneSpec(BaseModel):
         if self.method == "none":
             return "unpruned"
         if self.method == "ltp":
-            return "ltp"
+            return "ltp" if self.at is None else f"ltp@blocks{','.join(map(str, self.at))}"
         return f"{self.method}[{','.join(f'{k:g}' for k in self.keep)}]"
 
 
@@ -190,8 +204,11 @@ class PrunedTagger(nn.Module):
         self.model, self.spec = model, spec
         self.budgets = [max(1, math.ceil(k * cfg.n_particles)) for k in spec.keep] if spec.method != "none" \
             else [cfg.n_particles] * n_blocks
-        # blocks with a pruning step: LTP everywhere, budgets where they shrink
-        self.steps = [spec.method == "ltp" or (spec.method != "none" and b < ([cfg.n_particles] + self.budgets)[i])
+        if spec.at is not None and (spec.method != "ltp" or spec.at[-1] >= n_blocks):
+            raise JetDeployError(f"prune at={spec.at}: the blocks of an LTP step, each below {n_blocks} (method ltp)")
+        # blocks with a pruning step: LTP everywhere (or at spec.at), budgets where they shrink
+        self.steps = [(spec.at is None or i in spec.at) if spec.method == "ltp" else
+                      (spec.method != "none" and b < ([cfg.n_particles] + self.budgets)[i])
                       for i, b in enumerate(self.budgets)]
         self.last_counts: list[torch.Tensor] = []
 

@@ -129,6 +129,7 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -
                           "macs_tool": "analytic, from the real tokens each block computes"}
         if mod.spec.method == "ltp":
             variants[name]["thresholds"] = mod.thresholds.tolist()
+            variants[name]["pruning_blocks"] = [i for i, on in enumerate(mod.steps) if on]
         if mod.spec.method != "none":
             variants[name]["pool"] = mod.spec.pool
         if "/" in name:
