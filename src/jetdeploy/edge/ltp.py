@@ -44,7 +44,7 @@ class LTPConfig(BaseModel):
 
     lam: float = Field(0.1, ge=0.0, description="weight of the kept-fraction penalty")
     temperature: float = Field(0.05, gt=0.0)
-    soft_epochs: int = Field(2, ge=1)
+    soft_epochs: int = Field(2, ge=0, description="0: no soft stage, the thresholds stay at 0 and the caps (budget) decide")
     hard_epochs: int = Field(2, ge=0)
     lr: float = Field(2e-4, gt=0.0)
     threshold_lr: float = Field(2e-2, gt=0.0)
