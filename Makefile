@@ -40,7 +40,7 @@ EDGE_ARGS   ?=
 LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
 LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 
-.PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-train bench-onnx demo test clean clean-data
+.PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -72,6 +72,8 @@ help:
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
 	@echo "              twin's QCDQ), on ORT (-> .../edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
+	@echo "make bench-part   a ParT-style model (\$$(PART_PRESET), pair bias from p4) trained, LTP-pruned and benched beside"
+	@echo "              \$$(EDGE_PRESET) in one loop (-> \$$(EDGE_FLOAT)/edge/bench.json; EDGE_PRESET=edge64 PART_PRESET=edge64p)"
 	@echo "make bench-onnx   ORT speed of the TorchScript vs dynamo float export (-> runs/bench/onnx.json)"
 	@echo "make bench-train  training jets/s per preset, float vs QAT, on this machine (-> runs/bench/train.json)"
 	@echo "make clean    remove the venv; make clean-data removes data/"
@@ -197,6 +199,18 @@ $(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(EDGE_INT8)/export/ver
 	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --int8-run $(EDGE_INT8) $(EDGE_ARGS)
 
 edge: $(EDGE_FLOAT)/edge/ltp.pt
+
+# a ParT-style model (pair bias from the four-vectors, configs/$(PART_PRESET).yaml) benched beside the edge model
+PART_PRESET ?= edge64p
+PART_FLOAT  := $(RUN_DIR)/$(PART_PRESET)-float
+$(PART_FLOAT)/model.pt: configs/$(PART_PRESET).yaml $(DATA_FILE) | $(STAMP)
+	$(JD) train --config $(PART_PRESET) --data $(DATA_FILE) --run $(PART_FLOAT) $(TRAIN_ARGS)
+
+$(PART_FLOAT)/edge/ltp.pt: $(PART_FLOAT)/model.pt
+	$(JD) edge ltp --run $(PART_FLOAT) --data $(DATA_FILE) $(LTP_ARGS)
+
+bench-part: $(EDGE_FLOAT)/edge/ltp.pt $(PART_FLOAT)/edge/ltp.pt
+	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --beside $(PART_FLOAT) $(EDGE_ARGS)
 
 bench: $(EDGE_FLOAT)/edge/bench.json $(EDGE_FLOAT)/metrics.json $(EDGE_INT8)/metrics.json
 
