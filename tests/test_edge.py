@@ -605,3 +605,5 @@ def test_ltp_at_chosen_blocks_prunes_only_there_and_exports(float_run, synth_fil
     assert res.returncode == 2 and "at=[2]" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--at", "1,0")
     assert res.returncode == 2 and "increasing" in res.stderr
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--threads", "0")
+    assert res.returncode == 2 and "--threads 0" in res.stderr

@@ -31,6 +31,12 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
                         distill_temperature=args.distill_temperature, pool=args.pool, at=args.at)
     except Exception as e:  # pydantic names the field
         raise JetDeployError(f"edge ltp: {e}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise JetDeployError(f"--threads {args.threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
     last = r["history"][-1]
     print(f"LTP: val accuracy {last['val_accuracy']:.4f} (unpruned {r['unpruned_val_accuracy']:.4f}), "
@@ -83,6 +89,8 @@ def register(sub) -> None:
                     help="what a pruned particle adds to the pooled sum: its state after the attention of the block "
                          "that prunes it (carry), or the state it entered that block with (entry: the block then "
                          "computes probs x V and the output projection for the kept particles only, which is faster)")
+    el.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's own, all cores); 1 when several run side by side")
     el.add_argument("--seed", type=int, default=0, help="torch seed (any random initialisation, and the order of the training jets)")
     el.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     el.set_defaults(func=_cmd_edge_ltp)
