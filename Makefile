@@ -39,6 +39,9 @@ EDGE_ARGS   ?=
 # each edge preset's LTP operating point (edge64: >= 2x batch-256 throughput at <= 0.5 points; README, edge)
 LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
 LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
+# torch threads of each `edge ltp` (empty: all cores); THREADS=1 when several jobs share a small machine
+THREADS     ?=
+LTP_THREADS := $(if $(THREADS),--threads $(THREADS))
 
 .PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
@@ -69,7 +72,7 @@ help:
 	@echo "make hgq      HGQ2 fine-tuning of that twin (bit width per weight/activation), then its RTL via --keras"
 	@echo "              (-> \$$(QAT_RUN)/fpga/hgq/{model.keras,hgq.json,rtl.json}; HGQ_ARGS= e.g. --epochs --beta)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
-	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags)"
+	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags) THREADS= (torch threads)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
 	@echo "              twin's QCDQ), on ORT (-> .../edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
 	@echo "make bench-part   a ParT-style model (\$$(PART_PRESET), pair bias from p4) trained, LTP-pruned and benched beside"
@@ -193,7 +196,7 @@ $(EDGE_INT8)/model.pt: $(EDGE_FLOAT)/model.pt
 endif
 
 $(EDGE_FLOAT)/edge/ltp.pt: $(EDGE_FLOAT)/model.pt $(DATA_FILE)
-	$(JD) edge ltp --run $(EDGE_FLOAT) --data $(DATA_FILE) $(LTP_ARGS)
+	$(JD) edge ltp --run $(EDGE_FLOAT) --data $(DATA_FILE) $(LTP_ARGS) $(LTP_THREADS)
 
 $(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(EDGE_INT8)/export/verify.json
 	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --int8-run $(EDGE_INT8) $(EDGE_ARGS)
@@ -207,7 +210,7 @@ $(PART_FLOAT)/model.pt: configs/$(PART_PRESET).yaml $(DATA_FILE) | $(STAMP)
 	$(JD) train --config $(PART_PRESET) --data $(DATA_FILE) --run $(PART_FLOAT) $(TRAIN_ARGS)
 
 $(PART_FLOAT)/edge/ltp.pt: $(PART_FLOAT)/model.pt
-	$(JD) edge ltp --run $(PART_FLOAT) --data $(DATA_FILE) $(LTP_ARGS)
+	$(JD) edge ltp --run $(PART_FLOAT) --data $(DATA_FILE) $(LTP_ARGS) $(LTP_THREADS)
 
 bench-part: $(EDGE_FLOAT)/edge/ltp.pt $(PART_FLOAT)/edge/ltp.pt
 	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --beside $(PART_FLOAT) $(EDGE_ARGS)

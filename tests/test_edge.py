@@ -16,6 +16,7 @@ from jetdeploy.edge.prune import (NEG, PrunedTagger, PruneSpec, compact, gather_
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export import graphs
 from jetdeploy.models.transformer import TransformerTagger
+from jetdeploy.train import checkpoint as ckpt
 from jetdeploy.train.trainer import train
 
 
@@ -338,6 +339,24 @@ def test_ltp_thresholds_move_and_reload(float_run, synth_file):
     pt = load_ltp(float_run)
     assert torch.allclose(pt.thresholds, torch.tensor(theta))
     assert pt.budgets == [16, 12]
+
+
+def test_ltp_without_epochs_keeps_the_caps_and_records_one_scored_row(float_run, synth_file, tmp_path):
+    """`edge ltp --soft-epochs 0 --hard-epochs 0`: the caps alone (thresholds 0, weights untouched), scored on val
+    once; the command prints that row (it used to index an empty history)."""
+    import shutil
+
+    run = tmp_path / "caps"
+    shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--budget", "0.5,0.25",
+                  "--soft-epochs", "0", "--hard-epochs", "0", "--quiet")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    rec = json.loads((run / "edge" / "ltp.json").read_text())
+    assert [h["stage"] for h in rec["history"]] == ["caps"] and rec["thresholds"] == [0.0, 0.0]
+    assert 0.0 < rec["history"][0]["val_kept_fraction"] < 1.0
+    pt, (src, _) = load_ltp(run), ckpt.load_model(float_run)
+    assert all(torch.equal(a, b) for a, b in zip(pt.model.state_dict().values(), src.state_dict().values()))
+    assert "val accuracy" in res.stdout
 
 
 def test_distillation_loss():

@@ -192,6 +192,11 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
             f"kept {ev['kept_fraction']:.3f} of the real tokens per pruned block, thresholds "
             f"{[round(t, 3) for t in row['thresholds']]}")
     model.eval()
+    if not history:  # no epochs: the caps alone (thresholds 0), scored as they are
+        ev = _evaluate(pt, val_in)
+        history.append({"epoch": 0, "stage": "caps", "train_loss": None, "soft_kept_fraction": None,
+                        "val_accuracy": ev["accuracy"], "val_kept_fraction": ev["kept_fraction"],
+                        "thresholds": theta.detach().tolist(), "elapsed_s": time.perf_counter() - t0})
     rf = RunFolder(run)
     rf.edge_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save({"format": LTP_FORMAT, "source_config_hash": rec["config_hash"], "ltp": cfg.model_dump(),

@@ -262,6 +262,8 @@ class PrunedTagger(nn.Module):
         n = torch._shape_as_tensor(h)[0]
         if spec.method == "ltp":
             s = probs.sum((0, 1))  # H x received_attention with every query real
+            if float(self.thresholds[step]) <= 0.0:  # s >= 0 always passes: the cap alone decides (no count nodes)
+                return torch.topk(s, torch.clamp(n, max=self.budgets[step])).indices
             count = (s >= self.thresholds[step] * self.model.cfg.heads).sum().clamp(min=1, max=self.budgets[step])
             return torch.topk(s, count).indices
         budget = self.budgets[step]

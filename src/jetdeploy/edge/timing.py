@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import JetDeployError
+from ..export.graphs import feed
 from ..models.transformer import uses_pair
 
 
@@ -39,11 +40,6 @@ def trim(x: np.ndarray, mask: np.ndarray, i: int, with_mask: bool = False, p4: n
     if p4 is not None:
         out["p4"] = p4[i:i + 1, :n]
     return out
-
-
-def feed(session, arrays: dict) -> dict:
-    """The arrays a session's graph takes, by its input names (x, mask, p4)."""
-    return {i.name: arrays[i.name] for i in session.get_inputs()}
 
 
 def time_batches(sessions: dict, model, xn: np.ndarray, mn: np.ndarray, batch: int, nb: int, rounds: int,

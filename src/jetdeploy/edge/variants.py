@@ -16,7 +16,8 @@ from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
 from ..models.transformer import uses_pair
-from .timing import feed, trim
+from ..export.graphs import feed
+from .timing import trim
 
 DEFAULT_FINAL_KEEP = (0.5, 0.35, 0.25)
 

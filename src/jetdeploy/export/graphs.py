@@ -395,11 +395,18 @@ def kernel_report(path: Path, tmpdir: Path) -> dict:
             "ok": sum(integer.values()) > 0 and fake == 0 and float_weights == 0, "tool": "onnxruntime optimized graph (ORT_ENABLE_EXTENDED)"}
 
 
+def feed(session, arrays: dict) -> dict:
+    """The arrays an ORT session's graph takes, by its own input names (x, mask, p4); a clear error names the
+    inputs it takes that are missing (None) from `arrays`."""
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in names if arrays.get(n) is None]
+    if missing:
+        raise JetDeployError(f"the graph takes inputs {names}; {missing} not given")
+    return {n: arrays[n] for n in names}
+
+
 def run_ort(session, x: np.ndarray, mask: np.ndarray, batch: int = 512, p4: np.ndarray | None = None) -> np.ndarray:
     """Logits of a batched graph in batches; p4 is fed where the graph takes it."""
-    arrays = {"x": x, "mask": mask, PAIR_INPUT: p4}
-    names = [i.name for i in session.get_inputs()]
-    if any(arrays.get(n) is None for n in names):
-        raise JetDeployError(f"the graph takes inputs {names}; {[n for n in names if arrays.get(n) is None]} not given")
-    out = [session.run(None, {n: arrays[n][i:i + batch] for n in names})[0] for i in range(0, len(x), batch)]
+    arrays = feed(session, {"x": x, "mask": mask, PAIR_INPUT: p4})
+    out = [session.run(None, {n: a[i:i + batch] for n, a in arrays.items()})[0] for i in range(0, len(x), batch)]
     return np.concatenate(out)
