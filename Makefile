@@ -29,7 +29,9 @@ INT8_RUN    := $(RUN_DIR)/$(TRAIN_PRESET)-int8
 INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=7 --set quant.act_bits=8 --set quant.bias_bits=32 \
                --set "quant.overrides={'*.k_quant': 7, '*.v_quant': 7}" --set quant.act_rounding=round
 TRAIN_ARGS  ?=
-QAT_ARGS    ?=
+# each preset's QAT fine-tuning (the float run uses the preset's train section)
+QAT_ARGS_fpga16n := --set train.epochs=12 --set train.lr=0.001
+QAT_ARGS    ?= $(QAT_ARGS_$(TRAIN_PRESET))
 
 # edge: a float run of EDGE_PRESET (pruned by Zero-TPrune / LTP) and its INT8 QAT twin
 EDGE_PRESET ?= edge32
@@ -232,12 +234,15 @@ sweep: $(FLOAT_RUN)/model.pt
 report: $(STAMP)
 	$(JD) report $(RUN_DIR)
 
-# the demo's RTL: Verilator (Icarus Verilog takes hours to compile a full transformer) on 100 jets, and Yosys
-# on as many pipeline stages as fit in 150 s, the rest extrapolated from da4ml's per-stage cost (labelled so)
-DEMO_RTL_ARGS ?= --simulator verilator --n-sim 100 --synth --synth-budget 150
+# the demo's RTL: Verilator (Icarus Verilog takes hours to compile a full transformer) on 100 jets, and Yosys on
+# every pipeline stage (with the logic depth of each)
+# the demo's trigger model is the low-latency recipe with narrow products (configs/fpga16n.yaml: sigmoid attention,
+# no norm, truncation, 4-bit weights and attention operands): every stage synthesized, 0 DSP
+DEMO_PRESET   ?= fpga16n
+DEMO_RTL_ARGS ?= --simulator verilator --n-sim 100 --synth
 demo: $(STAMP)
 	$(MAKE) data DATA_PRESET=default
-	$(MAKE) baselines export csim rtl crosscheck bench DATA_PRESET=default TRAIN_PRESET=default \
+	$(MAKE) baselines export csim rtl crosscheck bench DATA_PRESET=default TRAIN_PRESET=$(DEMO_PRESET) \
 	  RTL_ARGS="$(DEMO_RTL_ARGS) $(RTL_ARGS)"
 	$(MAKE) report
 

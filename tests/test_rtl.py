@@ -80,6 +80,12 @@ def test_yosys_resources_per_stage_equal_the_flat_run_and_cache(design, tmp_path
     res = rtl.yosys_resources(r, cache_dir=tmp_path / "c")
     assert res["mode"] == "stages" and res["LUT"] > 0 and res["FF"] > 0 and res["DSP"] == 0 and not res["cached"]
     assert "synth_xilinx -family xcup" in res["tool"] and "per pipeline stage" in res["tool"] and "estimate" in res["note"]
+    # the logic depth of every stage (LUT levels): what a 5 ns clock depends on
+    depth = res["logic_depth"]
+    assert [row["stage"] for row in depth["per_stage"]] == [f"mlp_stage{k}" for k in range(r["stages"])]
+    assert depth["stages_covered"] == f"{r['stages']} of {r['stages']}"
+    assert depth["max_lut_levels"] == max(row["lut_levels"] for row in depth["per_stage"]) >= 1
+    assert all(row["cells"] >= row["lut_levels"] for row in depth["per_stage"])
     flat = rtl.yosys_resources(r, cache_dir=tmp_path / "c", mode="flat")
     # per stage, nothing is known across a register bank (constant or unused bits), so the sum is an upper
     # bound of the flat run; on this design +16% LUT (the ROM sees its whole input range) and +6% FF
@@ -104,6 +110,9 @@ def test_yosys_resources_per_stage_equal_the_flat_run_and_cache(design, tmp_path
     assert part["LUT_synthesized"] <= part["LUT"] and part["FF"] == res["FF"] and 0 < part["cost_fraction_synthesized"] <= 1
     full = rtl.yosys_resources(r, cache_dir=tmp_path / "e", budget_s=None)
     assert full["complete"] and full["LUT"] == res["LUT"] and not full["cached"]
+    assert part["logic_depth"]["stages_covered"] == f"{r['stages'] - 1} of {r['stages']}"
+    assert full["logic_depth"]["per_stage"] == depth["per_stage"]
+    assert flat["logic_depth"]["per_stage"][0]["stage"] == "flat" and flat["logic_depth"]["max_lut_levels"] >= 1
 
 
 def test_yosys_stat_parsing_on_a_sample():

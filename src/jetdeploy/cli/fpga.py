@@ -70,6 +70,10 @@ def _print_rtl(r: dict, folder: Path) -> None:
     res = r["resources"]
     print("resources (yosys synth_xilinx estimate): " + (f"LUT {res['LUT']}, FF {res['FF']}, CARRY {res.get('CARRY')}, "
                                                          f"DSP {res['DSP']}" if res else r["resources_note"]))
+    depth = (res or {}).get("logic_depth")
+    if depth and depth.get("max_lut_levels") is not None:
+        print(f"logic depth (Yosys netlist, {depth['stages_covered']} stages): at most {depth['max_lut_levels']} LUT "
+              f"levels ({depth['worst_stage']}) and {depth['max_carry8']} CARRY8 cells on a register-to-register path")
     if res and not res.get("complete", True):
         print(f"  PARTIAL: {res['stages_synthesized']}/{res['stages_total']} stages synthesized; LUT/CARRY/DSP "
               "extrapolated from da4ml's per-stage cost (run again to resume)")

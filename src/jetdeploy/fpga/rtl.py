@@ -321,6 +321,7 @@ def _yosys(script: str, log: Path, cwd: Path, timeout_s: float) -> str:
 
 
 SYNTH = "synth_xilinx -family xcup -flatten -noiopad"  # no I/O buffers: the design is a core, not a chip
+CACHE_FORMAT = b"cells+depth"  # per-stage cache entries: {'cells', 'depth'} (older entries held cells only)
 
 
 def _digest(*parts: bytes) -> str:
@@ -351,7 +352,8 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
     memdir = rtl_dir / "src" / "memfiles"  # lookup tables read their contents relative to the run folder
     cwd = memdir if memdir.exists() else rtl_dir
     shared = b"".join(p.read_bytes() for p in static)  # da4ml names lookup-table files by a hash of their content
-    digest = _digest(b"".join(p.read_bytes() for p in srcs + tables), shared, rtl["top"].encode(), mode.encode())
+    digest = _digest(b"".join(p.read_bytes() for p in srcs + tables), shared, rtl["top"].encode(), mode.encode(),
+                     CACHE_FORMAT)
     # next to the RTL folder, not in it: rewriting the Verilog must not drop finished stages
     cache = (Path(cache_dir) if cache_dir else rtl_dir.parent / f"{rtl_dir.name}-yosys").resolve()
     cached = cache / f"{digest}.json"
@@ -362,11 +364,13 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
     t0 = time.perf_counter()
     job = _YosysJob(rtl_dir, static, shared, cache, cwd, timeout_s, t0, budget_s)
     if mode == "flat":
-        text = _yosys(f"read_verilog -defer {' '.join(map(str, srcs))}; {SYNTH} -top {rtl['top']}; stat",
-                      cache / f"{digest}.log", cwd, timeout_s)
+        netlist = cache / f"{digest}.netlist.json"
+        text = _yosys(f"read_verilog -defer {' '.join(map(str, srcs))}; {SYNTH} -top {rtl['top']}; stat; "
+                      f"write_json {netlist}", cache / f"{digest}.log", cwd, timeout_s)
         parts, skipped, n_stages = {"flat": parse_yosys_stat(text)["cells"]}, [], 0
+        depth = {"flat": _netlist_depth(netlist, rtl["top"])}
     elif mode == "stages":
-        parts, skipped, n_stages = _synth_stages(job, rtl["top"].removesuffix("_wrapper"), workers, say)
+        parts, depth, skipped, n_stages = _synth_stages(job, rtl["top"].removesuffix("_wrapper"), workers, say)
     else:
         raise JetDeployError(f"yosys_resources: mode must be 'stages' or 'flat', got {mode!r}")
     total: dict[str, int] = {}
@@ -380,13 +384,28 @@ def yosys_resources(rtl: dict, cache_dir: str | Path | None = None, timeout_s: f
            "synth_s": round(time.perf_counter() - t0, 1),
            "tool": tool + (" (per pipeline stage, summed; FF = the register bits between the stages)"
                            if mode == "stages" else ""),
-           "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)"}
+           "note": "open-source synthesis estimate (no vendor place-and-route, no timing closure)",
+           **logic_levels(depth, n_stages)}
     if skipped:
         out.update(_extrapolate(rtl, rtl_dir, rtl["top"].removesuffix("_wrapper"), parts, skipped, n_stages, counts,
                                 tool, budget_s))
         return {**out, "cached": False}
     write_json(cached, out)
     return {**out, "cached": False}
+
+
+def logic_levels(depth: dict[str, dict], n_stages: int) -> dict:
+    """The per-stage logic depth of a Yosys result, and its maximum over the stages synthesized."""
+    order = sorted(depth, key=lambda k: int(k.rsplit("stage", 1)[1]) if "stage" in k else -1)
+    rows = [{"stage": k, **depth[k]} for k in order]
+    worst = max(rows, key=lambda r: (r["lut_levels"], r["carry8"]), default=None)
+    return {"logic_depth": {
+        "per_stage": rows, "max_lut_levels": worst and worst["lut_levels"], "worst_stage": worst and worst["stage"],
+        "max_carry8": max((r["carry8"] for r in rows), default=None),
+        "stages_covered": f"{len(rows)} of {n_stages or len(rows)}",
+        "tool": "Yosys synth_xilinx netlist (write_json), longest paths counted by jetdeploy.fpga.logic_depth",
+        "note": "logic depth of the mapped netlist per pipeline stage: the most LUTs (and, separately, CARRY8 cells) "
+                "on any register-to-register path; not a timing analysis (no placement or routing delays)"}}
 
 
 @dataclass
@@ -403,10 +422,10 @@ class _YosysJob:
     budget_s: float | None
 
     def stage(self, path: Path) -> tuple[str, dict | None, float, bool]:
-        """(stage, cells or None when over the budget, seconds, cache hit) of one pipeline stage."""
+        """(stage, {'cells', 'depth'} or None when over the budget, seconds, cache hit) of one pipeline stage."""
         text = path.read_bytes()
         used = sorted(set(re.findall(rb'"(table_[0-9a-f-]+\.mem)"', text)))  # names carry the content hash
-        key = _digest(text, self.shared, *used)
+        key = _digest(text, self.shared, *used, CACHE_FORMAT)
         hit = self.cache / "stages" / f"{key}.json"
         if hit.exists():
             return path.stem, json.loads(hit.read_text()), 0.0, True
@@ -414,15 +433,27 @@ class _YosysJob:
             return path.stem, None, 0.0, False  # over the budget: left for the next call
         hit.parent.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, self.static))}; {SYNTH} -top {path.stem}; stat",
-                      hit.with_suffix(".log"), self.cwd, self.timeout_s)
-        cells = parse_yosys_stat(text)["cells"]
-        write_json(hit, cells)
-        return path.stem, cells, time.perf_counter() - t, False
+        netlist = hit.with_suffix(".netlist.json")
+        text = _yosys(f"read_verilog -defer {path} {' '.join(map(str, self.static))}; {SYNTH} -top {path.stem}; stat; "
+                      f"write_json {netlist}", hit.with_suffix(".log"), self.cwd, self.timeout_s)
+        part = {"cells": parse_yosys_stat(text)["cells"], "depth": _netlist_depth(netlist, path.stem)}
+        write_json(hit, part)
+        return path.stem, part, time.perf_counter() - t, False
 
 
-def _synth_stages(job: _YosysJob, core: str, workers: int | None, say) -> tuple[dict, list[str], int]:
-    """Every pipeline stage on its own, in parallel: ({part: cells}, stages skipped over the budget, stages)."""
+def _netlist_depth(netlist: Path, module: str) -> dict:
+    """The logic depth of a written netlist (then removed: a full stage's netlist is tens of MB)."""
+    from .logic_depth import logic_depth
+
+    try:
+        return logic_depth(json.loads(netlist.read_text()), module)
+    finally:
+        netlist.unlink(missing_ok=True)
+
+
+def _synth_stages(job: _YosysJob, core: str, workers: int | None, say) -> tuple[dict, dict, list[str], int]:
+    """Every pipeline stage on its own, in parallel: ({part: cells}, {stage: logic depth}, stages skipped over
+    the budget, stages)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     rtl_dir = job.rtl_dir
@@ -434,6 +465,7 @@ def _synth_stages(job: _YosysJob, core: str, workers: int | None, say) -> tuple[
     # bit); synthesizing the top of a full model only to count them took Yosys longer than its stages
     reg_bits = sum(int(m) + 1 for m in re.findall(r"^\s*(?:output\s+)?reg\s*\[(\d+):0\]", top, flags=re.M))
     parts = {"registers": {"FDRE": reg_bits}}
+    depth: dict[str, dict] = {}
     skipped: list[str] = []
     n_workers = max(1, workers or os.cpu_count() or 1)
     say(f"yosys {SYNTH}: {len(stages)} pipeline stages on {n_workers} worker(s), {reg_bits} register bits "
@@ -445,10 +477,11 @@ def _synth_stages(job: _YosysJob, core: str, workers: int | None, say) -> tuple[
             if cells is None:
                 skipped.append(name)
                 continue
-            parts[name] = cells
-            luts = sum(c for n, c in cells.items() if re.fullmatch(STAT_KEYS["LUT"], n))
-            say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT " + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
-    return parts, skipped, len(stages)
+            parts[name], depth[name] = cells["cells"], cells["depth"]
+            luts = sum(c for n, c in cells["cells"].items() if re.fullmatch(STAT_KEYS["LUT"], n))
+            say(f"  [{k}/{len(jobs)}] {name}: {luts} LUT, {cells['depth']['lut_levels']} LUT levels "
+                + ("(cached)" if hit else f"({secs:.0f} s)"), flush=True)
+    return parts, depth, skipped, len(stages)
 
 
 def _extrapolate(rtl: dict, rtl_dir: Path, core: str, parts: dict, skipped: list, n_stages: int, counts: dict,

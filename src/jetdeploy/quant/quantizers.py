@@ -42,6 +42,7 @@ class QuantFactory:
             raise JetDeployError(f"quant.scheme '{cfg.scheme}' has no quantizers (have: {', '.join(_PRESETS)})")
         self.cfg = cfg
         self.q = dict(_PRESETS[cfg.scheme])
+        self.q.update({k: self.q[k].let(collect_stats_steps=cfg.stats_steps) for k in ("act", "uact")})
         if cfg.act_rounding == "floor":
             # truncation: in firmware a Quant then only drops bits (and saturates); half to even costs an
             # adder per activation (about 1 of da4ml's latency units per Quant, 12 Quants per block)

@@ -134,6 +134,11 @@ def _rtl(rf: RunFolder, checks: list, missing: list) -> dict:
         # a partial Yosys run (--synth-budget): LUT / DSP / CARRY are extrapolated, FF is exact
         out["resources_extrapolated"] = None if res.get("complete", True) else \
             f"{res.get('stages_synthesized')}/{res.get('stages_total')} stages"
+        depth = res.get("logic_depth")
+        if depth and depth.get("max_lut_levels") is not None:
+            out["lut_levels"] = _fig(depth["max_lut_levels"], f"{depth['tool']} ({depth['stages_covered']} stages; "
+                                     f"worst: {depth['worst_stage']})", src, chash, "LUT levels")
+            out["carry8"] = _fig(depth["max_carry8"], depth["tool"], src, chash, "CARRY8 cells")
     else:
         missing.append({"run": rf.name, "what": "Yosys resource estimate", "reason": rtl.get("resources_note") or "not run"})
     checks += stage_checks(rf, "fpga (RTL)", src)
