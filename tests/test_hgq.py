@@ -89,10 +89,21 @@ def test_sigmoid_twin_computes_what_our_model_computes(tiny_sigmoid_transformer,
     assert tuple(kif) == tuple(twin.kif_of_act(model.input_quant.act_quant))
     y = np.asarray(comb.predict(x.reshape(len(x), -1))).reshape(got.shape)
     assert np.array_equal(y, got)                               # the mask gates trace exactly
+
+
+def test_crosscheck_of_a_sigmoid_run_checks_da4ml_and_says_why_hls4ml_did_not_run(tiny_sigmoid_transformer, synth_file):
+    """The demo's trigger model has sigmoid attention: its cross-check runs the sigmoid twin through da4ml's HGQ2
+    tracer (bit-exact with Keras, and the twin bit-exact with ours), and names why hls4ml's upstream path did not run."""
     from jetdeploy.fpga.crosscheck import crosscheck
 
-    with pytest.raises(JetDeployError, match="upstream cross-check compares with hls4ml's MultiHeadAttention"):
-        crosscheck(tiny_sigmoid_transformer, str(synth_file), n_check=10, progress=False)
+    r = crosscheck(tiny_sigmoid_transformer, str(synth_file), n_check=40, progress=False)
+    assert r["ok"] and [c["name"] for c in r["checks"]] == ["da4ml interpreter vs Keras"]
+    assert r["checks"][0]["bit_exact"] == 1.0
+    assert len(r["rows"]) == 2 and r["rows"][1]["bit_exact_vs_ours"] == 1.0 and "sigmoid twin" in r["rows"][1]["path"]
+    assert r["upstream"]["hls4ml_csim"] is None
+    assert len(r["not_run"]) == 1 and "no hls4ml Keras v3 handler" in r["not_run"][0]["reason"]
+    md = (tiny_sigmoid_transformer / "fpga" / "crosscheck.md").read_text()
+    assert "Not run: hls4ml C-simulation of the twin" in md and "softmax-only" in md
 
 
 def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_file, tmp_path):

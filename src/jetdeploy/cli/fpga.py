@@ -73,7 +73,8 @@ def _print_rtl(r: dict, folder: Path) -> None:
     depth = (res or {}).get("logic_depth")
     if depth and depth.get("max_lut_levels") is not None:
         print(f"logic depth (Yosys netlist, {depth['stages_covered']} stages): at most {depth['max_lut_levels']} LUT "
-              f"levels ({depth['worst_stage']}) and {depth['max_carry8']} CARRY8 cells on a register-to-register path")
+              f"levels ({depth['worst_stage']}) and {depth['max_carry']} carry-chain cells (CARRY4 / CARRY8) on a "
+              "register-to-register path")
     if res and not res.get("complete", True):
         print(f"  PARTIAL: {res['stages_synthesized']}/{res['stages_total']} stages synthesized; LUT/CARRY/DSP "
               "extrapolated from da4ml's per-stage cost (run again to resume)")

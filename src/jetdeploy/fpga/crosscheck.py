@@ -98,8 +98,9 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     ours_rtl, ours_csim = _ours(rf)
     result = {"run": str(run), "data": str(data), "n_jets": len(labels), "full_jets_fraction": float(full.mean()),
               "config_hash": rec.get("config_hash") or rf.config_hash,
-              "twin_differences": TWIN_DIFFERENCES, "rows": rows,
-              "upstream": {"hls4ml_csim": cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
+              "twin_differences": TWIN_DIFFERENCES if cfg.model.attention == "softmax" else SIGMOID_TWIN,
+              "rows": rows,
+              "upstream": {"hls4ml_csim": None if isinstance(cs, str) else cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
                                                         "latency": rt["latency"], "checks": rt["checks"],
                                                         "resources": resources}},
               "ours": {"rtl": ours_rtl, "csim": ours_csim}, "checks": checks, "not_run": skipped,
@@ -108,6 +109,13 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
     write_json(rf.crosscheck_json, result)
     rf.crosscheck_md.write_text(format_crosscheck(result))
     return result
+
+
+SIGMOID_TWIN = ["none in the arithmetic: the sigmoid twin is built from explicit HGQ2 layers (QEinsum scores, a sigmoid "
+                "lookup table, the padding mask as an input channel, the run's own rounding) and computes what our "
+                "model computes, bit for bit",
+                "no hls4ml path: hls4ml's attention layer is softmax-only, and the twin's mask gate is jetdeploy's "
+                "own layer"]
 
 
 def _twins(model) -> list[tuple[str, object]]:

@@ -1,13 +1,14 @@
 """Logic depth of a synthesized netlist: the longest LUT path through a pipeline stage.
 
 A da4ml pipeline stage is combinational logic between two register banks, so its longest path decides the
-clock it can run at. After Yosys `synth_xilinx`, the stage is a netlist of LUT1-6 (and INV), CARRY8,
+clock it can run at. After Yosys `synth_xilinx`, the stage is a netlist of LUT1-6 (and INV), CARRY4 / CARRY8,
 MUXF7-9 and, where a product is wide, DSP48E2 cells. `logic_depth` reads that netlist (Yosys `write_json`)
 and counts, over every path from the stage's inputs to its outputs:
 
   * lut_levels: the most LUTs on one path (the figure timing closure depends on: each level is a LUT
     delay plus a route);
-  * carry8: the most CARRY8 cells on one path (a carry chain hop is much faster than a LUT level);
+  * carry: the most carry-chain cells (CARRY4 / CARRY8; Yosys 0.23 maps `-family xcup` to CARRY4) on one path
+    (a hop along a carry chain is much faster than a LUT level);
   * cells: the most cells of any kind on one path (what Yosys' `ltp -noff` reports).
 
 Each is maximised on its own, so the three may come from different paths; the critical path has at most
@@ -29,12 +30,12 @@ CONSTANT_BITS = {"0", "1", "x", "z"}
 
 
 def _weights(cell_type: str) -> tuple[int, int, int]:
-    """(LUT, CARRY8, cell) weight of one cell on a path."""
+    """(LUT, carry, cell) weight of one cell on a path."""
     return (int(bool(LUT_CELL.fullmatch(cell_type))), int(bool(CARRY_CELL.fullmatch(cell_type))), 1)
 
 
 def logic_depth(netlist: dict, module: str) -> dict:
-    """{'lut_levels', 'carry8', 'cells'}: the longest paths through `module` of a Yosys JSON netlist."""
+    """{'lut_levels', 'carry', 'cells'}: the longest paths through `module` of a Yosys JSON netlist."""
     cells = netlist["modules"][module]["cells"]
     driver: dict = {}
     for name, c in cells.items():
@@ -80,4 +81,4 @@ def _longest(cells: dict, deps: dict, users: dict) -> dict:
         loop = sorted(set(cells) - set(depth))[:5]
         raise JetDeployError(f"the synthesized netlist has a combinational loop through cells {loop}")
     tops = list(depth.values()) or [(0, 0, 0)]
-    return {k: max(t[i] for t in tops) for i, k in enumerate(("lut_levels", "carry8", "cells"))}
+    return {k: max(t[i] for t in tops) for i, k in enumerate(("lut_levels", "carry", "cells"))}

@@ -321,7 +321,7 @@ def _yosys(script: str, log: Path, cwd: Path, timeout_s: float) -> str:
 
 
 SYNTH = "synth_xilinx -family xcup -flatten -noiopad"  # no I/O buffers: the design is a core, not a chip
-CACHE_FORMAT = b"cells+depth"  # per-stage cache entries: {'cells', 'depth'} (older entries held cells only)
+CACHE_FORMAT = b"cells+depth/2"  # per-stage cache entries: {'cells', 'depth'} (older entries held cells only)
 
 
 def _digest(*parts: bytes) -> str:
@@ -398,14 +398,15 @@ def logic_levels(depth: dict[str, dict], n_stages: int) -> dict:
     """The per-stage logic depth of a Yosys result, and its maximum over the stages synthesized."""
     order = sorted(depth, key=lambda k: int(k.rsplit("stage", 1)[1]) if "stage" in k else -1)
     rows = [{"stage": k, **depth[k]} for k in order]
-    worst = max(rows, key=lambda r: (r["lut_levels"], r["carry8"]), default=None)
+    worst = max(rows, key=lambda r: (r["lut_levels"], r["carry"]), default=None)
     return {"logic_depth": {
         "per_stage": rows, "max_lut_levels": worst and worst["lut_levels"], "worst_stage": worst and worst["stage"],
-        "max_carry8": max((r["carry8"] for r in rows), default=None),
+        "max_carry": max((r["carry"] for r in rows), default=None),
         "stages_covered": f"{len(rows)} of {n_stages or len(rows)}",
         "tool": "Yosys synth_xilinx netlist (write_json), longest paths counted by jetdeploy.fpga.logic_depth",
-        "note": "logic depth of the mapped netlist per pipeline stage: the most LUTs (and, separately, CARRY8 cells) "
-                "on any register-to-register path; not a timing analysis (no placement or routing delays)"}}
+        "note": "logic depth of the mapped netlist per pipeline stage: the most LUTs (and, separately, carry-chain "
+                "cells, CARRY4 / CARRY8) on any register-to-register path; not a timing analysis (no placement or "
+                "routing delays)"}}
 
 
 @dataclass

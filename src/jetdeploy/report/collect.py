@@ -138,7 +138,7 @@ def _rtl(rf: RunFolder, checks: list, missing: list) -> dict:
         if depth and depth.get("max_lut_levels") is not None:
             out["lut_levels"] = _fig(depth["max_lut_levels"], f"{depth['tool']} ({depth['stages_covered']} stages; "
                                      f"worst: {depth['worst_stage']})", src, chash, "LUT levels")
-            out["carry8"] = _fig(depth["max_carry8"], depth["tool"], src, chash, "CARRY8 cells")
+            out["carry"] = _fig(depth["max_carry"], depth["tool"], src, chash, "carry-chain cells (CARRY4 / CARRY8)")
     else:
         missing.append({"run": rf.name, "what": "Yosys resource estimate", "reason": rtl.get("resources_note") or "not run"})
     checks += stage_checks(rf, "fpga (RTL)", src)

@@ -97,13 +97,13 @@ def _fpga(rep: dict) -> Table:
                      _v(r and r["latency_ns"], "{:.0f}"),
                      _v(r and r.get("resources", {}).get("LUT")) + extrapolated(r),
                      _v(r and r.get("resources", {}).get("DSP")) + extrapolated(r),
-                     _v(r and r.get("lut_levels")) + (f" (+{_v(r.get('carry8'))} CARRY8)" if r and r.get("carry8")
+                     _v(r and r.get("lut_levels")) + (f" (+{_v(r.get('carry'))} carry)" if r and r.get("carry")
                                                       else "")])
     return Table("FPGA", ["run", "C-sim agreement", "compile", "Vitis cycles", "Vitis ns", "Vitis II", "Vitis LUT",
                           "Vitis DSP", "RTL cycles", "RTL ns", "Yosys LUT", "Yosys DSP", "LUT levels / stage"], rows,
                  "hls4ml C-sim: g++; vendor: Vitis HLS csynth; RTL: cycles measured in Verilator / Icarus Verilog; "
                  "Yosys: synth_xilinx estimate. LUT levels: the most LUTs on any register-to-register path of the "
-                 "worst pipeline stage in Yosys' mapped netlist (CARRY8 cells on a path counted apart): logic depth, "
+                 "worst pipeline stage in Yosys' mapped netlist (carry-chain cells on a path counted apart): logic depth, "
                  "not a timing analysis.")
 
 
