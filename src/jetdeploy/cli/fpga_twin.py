@@ -1,5 +1,5 @@
-"""`jetdeploy fpga crosscheck | hgq | sweep`: the Keras/HGQ2 twin of a run (upstream cross-check, HGQ2
-fine-tuning) and the design-space sweep."""
+"""`jetdeploy fpga crosscheck | hgq | peer | sweep`: the Keras/HGQ2 twin of a run (upstream cross-check, HGQ2
+fine-tuning), HGQ2 architectures trained from scratch, and the design-space sweep."""
 
 from __future__ import annotations
 
@@ -34,6 +34,22 @@ def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
     print(f"wrote {r['model']} and hgq.json; next: jetdeploy fpga rtl --keras {r['model']} --inputs "
           f"{os.path.join(os.path.dirname(r['model']), 'test_inputs.npy')}")
     return status(r["ok"], "a check failed (see hgq.json)")
+
+
+def _cmd_fpga_peer(args: argparse.Namespace) -> int:
+    from ..fpga.scratch import train_peer
+
+    r = train_peer(args.arch, args.ref, args.data, out=args.out, width=args.width, blocks=args.blocks,
+                   epochs=args.epochs, beta=args.beta, lr=args.lr, restart=args.restart, batch_size=args.batch_size,
+                   n_train=args.n_train, n_eval=args.n_eval, val_drop=args.val_drop, seed=args.seed,
+                   progress=not args.quiet)
+    print_checks(r["checks"])
+    print(f"{r['arch']} (N={r['n_particles']}): test accuracy {r['test_accuracy']:.4f}, EBOPs {r['ebops']:.0f}, "
+          f"da4ml cost {r['da4ml']['cost_adders']:.0f}; {r['chosen']['rule']}")
+    folder = r["out"]
+    print(f"wrote {folder}/model.keras and peer.json; next: jetdeploy fpga rtl --keras {folder}/model.keras "
+          f"--inputs {folder}/test_inputs.npy --out {folder}")
+    return status(r["ok"], "a check failed (see peer.json)")
 
 
 def _cmd_fpga_sweep(args: argparse.Namespace) -> int:
@@ -94,6 +110,7 @@ def register(fsub) -> None:
                          "(default: the last epoch's model)")
     fg.add_argument("--quiet", action="store_true", help="only the summary")
     fg.set_defaults(func=_cmd_fpga_hgq)
+    _register_peer(fsub, fmt)
     fw = fsub.add_parser(
         "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
         description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "
@@ -105,3 +122,40 @@ def register(fsub) -> None:
     fw.add_argument("config", help="sweep YAML (see jetdeploy.sweep for the keys)")
     fw.add_argument("--quiet", action="store_true", help="only the summary")
     fw.set_defaults(func=_cmd_fpga_sweep)
+
+
+def _register_peer(fsub, fmt) -> None:
+    from ..fpga.peers import ARCHS
+
+    fp = fsub.add_parser(
+        "peer", formatter_class=fmt, help="HGQ2 training from scratch of a Level-1 architecture (a peer or our transformer)",
+        description="Train a Level-1 architecture from scratch with HGQ2 (a bit width per weight and per activation, "
+                    "the EBOPs penalty ramped over the first half of the epochs, cosine learning rate with warm "
+                    "restarts; needs the [keras] extra): Deep Sets, a JEDI-linear-style linear interaction network, "
+                    "an MLP-Mixer (written from the papers' descriptions), or our sigmoid-attention transformer with "
+                    "fresh weights. Every architecture reads the reference run's input bits (its standardisation and "
+                    "input quantizer, and the padding-mask bit), so designs compare on the same firmware input. The "
+                    "(validation accuracy, EBOPs) Pareto front is kept in OUT/pareto/ and the model chosen on the "
+                    "validation split; the test split is read once, after. Writes OUT/model.keras, "
+                    "OUT/test_inputs.npy and OUT/peer.json; then `jetdeploy fpga rtl --keras OUT/model.keras "
+                    "--inputs OUT/test_inputs.npy --out OUT --synth` for latency and LUTs.")
+    fp.add_argument("--arch", required=True, choices=sorted(ARCHS) + ["transformer"], help="the architecture")
+    fp.add_argument("--ref", required=True, help="reference fpga run: its inputs, N, classes (and, for transformer, "
+                                                 "its architecture; it needs sigmoid attention)")
+    fp.add_argument("--data", default=None, help="jet file (default: the reference run's training file)")
+    fp.add_argument("--out", default=None, help="output folder (default: peer-ARCHN next to the reference run)")
+    fp.add_argument("--width", type=int, default=16, help="hidden width of the peers (not the transformer's)")
+    fp.add_argument("--blocks", type=int, default=1, help="interaction / mixing blocks of jedi and mixer")
+    fp.add_argument("--epochs", type=int, default=60, help="training epochs")
+    fp.add_argument("--beta", type=float, default=1e-6, help="EBOPs penalty weight reached at half the epochs")
+    fp.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate at the start of each cosine cycle")
+    fp.add_argument("--restart", type=int, default=20, help="epochs per cosine cycle (warm restarts)")
+    fp.add_argument("--batch-size", type=int, default=512, help="batch size")
+    fp.add_argument("--n-train", type=int, default=None, help="training jets (default: the whole 'train' split)")
+    fp.add_argument("--n-eval", type=int, default=5000, help="validation and test jets")
+    fp.add_argument("--val-drop", type=float, default=1.0, metavar="POINTS",
+                    help="choose the fewest-EBOPs model of the Pareto front within POINTS accuracy points of the "
+                         "front's best validation accuracy")
+    fp.add_argument("--seed", type=int, default=0, help="Keras / TensorFlow seed")
+    fp.add_argument("--quiet", action="store_true", help="only the summary")
+    fp.set_defaults(func=_cmd_fpga_peer)

@@ -1,0 +1,126 @@
+"""`jetdeploy fpga peer --arch A --ref RUN`: HGQ2 training from scratch of a Level-1 architecture (a peer of
+jetdeploy.fpga.peers, or our transformer with fresh weights), on the reference run's input bits.
+
+The schedule: Adam with cosine decay and warm restarts (`--restart` epochs per cycle), beta (the EBOPs
+penalty) ramped log-linearly from beta/100 to beta over the first half of the epochs, then held. HGQ2's
+ParetoFront callback keeps every epoch's model that is Pareto-optimal in (validation accuracy, EBOPs); the
+chosen model is the one with the fewest EBOPs within `--val-drop` points of the front's best validation
+accuracy. The selection reads the validation split only; the test split is read once, after it.
+
+Writes OUT/model.keras (for `fpga rtl --keras`), OUT/test_inputs.npy, OUT/pareto/, OUT/history.json and
+OUT/peer.json: accuracy, EBOPs, the front, the rule, the training time, da4ml's adder cost, the checks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import accuracy as checks_accuracy
+from ..checks import all_ok
+from ..errors import JetDeployError
+from ..io import write_json
+from ..runfolder import RunFolder
+from .hgq import _verify_saved
+from .peers import PeerShape, build_peer, fresh_transformer
+from .twin import kif_of_act, require_keras, twin_inputs
+
+
+def _splits(model, cfg, data: str, n_train: int | None, n_eval: int):
+    from ..train.dataset import load_inputs
+
+    out = {}
+    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        inp = load_inputs(data, cfg.model, split, n)
+        out[split] = (twin_inputs(model, inp.x, inp.mask), inp.labels.numpy())
+    return out
+
+
+def _pick(front_dir: Path, history: dict, val_drop: float) -> dict:
+    """The fewest-EBOPs model of the front within val_drop points of the front's best validation accuracy."""
+    front = sorted(({"epoch": e, "file": p.name, "val_accuracy": float(history["val_accuracy"][e]),
+                     "ebops": float(history["ebops"][e])}
+                    for p in front_dir.glob("epoch=*.keras")
+                    for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
+    if not front:
+        raise JetDeployError(f"{front_dir}: HGQ2's Pareto front is empty (no epoch finished?)")
+    best = max(r["val_accuracy"] for r in front)
+    pick = next(r for r in front if r["val_accuracy"] >= best - val_drop / 100)
+    return {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of the "
+                    f"front's best validation accuracy ({best:.4f})", **pick, "front": front}
+
+
+def build(arch: str, ref_model, cfg, classes: int, width: int, blocks: int, seed: int):
+    """The untrained HGQ2 model of `arch` on the reference run's inputs."""
+    if arch == "transformer":
+        return fresh_transformer(ref_model, seed)
+    s = PeerShape(n=cfg.model.n_particles, f=len(cfg.model.features), classes=classes, width=width, blocks=blocks,
+                  in_kif=kif_of_act(ref_model.input_quant.act_quant))
+    return build_peer(arch, s, seed)
+
+
+def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | Path | None = None, width: int = 16,
+               blocks: int = 1, epochs: int = 60, beta: float = 1e-6, lr: float = 3e-3, restart: int = 20,
+               batch_size: int = 512, n_train: int | None = None, n_eval: int = 5000, val_drop: float = 1.0,
+               seed: int = 0, progress: bool = True) -> dict:
+    keras = require_keras()
+    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
+
+    from ..train import checkpoint as ckpt
+
+    if epochs < 1 or restart < 1 or not beta > 0 or not lr > 0 or not 0 <= val_drop < 100:
+        raise JetDeployError(f"fpga peer: epochs and --restart >= 1, beta and lr > 0, 0 <= --val-drop < 100 (got "
+                             f"{epochs}, {restart}, {beta}, {lr}, {val_drop})")
+    say = print if progress else (lambda *a, **k: None)
+    rf = RunFolder(ref)
+    ref_model, rec = ckpt.load_model(rf.path)
+    ref_model.eval()
+    cfg = rec["config"]
+    data = rf.data_file(data)
+    out = Path(out) if out else rf.path.parent / f"peer-{arch}{cfg.model.n_particles}"
+    out.mkdir(parents=True, exist_ok=True)
+    sp = _splits(ref_model, cfg, data, n_train, n_eval)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sp["train"], sp["val"], sp["test"]
+    model = build(arch, ref_model, cfg, len(rec["class_names"]), width, blocks, seed)
+    steps = int(np.ceil(len(y_tr) / batch_size))
+    sched = keras.optimizers.schedules.CosineDecayRestarts(lr, first_decay_steps=restart * steps, t_mul=1.0, m_mul=1.0)
+    model.compile(optimizer=keras.optimizers.Adam(sched), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    front_dir = out / "pareto"
+    shutil.rmtree(front_dir, ignore_errors=True)
+    callbacks = [BetaScheduler(PieceWiseSchedule([(0, beta / 100, "log"), (max(1, epochs // 2), beta, "constant")])),
+                 FreeEBOPs(),
+                 ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
+                             fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras")]
+    say(f"peer: {arch} (N={cfg.model.n_particles}, width {width}, {model.count_params()} parameters) from scratch, "
+        f"{epochs} epochs on {len(y_tr)} jets")
+    t0 = time.perf_counter()
+    hist = model.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_data=(x_va, y_va),
+                     callbacks=callbacks, verbose=2 if progress else 0, shuffle=True)
+    fit_s = time.perf_counter() - t0
+    chosen = _pick(front_dir, hist.history, val_drop)
+    from . import kerasflow
+
+    model = kerasflow.load_keras(front_dir / chosen["file"])
+    acc = checks_accuracy(model.predict(x_te, verbose=0, batch_size=2048), y_te)   # the test split, once
+    path = out / "model.keras"
+    model.save(path)
+    np.save(out / "test_inputs.npy", x_te[:1000])
+    checks, comb, kif, tools = _verify_saved(model, path, x_te[:min(500, len(x_te))])
+    write_json(out / "history.json", {k: [float(v) for v in vals] for k, vals in hist.history.items()})
+    result = {"arch": arch, "ref": str(rf.path), "out": str(out), "data": str(data), "n_particles": cfg.model.n_particles,
+              "width": width, "blocks": blocks, "parameters": int(model.count_params()), "epochs": epochs,
+              "beta": beta, "lr": lr, "restart_epochs": restart, "batch_size": batch_size, "seed": seed,
+              "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te), "fit_s": round(fit_s, 1),
+              "test_accuracy": acc, "chosen": {k: v for k, v in chosen.items() if k != "front"},
+              "pareto_front": chosen["front"], "ebops": chosen["ebops"],
+              "da4ml": {"cost_adders": float(comb.cost), "input_kif": list(kif)},
+              "checks": checks, "ok": all_ok(checks), "tools": tools, "test_set": "read once, after the selection",
+              "tool": "HGQ2 (Keras 3, TensorFlow CPU) training from scratch; accuracy on the 'test' split"}
+    write_json(out / "peer.json", result)
+    say(f"peer: {arch}: {epochs} epochs in {fit_s:.0f} s; chose epoch {chosen['epoch']} (val {chosen['val_accuracy']:.4f}, "
+        f"EBOPs {chosen['ebops']:.0f}); test accuracy {acc:.4f}; da4ml cost {comb.cost:.0f}; wrote {path}")
+    return result
