@@ -45,7 +45,7 @@ LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 THREADS     ?=
 LTP_THREADS := $(if $(THREADS),--threads $(THREADS))
 
-.PHONY: help install crosscheck hgq rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
+.PHONY: help install crosscheck hgq study rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -63,6 +63,8 @@ help:
 	@echo "make hls      fpga run -> hls4ml Vitis HLS project (types from the Quant nodes) -> \$$(QAT_RUN)/fpga/hls/"
 	@echo "make csim     hls4ml g++ C-simulation vs qonnx on 1000 held-out jets -> \$$(QAT_RUN)/fpga/csim.json"
 	@echo "make synth    Vitis HLS C synthesis + report (needs vitis-run) -> \$$(QAT_RUN)/fpga/synth.json"
+	@echo "make study    Level-1 architectures (Deep Sets, JEDI-linear-style, MLP-Mixer, transformer) from scratch with"
+	@echo "              HGQ2, each to Verilator + Yosys, one table + Pareto plot ($(STUDY) -> OUT)"
 	@echo "make sweep    FPGA design points of \$$(SWEEP) over Dask -> runs/sweep/{sweep.json,sweep.md,pareto.png}"
 	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
@@ -229,6 +231,12 @@ bench-train: $(DATA_FILE) | $(STAMP)
 SWEEP       ?= configs/sweep-demo.yaml
 sweep: $(FLOAT_RUN)/model.pt
 	$(JD) fpga sweep $(SWEEP)
+
+# Level-1 architectures side by side (HGQ2 from scratch -> RTL -> Yosys); configs/study-demo.yaml reads the demo's
+# fpga16n run as its reference (make demo first)
+STUDY       ?= configs/study-demo.yaml
+study: | $(STAMP) rtl-tools
+	$(JD) fpga study $(STUDY)
 
 # the report over every run in RUN_DIR (whatever stages have run; the rest is listed as missing)
 report: $(STAMP)

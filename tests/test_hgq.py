@@ -132,3 +132,63 @@ def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_fi
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout
     rt = json.loads((out / "rtl.json").read_text())
     assert rt["checks"][0]["bit_exact"] == 1.0 and rt["checks"][1]["bit_exact_vs_da4ml"]
+
+
+@pytest.mark.parametrize("arch", ["mixer", "transformer"])   # deepsets and jedi: the study test below
+def test_peer_from_scratch_is_chosen_on_val_and_traces_exactly(arch, tiny_sigmoid_transformer, synth_file, tmp_path):
+    """Each architecture trains from scratch on the reference run's input bits; the model chosen from HGQ2's
+    Pareto front is the fewest-EBOPs one within --val-drop of the front's best validation accuracy, reloads as
+    trained, and da4ml's trace of it is bit-exact with Keras."""
+    out = tmp_path / arch
+    res = run_cli("fpga", "peer", "--arch", arch, "--ref", str(tiny_sigmoid_transformer), "--data", str(synth_file),
+                  "--out", str(out), "--width", "4", "--epochs", "3", "--restart", "2", "--batch-size", "32",
+                  "--n-eval", "60", "--val-drop", "5", "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((out / "peer.json").read_text())
+    assert r["ok"] and [c["bit_exact"] for c in r["checks"]] == [1.0, 1.0]
+    front = r["pareto_front"]
+    best = max(p["val_accuracy"] for p in front)
+    ok = [p for p in front if p["val_accuracy"] >= best - 0.05]
+    assert r["chosen"]["ebops"] == min(p["ebops"] for p in ok) and r["ebops"] == r["chosen"]["ebops"]
+    assert len(list((out / "pareto").glob("epoch=*.keras"))) == len(front) >= 1
+    assert r["n_particles"] == 8 and 0 <= r["test_accuracy"] <= 1 and r["test_set"].startswith("read once")
+    x = np.load(out / "test_inputs.npy")
+    assert x.shape[1:] == (8, 4) and set(np.unique(x[..., -1])) <= {0.0, 1.0}   # the sigmoid twin's input bits
+    m = kerasflow.load_keras(out / "model.keras")
+    assert m.layers[1].name == "input_quant" or any(layer.name == "input_quant" for layer in m.layers)
+
+
+def test_peer_bad_settings_are_clear_errors(tiny_sigmoid_transformer, tmp_path):
+    res = run_cli("fpga", "peer", "--arch", "jedi", "--ref", str(tiny_sigmoid_transformer), "--val-drop", "100",
+                  "--out", str(tmp_path / "p"), "--quiet")
+    assert res.returncode == 2 and "--val-drop" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p").exists()
+    res = run_cli("fpga", "peer", "--arch", "gnn", "--ref", str(tiny_sigmoid_transformer), "--quiet")
+    assert res.returncode == 2 and "invalid choice: 'gnn'" in res.stderr
+
+
+def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer, synth_file, tmp_path):
+    """Two architectures through the whole study (HGQ2 -> da4ml -> Verilog, no simulation or Yosys here: the
+    RTL tests cover those), the QAT run beside them, one table and a plot; a second call trains nothing."""
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(f"refs: [{tiny_sigmoid_transformer}]\ndata: {synth_file}\nout: {tmp_path / 'out'}\n"
+                   "archs: [deepsets, jedi]\npeer: {width: 4, epochs: 2, restart: 2, batch_size: 32, n_eval: 60}\n"
+                   "rtl: {sim: false, synth: false}\n")
+    res = run_cli("fpga", "study", str(cfg), "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [x["key"] for x in r["rows"]] == ["deepsets8", "jedi8"] and r["ok"]
+    for arch in ("deepsets", "jedi"):   # each bit-exact: saved vs trained, da4ml vs Keras, and its Verilog written
+        peer = json.loads((tmp_path / "out" / f"{arch}8" / "peer.json").read_text())
+        assert [c["bit_exact"] for c in peer["checks"]] == [1.0, 1.0] and peer["epochs"] == 2
+        assert (tmp_path / "out" / f"{arch}8" / "rtl" / "src").is_dir()
+    assert all(x["latency_cycles"] >= 1 and x["cost_adders"] > 0 and x["LUT"] is None for x in r["rows"])
+    assert set(r["pareto"]["8"]["latency_ns"]) <= {"deepsets8", "jedi8"} and r["pareto"]["8"]["latency_ns"]
+    md = (tmp_path / "out" / "study.md").read_text()
+    assert "| deepsets8" in md and "fewest EBOPs" in md and (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+    stamp = (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns
+    assert run_cli("fpga", "study", str(cfg), "--quiet").returncode == 0
+    assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp   # cached
+    cfg.write_text(cfg.read_text().replace("archs: [deepsets, jedi]", "archs: [gnn]"))
+    bad = run_cli("fpga", "study", str(cfg), "--quiet")
+    assert bad.returncode == 2 and "archs ['gnn'] unknown" in bad.stderr and "Traceback" not in bad.stderr

@@ -78,6 +78,11 @@ class RunFolder:
         return self.train.get("config_hash")
 
     @property
+    def model_cfg(self) -> dict:
+        """The run's model section of train.json (arch, n_particles, ...)."""
+        return (self.train.get("config") or {}).get("model") or {}
+
+    @property
     def quant_scheme(self) -> str | None:
         return ((self.train.get("config") or {}).get("quant") or {}).get("scheme")
 

@@ -1,10 +1,11 @@
-"""`jetdeploy fpga crosscheck | hgq | peer | sweep`: the Keras/HGQ2 twin of a run (upstream cross-check, HGQ2
+"""`jetdeploy fpga crosscheck | hgq | peer | study | sweep`: the Keras/HGQ2 twin of a run (upstream cross-check, HGQ2
 fine-tuning), HGQ2 architectures trained from scratch, and the design-space sweep."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ..runfolder import RunFolder
 from .common import FMT, print_checks, status
@@ -50,6 +51,16 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
     print(f"wrote {folder}/model.keras and peer.json; next: jetdeploy fpga rtl --keras {folder}/model.keras "
           f"--inputs {folder}/test_inputs.npy --out {folder}")
     return status(r["ok"], "a check failed (see peer.json)")
+
+
+def _cmd_fpga_study(args: argparse.Namespace) -> int:
+    from ..study import run_study
+
+    r = run_study(args.config, progress=not args.quiet)
+    out = r["config"]["out"]
+    print((Path(out) / "study.md").read_text())
+    print(f"wrote {out}/study.json, study.md and pareto.png ({len(r['rows'])} designs, {r['wall_s']} s)")
+    return status(r["ok"], "a design failed a check (see study.json)")
 
 
 def _cmd_fpga_sweep(args: argparse.Namespace) -> int:
@@ -111,6 +122,17 @@ def register(fsub) -> None:
     fg.add_argument("--quiet", action="store_true", help="only the summary")
     fg.set_defaults(func=_cmd_fpga_hgq)
     _register_peer(fsub, fmt)
+    fs = fsub.add_parser(
+        "study", formatter_class=fmt, help="Level-1 architectures side by side: HGQ2 from scratch -> RTL -> Yosys",
+        description="For every reference run of CONFIG (one per N) and every architecture (deepsets, jedi, mixer, "
+                    "transformer), train from scratch with HGQ2 (as `fpga peer`), choose on the validation split, "
+                    "read the test split once, and take the model to Verilog with da4ml: Verilator cycles, Yosys "
+                    "LUT / FF / DSP and logic depth on every pipeline stage. QAT runs already built to RTL (`runs:`) "
+                    "join the table. Finished points are cached by their settings. Writes OUT/study.json, study.md "
+                    "and pareto.png (test accuracy vs LUT and vs latency). See configs/study-demo.yaml.")
+    fs.add_argument("config", help="study YAML (see jetdeploy.study for the keys)")
+    fs.add_argument("--quiet", action="store_true", help="only the summary")
+    fs.set_defaults(func=_cmd_fpga_study)
     fw = fsub.add_parser(
         "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
         description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "

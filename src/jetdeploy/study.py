@@ -1,0 +1,211 @@
+"""`jetdeploy fpga study CONFIG` (`make study`): Level-1 architectures side by side on the same jets.
+
+For every reference run of CONFIG (one per N: its input bits, N and classes) and every architecture, the
+design is trained from scratch with HGQ2 (jetdeploy.fpga.scratch), its model chosen on the validation
+split, the test split read once, then taken to Verilog by da4ml, simulated (Verilator cycles) and
+synthesized by Yosys (every pipeline stage: LUT / FF / DSP, logic depth). QAT runs already built to RTL
+(`runs:`) join the table as they are. Finished points are cached by their settings, so a rerun resumes.
+
+Writes OUT/study.json, OUT/study.md (one table, with the selection rule) and OUT/pareto.png (test accuracy
+vs LUT and vs latency, the fronts marked).
+
+CONFIG keys: refs (run folders, one per N), data (jet file; default: each reference's), out, archs,
+peer (train_peer settings: width, blocks, epochs, beta, lr, restart, batch_size, n_train, n_eval, val_drop,
+seed), rtl (simulator, n_sim, synth, latency_cutoff, clock_ns), runs (fpga runs with an rtl.json).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import pareto as _pareto
+from .errors import JetDeployError
+from .io import stable_hash, write_json
+from .runfolder import RunFolder, load_json
+
+
+class PeerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(16, ge=1)
+    blocks: int = Field(1, ge=1)
+    epochs: int = Field(60, ge=1)
+    beta: float = Field(1e-6, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    restart: int = Field(20, ge=1)
+    batch_size: int = Field(512, ge=1)
+    n_train: int | None = Field(None, ge=1)
+    n_eval: int = Field(5000, ge=1)
+    val_drop: float = Field(1.0, ge=0, lt=100)
+    seed: int = Field(0, ge=0)
+
+
+class StudyRtl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    simulator: Literal["verilator", "iverilog"] = "verilator"
+    n_sim: int = Field(100, ge=1)
+    sim: bool = True
+    synth: bool = True
+    latency_cutoff: float = Field(5.0, gt=0)
+    clock_ns: float = Field(5.0, gt=0)
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refs: list[str] = Field(min_length=1)
+    data: str | None = None
+    out: str
+    archs: list[str] = Field(default_factory=lambda: ["deepsets", "jedi", "mixer", "transformer"])
+    peer: PeerSettings = Field(default_factory=PeerSettings)
+    rtl: StudyRtl = Field(default_factory=StudyRtl)
+    runs: list[str] = Field(default_factory=list)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    from .fpga.peers import ARCHS
+
+    p = Path(path)
+    if not p.exists():
+        raise JetDeployError(f"{p}: no such study config")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+        cfg = StudyConfig(**raw)
+    except yaml.YAMLError as e:
+        raise JetDeployError(f"{p}: not valid YAML ({e})") from None
+    except (ValidationError, TypeError) as e:
+        raise JetDeployError(f"{p}: {e}") from None
+    bad = [a for a in cfg.archs if a not in ARCHS and a != "transformer"]
+    if bad:
+        raise JetDeployError(f"{p}: archs {bad} unknown (have: {', '.join(sorted(ARCHS))}, transformer)")
+    return cfg
+
+
+def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
+    """One architecture at one reference's N: trained, then to RTL (each step cached by its settings)."""
+    from .fpga import kerasflow
+    from .fpga.scratch import train_peer
+    from .settings import RtlSettings
+
+    rf = RunFolder(ref)
+    n = rf.model_cfg["n_particles"]
+    out = Path(cfg.out) / f"{arch}{n}"
+    key = stable_hash({"ref": str(rf.path), "data": cfg.data, "arch": arch, "peer": cfg.peer.model_dump(),
+                       "ref_hash": rf.config_hash})
+    peer = load_json(out / "peer.json")
+    if not (peer and peer.get("study_key") == key):
+        say(f"study: training {arch} at N={n} from scratch")
+        peer = train_peer(arch, ref, cfg.data, out=out, progress=False, **cfg.peer.model_dump())
+        peer["study_key"] = key
+        write_json(out / "peer.json", peer)
+    r = cfg.rtl
+    s = RtlSettings(latency_cutoff=r.latency_cutoff, clock_ns=r.clock_ns, simulate=r.sim, simulator=r.simulator,
+                    n_sim=r.n_sim, synth=r.synth)
+    rkey = stable_hash({"peer": key, "rtl": r.model_dump()})
+    rt = load_json(out / "rtl.json")
+    if not (rt and rt.get("study_key") == rkey):
+        say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.sim else 'no simulation'}, "
+            f"{'Yosys' if r.synth else 'no synthesis'})")
+        rt = kerasflow.keras_run("rtl", str(out / "model.keras"), out=str(out), inputs=str(out / "test_inputs.npy"),
+                                 rtl_settings=s, progress=False)
+        rt["study_key"] = rkey
+        write_json(out / "rtl.json", rt)
+    return _row(f"{arch}{n}", arch, n, peer["test_accuracy"], rt, {
+        "source": "HGQ2 from scratch", "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
+        "selection": peer["chosen"]["rule"], "n_test": peer["n_test"], "checks_ok": bool(peer["ok"] and rt["ok"])})
+
+
+def _row(key: str, arch: str, n: int, acc: float, rt: dict, extra: dict) -> dict:
+    res = rt.get("resources") or {}
+    lat = rt.get("latency") or {}
+    depth = res.get("logic_depth") or {}
+    return {"key": key, "arch": arch, "n": n, "accuracy": acc, "latency_cycles": lat.get("latency_cycles"),
+            "latency_ns": lat.get("latency_ns"), "simulated": bool(lat.get("simulated", False)),
+            "cost_adders": rt.get("cost_adders", (rt.get("design") or {}).get("cost_adders")),
+            "LUT": res.get("LUT"), "FF": res.get("FF"), "DSP": res.get("DSP"),
+            "yosys_complete": res.get("complete") if res else None, "lut_levels": depth.get("max_lut_levels"),
+            "synth_s": res.get("synth_s"), **extra}
+
+
+def _qat_row(run: str) -> dict:
+    """A QAT run already taken to RTL (make rtl), as it is."""
+    rf = RunFolder(run)
+    rt, metrics = load_json(rf.rtl_json), load_json(rf.path / "metrics.json")
+    if rt is None or metrics is None:
+        raise JetDeployError(f"{run}: the study takes a QAT run with rtl.json and metrics.json (make evaluate rtl)")
+    m = rf.model_cfg
+    return _row(rf.name, f"{m['arch']} (QAT, uniform widths)", m["n_particles"], metrics["accuracy"],
+                {**rt, "cost_adders": rt["design"]["cost_adders"]},
+                {"source": "Brevitas QAT", "selection": "best validation loss (jetdeploy train)",
+                 "n_test": metrics.get("n_jets"), "checks_ok": bool(rt["ok"])})
+
+
+def run_study(config: str | Path, progress: bool = True) -> dict:
+    say = print if progress else (lambda *a, **k: None)
+    cfg = load_study(config)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = [_point(cfg, ref, arch, say) for ref in cfg.refs for arch in cfg.archs]
+    rows += [_qat_row(run) for run in cfg.runs]
+    fronts = {}
+    for n in sorted({r["n"] for r in rows}):
+        mine = [r for r in rows if r["n"] == n]
+        fronts[n] = {c: [r["key"] for r in _pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
+                     for c in ("LUT", "latency_ns")}
+    result = {"config": cfg.model_dump(), "rows": rows, "pareto": {str(k): v for k, v in fronts.items()},
+              "wall_s": round(time.perf_counter() - t0, 1), "ok": all(r["checks_ok"] for r in rows),
+              "tools": {"accuracy": "Keras (HGQ2) / PyTorch on the 'test' split", "latency": "Verilator cycles x clock",
+                        "resources": "Yosys synth_xilinx -family xcup, every pipeline stage (estimate, no place and "
+                                     "route)", "cost": "da4ml adder cost (estimate)"}}
+    write_json(out / "study.json", result)
+    (out / "study.md").write_text(format_study(result))
+    _plot(rows, fronts, out / "pareto.png")
+    return result
+
+
+def format_study(r: dict) -> str:
+    front = {k for f in r["pareto"].values() for k in f["LUT"]}
+    lines = ["# Level-1 design study", "",
+             "Accuracy: the 'test' split, read once after the selection. Latency: Verilator cycles x the clock. "
+             "LUT / FF / DSP: Yosys synth_xilinx (every pipeline stage; an estimate). LUT levels: the worst stage's "
+             "logic depth. `*`: on the accuracy-vs-LUT Pareto front at its N.", "",
+             "| design | N | source | test accuracy | latency | LUT | FF | DSP | LUT levels | da4ml cost | EBOPs | "
+             "train s | selection |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in sorted(r["rows"], key=lambda x: (x["n"], -(x["accuracy"] or 0))):
+        lat = "-" if x["latency_ns"] is None else (f"{x['latency_cycles']} cycles = {x['latency_ns']:.0f} ns"
+                                                    + ("" if x["simulated"] else " (depth)"))
+        lut = "-" if x["LUT"] is None else f"{x['LUT']:,}" + ("" if x["yosys_complete"] else " (EXTRAPOLATED)")
+        lines.append(f"| {x['key']}{' *' if x['key'] in front else ''} | {x['n']} | {x['source']} | "
+                     f"{x['accuracy']:.4f} | {lat} | {lut} | {x['FF'] if x['FF'] is not None else '-'} | "
+                     f"{x['DSP'] if x['DSP'] is not None else '-'} | {x['lut_levels'] or '-'} | "
+                     f"{x['cost_adders']:.0f} | {x.get('ebops') and round(x['ebops']) or '-'} | "
+                     f"{x.get('fit_s') or '-'} | {x['selection']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], fronts: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, metric, label in ((axes[0], "LUT", "LUT (Yosys)"), (axes[1], "latency_ns", "latency (ns, Verilator)")):
+        for n, marker in zip(sorted(fronts), "os^D"):
+            pts = [r for r in rows if r["n"] == n and r.get(metric) is not None]
+            for r in pts:
+                on = r["key"] in fronts[n][metric]
+                ax.scatter(r[metric], r["accuracy"], marker=marker, s=60 if on else 30,
+                           edgecolors="k" if on else "none")
+                ax.annotate(r["key"], (r[metric], r["accuracy"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            f = [r for r in pts if r["key"] in fronts[n][metric]]
+            ax.plot([r[metric] for r in f], [r["accuracy"] for r in f], "--", lw=1, label=f"Pareto front, N={n}")
+        ax.set_xlabel(label), ax.set_ylabel("test accuracy"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    fig.suptitle("Level-1 designs: test accuracy vs cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
