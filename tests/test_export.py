@@ -158,3 +158,29 @@ def test_no_verify_writes_files_and_says_so(runs, tmp_path):
     assert "NOT checked" in r.stdout
     v = json.loads((run / "export" / "verify.json").read_text())
     assert v["verified"] is False and v["checks"] == [] and (run / "export" / "model.qcdq.onnx").exists()
+
+
+def test_ort_session_keeps_two_requantizations_apart(tmp_path):
+    """A tensor quantized twice with different scales (Q1-DQ1-Q2-DQ2, as a QCDQ graph requantizes between layers)
+    is not the same function as one pair: ORT's DoubleQDQPairsRemover folds it at every optimization level above
+    none, and our sessions disable it. A graph built here with onnx.helper, outside our exporter."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def qdq(x, scale, k):
+        return [helper.make_node("QuantizeLinear", [x, f"s{k}", "z"], [f"q{k}"]),
+                helper.make_node("DequantizeLinear", [f"q{k}", f"s{k}", "z"], [f"d{k}"])]
+
+    inits = [helper.make_tensor("s1", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("s2", TensorProto.FLOAT, [], [0.25]),
+             helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    graph = helper.make_graph(qdq("x", 0.1, 1) + qdq("d1", 0.25, 2), "double_qdq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                              [helper.make_tensor_value_info("d2", TensorProto.FLOAT, [64])], inits)
+    path = tmp_path / "double_qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.linspace(-3, 3, 64, dtype=np.float32)
+    want = np.round(np.round(x / 0.1) * 0.1 / 0.25).astype(np.float32) * 0.25   # two roundings, half to even
+    default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = graphs.ort_session(path).run(None, {"x": x})[0]
+    assert np.array_equal(ours, want)
+    assert not np.array_equal(default, want)   # what the folded pair computes: the test can fail

@@ -1,5 +1,5 @@
 """Typed settings of the stages that are not training (which has its YAML config): hls4ml, RTL, the
-softmax lookup tables of both FPGA back ends, and the edge bench.
+softmax lookup tables of both FPGA back ends, HGQ2 training from scratch, and the edge bench.
 
 Each field carries its help text; the command line's flags, the stage functions' arguments and the
 design-space sweep's `rtl.*` keys are derived from these classes, so a default is written once.
@@ -201,6 +201,33 @@ class RtlSettings(Settings):
     def trace_key(self) -> dict:
         """What changes the traced design (not its simulation or synthesis)."""
         return {"tables": self.tables.as_dict(), "bn_mult_bits": self.bn_mult_bits, "cmvm_delay": self.cmvm_delay}
+
+
+class PeerSettings(Settings):
+    """`fpga peer` and the study's `peer:` section: HGQ2 training from scratch (jetdeploy.fpga.scratch)."""
+
+    width: int = _f(16, "hidden width of the peers (the transformer keeps the reference run's)")
+    blocks: int = _f(1, "interaction / mixing blocks of jedi and mixer")
+    epochs: int = _f(60, "training epochs")
+    beta: float = _f(1e-6, "EBOPs penalty weight, reached at half the epochs (ramped log-linearly from beta / 100)")
+    lr: float = _f(3e-3, "Adam learning rate at the start of each cosine cycle")
+    restart: int = _f(20, "epochs per cosine cycle (warm restarts)")
+    batch_size: int = _f(512, "batch size")
+    n_train: int | None = _f(None, "training jets (default: the whole 'train' split)")
+    n_eval: int = _f(5000, "validation and test jets")
+    val_drop: float = _f(1.0, "choose the fewest-EBOPs model of the (validation accuracy, EBOPs) Pareto front within "
+                              "POINTS accuracy points of the front's best validation accuracy", metavar="POINTS")
+    seed: int = _f(0, "Keras / TensorFlow seed")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if min(self.width, self.blocks, self.epochs, self.restart, self.batch_size, self.n_eval) < 1 or \
+                (self.n_train is not None and self.n_train < 1):
+            raise ValueError("width, blocks, epochs, restart, batch_size, n_train and n_eval must be >= 1")
+        if not (self.beta > 0 and self.lr > 0 and 0 <= self.val_drop < 100):
+            raise ValueError(f"beta and lr must be > 0 and 0 <= val_drop < 100 (got {self.beta}, {self.lr}, "
+                             f"{self.val_drop})")
+        return self
 
 
 class BenchSettings(Settings):

@@ -10,16 +10,15 @@ Writes OUT/study.json, OUT/study.md (one table, with the selection rule) and OUT
 vs LUT and vs latency, the fronts marked).
 
 CONFIG keys: refs (run folders, one per N), data (jet file; default: each reference's), out, archs,
-peer (train_peer settings: width, blocks, epochs, beta, lr, restart, batch_size, n_train, n_eval, val_drop,
-seed), rtl (simulator, n_sim, synth, latency_cutoff, clock_ns), runs (fpga runs with an rtl.json).
+peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr, restart, batch_size, n_train, n_eval,
+val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
+clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an rtl.json).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,31 +26,11 @@ from . import pareto as _pareto
 from .errors import JetDeployError
 from .io import stable_hash, write_json
 from .runfolder import RunFolder, load_json
+from .settings import PeerSettings, RtlSettings
 
 
-class PeerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(16, ge=1)
-    blocks: int = Field(1, ge=1)
-    epochs: int = Field(60, ge=1)
-    beta: float = Field(1e-6, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    restart: int = Field(20, ge=1)
-    batch_size: int = Field(512, ge=1)
-    n_train: int | None = Field(None, ge=1)
-    n_eval: int = Field(5000, ge=1)
-    val_drop: float = Field(1.0, ge=0, lt=100)
-    seed: int = Field(0, ge=0)
-
-
-class StudyRtl(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    simulator: Literal["verilator", "iverilog"] = "verilator"
-    n_sim: int = Field(100, ge=1)
-    sim: bool = True
-    synth: bool = True
-    latency_cutoff: float = Field(5.0, gt=0)
-    clock_ns: float = Field(5.0, gt=0)
+def _study_rtl() -> RtlSettings:
+    return RtlSettings(simulator="verilator", n_sim=100, synth=True)
 
 
 class StudyConfig(BaseModel):
@@ -61,7 +40,7 @@ class StudyConfig(BaseModel):
     out: str
     archs: list[str] = Field(default_factory=lambda: ["deepsets", "jedi", "mixer", "transformer"])
     peer: PeerSettings = Field(default_factory=PeerSettings)
-    rtl: StudyRtl = Field(default_factory=StudyRtl)
+    rtl: RtlSettings = Field(default_factory=_study_rtl)
     runs: list[str] = Field(default_factory=list)
 
 
@@ -88,7 +67,6 @@ def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
     """One architecture at one reference's N: trained, then to RTL (each step cached by its settings)."""
     from .fpga import kerasflow
     from .fpga.scratch import train_peer
-    from .settings import RtlSettings
 
     rf = RunFolder(ref)
     n = rf.model_cfg["n_particles"]
@@ -98,19 +76,17 @@ def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
     peer = load_json(out / "peer.json")
     if not (peer and peer.get("study_key") == key):
         say(f"study: training {arch} at N={n} from scratch")
-        peer = train_peer(arch, ref, cfg.data, out=out, progress=False, **cfg.peer.model_dump())
+        peer = train_peer(arch, ref, cfg.data, out=out, settings=cfg.peer, progress=False)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
     r = cfg.rtl
-    s = RtlSettings(latency_cutoff=r.latency_cutoff, clock_ns=r.clock_ns, simulate=r.sim, simulator=r.simulator,
-                    n_sim=r.n_sim, synth=r.synth)
     rkey = stable_hash({"peer": key, "rtl": r.model_dump()})
     rt = load_json(out / "rtl.json")
     if not (rt and rt.get("study_key") == rkey):
-        say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.sim else 'no simulation'}, "
+        say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.simulate else 'no simulation'}, "
             f"{'Yosys' if r.synth else 'no synthesis'})")
         rt = kerasflow.keras_run("rtl", str(out / "model.keras"), out=str(out), inputs=str(out / "test_inputs.npy"),
-                                 rtl_settings=s, progress=False)
+                                 rtl_settings=r, progress=False)
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
     return _row(f"{arch}{n}", arch, n, peer["test_accuracy"], rt, {

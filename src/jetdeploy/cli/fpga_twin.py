@@ -39,10 +39,9 @@ def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
 
 def _cmd_fpga_peer(args: argparse.Namespace) -> int:
     from ..fpga.scratch import train_peer
+    from ..settings import PeerSettings
 
-    r = train_peer(args.arch, args.ref, args.data, out=args.out, width=args.width, blocks=args.blocks,
-                   epochs=args.epochs, beta=args.beta, lr=args.lr, restart=args.restart, batch_size=args.batch_size,
-                   n_train=args.n_train, n_eval=args.n_eval, val_drop=args.val_drop, seed=args.seed,
+    r = train_peer(args.arch, args.ref, args.data, out=args.out, settings=PeerSettings.from_args(args),
                    progress=not args.quiet)
     print_checks(r["checks"])
     print(f"{r['arch']} (N={r['n_particles']}): test accuracy {r['test_accuracy']:.4f}, EBOPs {r['ebops']:.0f}, "
@@ -122,32 +121,36 @@ def register(fsub) -> None:
     fg.add_argument("--quiet", action="store_true", help="only the summary")
     fg.set_defaults(func=_cmd_fpga_hgq)
     _register_peer(fsub, fmt)
-    fs = fsub.add_parser(
-        "study", formatter_class=fmt, help="Level-1 architectures side by side: HGQ2 from scratch -> RTL -> Yosys",
+    _config_command(
+        fsub, "study", _cmd_fpga_study, "jetdeploy.study",
+        help="Level-1 architectures side by side: HGQ2 from scratch -> RTL -> Yosys",
         description="For every reference run of CONFIG (one per N) and every architecture (deepsets, jedi, mixer, "
                     "transformer), train from scratch with HGQ2 (as `fpga peer`), choose on the validation split, "
                     "read the test split once, and take the model to Verilog with da4ml: Verilator cycles, Yosys "
                     "LUT / FF / DSP and logic depth on every pipeline stage. QAT runs already built to RTL (`runs:`) "
                     "join the table. Finished points are cached by their settings. Writes OUT/study.json, study.md "
                     "and pareto.png (test accuracy vs LUT and vs latency). See configs/study-demo.yaml.")
-    fs.add_argument("config", help="study YAML (see jetdeploy.study for the keys)")
-    fs.add_argument("--quiet", action="store_true", help="only the summary")
-    fs.set_defaults(func=_cmd_fpga_study)
-    fw = fsub.add_parser(
-        "sweep", formatter_class=fmt, help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
+    _config_command(
+        fsub, "sweep", _cmd_fpga_sweep, "jetdeploy.sweep",
+        help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
         description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "
                     "of train-config keys such as quant.weight_bits, and rtl.latency_cutoff), fanned out over Dask "
                     "(a LocalCluster, or any scheduler address such as a dask-jobqueue HTCondor/Slurm cluster's). "
                     "Points that share their training run once. Writes OUT/sweep.json, sweep.md and pareto.png "
                     "(accuracy vs latency and vs cost); finished points are cached and skipped on rerun. See "
                     "configs/sweep-demo.yaml.")
-    fw.add_argument("config", help="sweep YAML (see jetdeploy.sweep for the keys)")
-    fw.add_argument("--quiet", action="store_true", help="only the summary")
-    fw.set_defaults(func=_cmd_fpga_sweep)
 
+
+def _config_command(fsub, name: str, func, keys_in: str, help: str, description: str) -> None:
+    """A command that takes one YAML config and --quiet."""
+    c = fsub.add_parser(name, formatter_class=FMT, help=help, description=description)
+    c.add_argument("config", help=f"{name} YAML (see {keys_in} for the keys)")
+    c.add_argument("--quiet", action="store_true", help="only the summary")
+    c.set_defaults(func=func)
 
 def _register_peer(fsub, fmt) -> None:
     from ..fpga.peers import ARCHS
+    from ..settings import PeerSettings
 
     fp = fsub.add_parser(
         "peer", formatter_class=fmt, help="HGQ2 training from scratch of a Level-1 architecture (a peer or our transformer)",
@@ -166,18 +169,6 @@ def _register_peer(fsub, fmt) -> None:
                                                  "its architecture; it needs sigmoid attention)")
     fp.add_argument("--data", default=None, help="jet file (default: the reference run's training file)")
     fp.add_argument("--out", default=None, help="output folder (default: peer-ARCHN next to the reference run)")
-    fp.add_argument("--width", type=int, default=16, help="hidden width of the peers (not the transformer's)")
-    fp.add_argument("--blocks", type=int, default=1, help="interaction / mixing blocks of jedi and mixer")
-    fp.add_argument("--epochs", type=int, default=60, help="training epochs")
-    fp.add_argument("--beta", type=float, default=1e-6, help="EBOPs penalty weight reached at half the epochs")
-    fp.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate at the start of each cosine cycle")
-    fp.add_argument("--restart", type=int, default=20, help="epochs per cosine cycle (warm restarts)")
-    fp.add_argument("--batch-size", type=int, default=512, help="batch size")
-    fp.add_argument("--n-train", type=int, default=None, help="training jets (default: the whole 'train' split)")
-    fp.add_argument("--n-eval", type=int, default=5000, help="validation and test jets")
-    fp.add_argument("--val-drop", type=float, default=1.0, metavar="POINTS",
-                    help="choose the fewest-EBOPs model of the Pareto front within POINTS accuracy points of the "
-                         "front's best validation accuracy")
-    fp.add_argument("--seed", type=int, default=0, help="Keras / TensorFlow seed")
+    PeerSettings.add_flags(fp)
     fp.add_argument("--quiet", action="store_true", help="only the summary")
     fp.set_defaults(func=_cmd_fpga_peer)

@@ -24,6 +24,7 @@ from ..checks import all_ok
 from ..errors import JetDeployError
 from ..io import write_json
 from ..runfolder import RunFolder
+from ..settings import PeerSettings
 from .hgq import _verify_saved
 from .peers import PeerShape, build_peer, fresh_transformer
 from .twin import kif_of_act, require_keras, twin_inputs
@@ -62,18 +63,14 @@ def build(arch: str, ref_model, cfg, classes: int, width: int, blocks: int, seed
     return build_peer(arch, s, seed)
 
 
-def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | Path | None = None, width: int = 16,
-               blocks: int = 1, epochs: int = 60, beta: float = 1e-6, lr: float = 3e-3, restart: int = 20,
-               batch_size: int = 512, n_train: int | None = None, n_eval: int = 5000, val_drop: float = 1.0,
-               seed: int = 0, progress: bool = True) -> dict:
+def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | Path | None = None,
+               settings: PeerSettings | None = None, progress: bool = True) -> dict:
     keras = require_keras()
     from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
     from ..train import checkpoint as ckpt
 
-    if epochs < 1 or restart < 1 or not beta > 0 or not lr > 0 or not 0 <= val_drop < 100:
-        raise JetDeployError(f"fpga peer: epochs and --restart >= 1, beta and lr > 0, 0 <= --val-drop < 100 (got "
-                             f"{epochs}, {restart}, {beta}, {lr}, {val_drop})")
+    p = settings or PeerSettings()
     say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(ref)
     ref_model, rec = ckpt.load_model(rf.path)
@@ -82,26 +79,28 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     data = rf.data_file(data)
     out = Path(out) if out else rf.path.parent / f"peer-{arch}{cfg.model.n_particles}"
     out.mkdir(parents=True, exist_ok=True)
-    sp = _splits(ref_model, cfg, data, n_train, n_eval)
+    sp = _splits(ref_model, cfg, data, p.n_train, p.n_eval)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sp["train"], sp["val"], sp["test"]
-    model = build(arch, ref_model, cfg, len(rec["class_names"]), width, blocks, seed)
-    steps = int(np.ceil(len(y_tr) / batch_size))
-    sched = keras.optimizers.schedules.CosineDecayRestarts(lr, first_decay_steps=restart * steps, t_mul=1.0, m_mul=1.0)
+    model = build(arch, ref_model, cfg, len(rec["class_names"]), p.width, p.blocks, p.seed)
+    steps = int(np.ceil(len(y_tr) / p.batch_size))
+    sched = keras.optimizers.schedules.CosineDecayRestarts(p.lr, first_decay_steps=p.restart * steps, t_mul=1.0,
+                                                           m_mul=1.0)
     model.compile(optimizer=keras.optimizers.Adam(sched), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     front_dir = out / "pareto"
     shutil.rmtree(front_dir, ignore_errors=True)
-    callbacks = [BetaScheduler(PieceWiseSchedule([(0, beta / 100, "log"), (max(1, epochs // 2), beta, "constant")])),
+    ramp = PieceWiseSchedule([(0, p.beta / 100, "log"), (max(1, p.epochs // 2), p.beta, "constant")])
+    callbacks = [BetaScheduler(ramp),
                  FreeEBOPs(),
                  ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
                              fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras")]
-    say(f"peer: {arch} (N={cfg.model.n_particles}, width {width}, {model.count_params()} parameters) from scratch, "
-        f"{epochs} epochs on {len(y_tr)} jets")
+    say(f"peer: {arch} (N={cfg.model.n_particles}, width {p.width}, {model.count_params()} parameters) from scratch, "
+        f"{p.epochs} epochs on {len(y_tr)} jets")
     t0 = time.perf_counter()
-    hist = model.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_data=(x_va, y_va),
+    hist = model.fit(x_tr, y_tr, batch_size=p.batch_size, epochs=p.epochs, validation_data=(x_va, y_va),
                      callbacks=callbacks, verbose=2 if progress else 0, shuffle=True)
     fit_s = time.perf_counter() - t0
-    chosen = _pick(front_dir, hist.history, val_drop)
+    chosen = _pick(front_dir, hist.history, p.val_drop)
     from . import kerasflow
 
     model = kerasflow.load_keras(front_dir / chosen["file"])
@@ -112,15 +111,13 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     checks, comb, kif, tools = _verify_saved(model, path, x_te[:min(500, len(x_te))])
     write_json(out / "history.json", {k: [float(v) for v in vals] for k, vals in hist.history.items()})
     result = {"arch": arch, "ref": str(rf.path), "out": str(out), "data": str(data), "n_particles": cfg.model.n_particles,
-              "width": width, "blocks": blocks, "parameters": int(model.count_params()), "epochs": epochs,
-              "beta": beta, "lr": lr, "restart_epochs": restart, "batch_size": batch_size, "seed": seed,
-              "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te), "fit_s": round(fit_s, 1),
+              "parameters": int(model.count_params()), **p.model_dump(), "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te), "fit_s": round(fit_s, 1),
               "test_accuracy": acc, "chosen": {k: v for k, v in chosen.items() if k != "front"},
               "pareto_front": chosen["front"], "ebops": chosen["ebops"],
               "da4ml": {"cost_adders": float(comb.cost), "input_kif": list(kif)},
               "checks": checks, "ok": all_ok(checks), "tools": tools, "test_set": "read once, after the selection",
               "tool": "HGQ2 (Keras 3, TensorFlow CPU) training from scratch; accuracy on the 'test' split"}
     write_json(out / "peer.json", result)
-    say(f"peer: {arch}: {epochs} epochs in {fit_s:.0f} s; chose epoch {chosen['epoch']} (val {chosen['val_accuracy']:.4f}, "
+    say(f"peer: {arch}: {p.epochs} epochs in {fit_s:.0f} s; chose epoch {chosen['epoch']} (val {chosen['val_accuracy']:.4f}, "
         f"EBOPs {chosen['ebops']:.0f}); test accuracy {acc:.4f}; da4ml cost {comb.cost:.0f}; wrote {path}")
     return result
