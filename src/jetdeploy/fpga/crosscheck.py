@@ -8,6 +8,10 @@ missing padding mask does not matter), C-sim vs Keras, da4ml vs Keras, da4ml add
 depth next to our RTL's (RUN/fpga/rtl.json when present). A second, Keras-only twin rounds half to
 even (RND_CONV; hls4ml takes it, da4ml does not) and isolates what the rounding mode costs.
 
+A sigmoid-attention run (fpga16l, fpga16n) has one twin of explicit layers, bit-exact with our model by
+construction; it goes through da4ml's tracer, and the hls4ml row is recorded as not run with its reason
+(hls4ml's attention is softmax-only; the twin's mask gate is our own layer).
+
 Writes RUN/fpga/crosscheck.json and crosscheck.md; the hls4ml project goes to RUN/fpga/crosscheck/hls.
 """
 
@@ -100,9 +104,9 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
               "config_hash": rec.get("config_hash") or rf.config_hash,
               "twin_differences": TWIN_DIFFERENCES if cfg.model.attention == "softmax" else SIGMOID_TWIN,
               "rows": rows,
-              "upstream": {"hls4ml_csim": None if isinstance(cs, str) else cs, "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"],
-                                                        "latency": rt["latency"], "checks": rt["checks"],
-                                                        "resources": resources}},
+              "upstream": {"hls4ml_csim": None if isinstance(cs, str) else cs,
+                           "da4ml": {"cost_adders": rt["cost_adders"], "design": rt["design"], "latency": rt["latency"],
+                                     "checks": rt["checks"], "resources": resources}},
               "ours": {"rtl": ours_rtl, "csim": ours_csim}, "checks": checks, "not_run": skipped,
               "tools": versions.packages("keras", "hgq2", "hls4ml", "da4ml")}
     result["ok"] = all_ok(checks)
@@ -186,7 +190,7 @@ def format_crosscheck(r: dict) -> str:
             lines.append(f"| {c['name']} | {c.get('bit_exact_vs_da4ml')} | - | - | {'PASS' if c['ok'] else 'FAIL'} | "
                          f"{c['tool']} |")
     d = up["da4ml"]
-    lines += [f"", *(f"Not run: {n['what']}: {n['reason']}" for n in r.get("not_run", []))]
+    lines += ["", *(f"Not run: {n['what']}: {n['reason']}" for n in r.get("not_run", []))]
     lines += ["", "| RTL (da4ml) | adder cost | stages | latency | LUT | FF | DSP | resources tool | latency tool |",
               "|---|---|---|---|---|---|---|---|---|",
               f"| upstream (HGQ2 tracer) | {d['cost_adders']:.0f} | {d['design']['stages']} | "
