@@ -104,6 +104,10 @@ def test_crosscheck_of_a_sigmoid_run_checks_da4ml_and_says_why_hls4ml_did_not_ru
     assert len(r["not_run"]) == 1 and "no hls4ml Keras v3 handler" in r["not_run"][0]["reason"]
     md = (tiny_sigmoid_transformer / "fpga" / "crosscheck.md").read_text()
     assert "Not run: hls4ml C-simulation of the twin" in md and "softmax-only" in md
+    from jetdeploy.report.collect import collect
+
+    rep = collect(tiny_sigmoid_transformer.parent)   # the report lists it among the stages that did not run
+    assert any(m["what"] == "hls4ml C-simulation of the twin" and "no hls4ml" in m["reason"] for m in rep["missing"])
 
 
 def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_file, tmp_path):

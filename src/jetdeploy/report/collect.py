@@ -150,6 +150,7 @@ def _cross(rf: RunFolder, checks: list, missing: list) -> dict:
     if cross is None:   # optional (the [keras] extra): `make crosscheck`
         return {}
     checks += stage_checks(rf, "fpga (upstream Keras/HGQ2 twin)", rf.crosscheck_json)
+    missing += [{"run": rf.name, "what": n["what"], "reason": n["reason"]} for n in cross.get("not_run", [])]
     da = cross["upstream"]["da4ml"]
     return {"crosscheck": {"rows": cross["rows"], "da4ml_cost": da["cost_adders"], "da4ml_stages": da["design"]["stages"],
                            "differences": cross["twin_differences"], "source": str(rf.crosscheck_json)}}
