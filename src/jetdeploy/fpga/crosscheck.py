@@ -10,7 +10,7 @@ even (RND_CONV; hls4ml takes it, da4ml does not) and isolates what the rounding 
 
 A sigmoid-attention run (fpga16l, fpga16n) has one twin of explicit layers, bit-exact with our model by
 construction; it goes through da4ml's tracer, and the hls4ml row is recorded as not run with its reason
-(hls4ml's attention is softmax-only; the twin's mask gate is our own layer).
+(hls4ml's attention is softmax-only, and it has no handler for the twin's sigmoid table or mask gate).
 
 Writes RUN/fpga/crosscheck.json and crosscheck.md; the hls4ml project goes to RUN/fpga/crosscheck/hls.
 """
@@ -118,8 +118,8 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
 SIGMOID_TWIN = ["none in the arithmetic: the sigmoid twin is built from explicit HGQ2 layers (QEinsum scores, a sigmoid "
                 "lookup table, the padding mask as an input channel, the run's own rounding) and computes what our "
                 "model computes, bit for bit",
-                "no hls4ml path: hls4ml's attention layer is softmax-only, and the twin's mask gate is jetdeploy's "
-                "own layer"]
+                "no hls4ml path: hls4ml's attention layer is softmax-only, and hls4ml has no handler for HGQ2's "
+                "QAffinedUnaryFunctionLUT (the sigmoid table) nor for the twin's mask gate (jetdeploy's own layer)"]
 
 
 def _twins(model) -> list[tuple[str, object]]:
