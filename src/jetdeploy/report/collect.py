@@ -153,7 +153,8 @@ def _cross(rf: RunFolder, checks: list, missing: list) -> dict:
     missing += [{"run": rf.name, "what": n["what"], "reason": n["reason"]} for n in cross.get("not_run", [])]
     da = cross["upstream"]["da4ml"]
     return {"crosscheck": {"rows": cross["rows"], "da4ml_cost": da["cost_adders"], "da4ml_stages": da["design"]["stages"],
-                           "differences": cross["twin_differences"], "source": str(rf.crosscheck_json)}}
+                           "differences": cross["twin_differences"], "source": str(rf.crosscheck_json),
+                           "hls4ml": cross["upstream"].get("hls4ml_csim") is not None}}
 
 
 def _edge(rf: RunFolder, b: dict, chash) -> dict:

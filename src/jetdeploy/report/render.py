@@ -112,11 +112,12 @@ def _cross(f: dict) -> Table:
     rows = [[r["path"], _v(r["accuracy"])] + ([_v(r.get("agreement_vs_ours")), _v(r.get("agreement_vs_ours_full_jets"))]
                                               if "agreement_vs_ours" in r else ["reference"] * 2) + [r["tool"]]
             for r in x["rows"]]
+    via = ("hls4ml's Keras v3 frontend (C-simulation) and da4ml's HGQ2 tracer" if x.get("hls4ml", True) else
+           "da4ml's HGQ2 tracer (hls4ml has no path for it: see the stages that did not run)")
     return Table(f"Upstream cross-check: {f['run']}", ["path", "accuracy", "agreement vs ours",
                                                        "agreement (full jets)", "tool"], rows,
-                 f"The run as a Keras/HGQ2 twin through hls4ml's Keras v3 MultiHeadAttention and da4ml's HGQ2 tracer "
-                 f"(cost {x['da4ml_cost']:.0f}, {x['da4ml_stages']} stages). Differences from our model: "
-                 + "; ".join(x["differences"]) + ".")
+                 f"The run as a Keras/HGQ2 twin through {via} (cost {x['da4ml_cost']:.0f}, {x['da4ml_stages']} "
+                 "stages). Differences from our model: " + "; ".join(x["differences"]) + ".")
 
 
 def _edge(e: dict) -> Table:
