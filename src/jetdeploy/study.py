@@ -63,11 +63,12 @@ def load_study(path: str | Path) -> StudyConfig:
     return cfg
 
 
-def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
+def _point(cfg: StudyConfig, ref: str, arch: str, progress: bool) -> dict:
     """One architecture at one reference's N: trained, then to RTL (each step cached by its settings)."""
     from .fpga import kerasflow
     from .fpga.scratch import train_peer
 
+    say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(ref)
     n = rf.model_cfg["n_particles"]
     out = Path(cfg.out) / f"{arch}{n}"
@@ -76,7 +77,7 @@ def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
     peer = load_json(out / "peer.json")
     if not (peer and peer.get("study_key") == key):
         say(f"study: training {arch} at N={n} from scratch")
-        peer = train_peer(arch, ref, cfg.data, out=out, settings=cfg.peer, progress=False)
+        peer = train_peer(arch, ref, cfg.data, out=out, settings=cfg.peer, progress=progress)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
     r = cfg.rtl
@@ -86,7 +87,7 @@ def _point(cfg: StudyConfig, ref: str, arch: str, say) -> dict:
         say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.simulate else 'no simulation'}, "
             f"{'Yosys' if r.synth else 'no synthesis'})")
         rt = kerasflow.keras_run("rtl", str(out / "model.keras"), out=str(out), inputs=str(out / "test_inputs.npy"),
-                                 rtl_settings=r, progress=False)
+                                 rtl_settings=r, progress=progress)
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
     return _row(f"{arch}{n}", arch, n, peer["test_accuracy"], rt, {
@@ -120,12 +121,11 @@ def _qat_row(run: str) -> dict:
 
 
 def run_study(config: str | Path, progress: bool = True) -> dict:
-    say = print if progress else (lambda *a, **k: None)
     cfg = load_study(config)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = [_point(cfg, ref, arch, say) for ref in cfg.refs for arch in cfg.archs]
+    rows = [_point(cfg, ref, arch, progress) for ref in cfg.refs for arch in cfg.archs]
     rows += [_qat_row(run) for run in cfg.runs]
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
