@@ -171,6 +171,7 @@ def _plot(rows: list[dict], fronts: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, metric, label in ((axes[0], "LUT", "LUT (Yosys)"), (axes[1], "latency_ns", "latency (ns, Verilator)")):
+        ax.xaxis.set_major_formatter(lambda v, _, m=metric: f"{v / 1000:.0f}k" if m == "LUT" else f"{v:.0f}")
         for n, marker in zip(sorted(fronts), "os^D"):
             pts = [r for r in rows if r["n"] == n and r.get(metric) is not None]
             for r in pts:
