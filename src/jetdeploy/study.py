@@ -9,9 +9,10 @@ synthesized by Yosys (every pipeline stage: LUT / FF / DSP, logic depth). QAT ru
 Writes OUT/study.json, OUT/study.md (one table, with the selection rule) and OUT/pareto.png (test accuracy
 vs LUT and vs latency, the fronts marked).
 
-CONFIG keys: refs (run folders, one per N), data (jet file; default: each reference's), out, archs,
-peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr, restart, batch_size, n_train, n_eval,
-val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
+CONFIG keys: refs (run folders, one per N), data (jet file; default: each reference's), out, archs (names of
+jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer: {KEY: VALUE}}` whose
+peer keys override the study's), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
+restart, batch_size, n_train, n_eval, val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
 clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an rtl.json).
 """
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import pareto as _pareto
 from .errors import JetDeployError
-from .io import stable_hash, write_json
+from .io import file_hash, stable_hash, write_json
 from .runfolder import RunFolder, load_json
 from .settings import PeerSettings, RtlSettings
 
@@ -33,12 +34,25 @@ def _study_rtl() -> RtlSettings:
     return RtlSettings(simulator="verilator", n_sim=100, synth=True)
 
 
+class Variant(BaseModel):
+    """One design of the study: an architecture under a name, with its own peer settings over the study's."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    arch: str
+    peer: dict = Field(default_factory=dict)
+
+
+def _variant(item: str | Variant) -> Variant:
+    return Variant(name=item, arch=item) if isinstance(item, str) else item
+
+
 class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     refs: list[str] = Field(min_length=1)
     data: str | None = None
     out: str
-    archs: list[str] = Field(default_factory=lambda: ["deepsets", "jedi", "mixer", "transformer"])
+    archs: list[str | Variant] = Field(default_factory=lambda: ["deepsets", "jedi", "mixer", "transformer"])
     peer: PeerSettings = Field(default_factory=PeerSettings)
     rtl: RtlSettings = Field(default_factory=_study_rtl)
     runs: list[str] = Field(default_factory=list)
@@ -57,27 +71,43 @@ def load_study(path: str | Path) -> StudyConfig:
         raise JetDeployError(f"{p}: not valid YAML ({e})") from None
     except (ValidationError, TypeError) as e:
         raise JetDeployError(f"{p}: {e}") from None
-    bad = [a for a in cfg.archs if a not in ARCHS and a != "transformer"]
+    variants = [_variant(a) for a in cfg.archs]
+    bad = [v.arch for v in variants if v.arch not in ARCHS and v.arch != "transformer"]
     if bad:
         raise JetDeployError(f"{p}: archs {bad} unknown (have: {', '.join(sorted(ARCHS))}, transformer)")
+    names = [v.name for v in variants]
+    if len(set(names)) < len(names):
+        raise JetDeployError(f"{p}: archs: two designs named {sorted({n for n in names if names.count(n) > 1})}")
+    for v in variants:
+        try:
+            peer_settings(cfg, v)
+        except ValidationError as e:
+            raise JetDeployError(f"{p}: archs: {v.name}: peer: {e}") from None
     return cfg
 
 
-def _point(cfg: StudyConfig, ref: str, arch: str, progress: bool) -> dict:
-    """One architecture at one reference's N: trained, then to RTL (each step cached by its settings)."""
+def peer_settings(cfg: StudyConfig, v: Variant) -> PeerSettings:
+    """The study's peer settings with the variant's keys over them."""
+    return PeerSettings(**{**cfg.peer.model_dump(), **v.peer})
+
+
+def _point(cfg: StudyConfig, ref: str, v: Variant, progress: bool) -> dict:
+    """One design at one reference's N: trained, then to RTL (each step cached by its settings and the bytes of
+    the data file and the reference checkpoint)."""
     from .fpga import kerasflow
     from .fpga.scratch import train_peer
 
     say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(ref)
     n = rf.model_cfg["n_particles"]
-    out = Path(cfg.out) / f"{arch}{n}"
-    key = stable_hash({"ref": str(rf.path), "data": cfg.data, "arch": arch, "peer": cfg.peer.model_dump(),
-                       "ref_hash": rf.config_hash})
+    arch, settings = v.arch, peer_settings(cfg, v)
+    out = Path(cfg.out) / f"{v.name}{n}"
+    key = stable_hash({"ref": str(rf.path), "data": file_hash(rf.data_file(cfg.data)), "arch": arch,
+                       "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": file_hash(rf.model_pt)})
     peer = load_json(out / "peer.json")
     if not (peer and peer.get("study_key") == key):
-        say(f"study: training {arch} at N={n} from scratch")
-        peer = train_peer(arch, ref, cfg.data, out=out, settings=cfg.peer, progress=progress)
+        say(f"study: training {v.name} ({arch}) at N={n} from scratch")
+        peer = train_peer(arch, ref, cfg.data, out=out, settings=settings, progress=progress)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
     r = cfg.rtl
@@ -90,8 +120,8 @@ def _point(cfg: StudyConfig, ref: str, arch: str, progress: bool) -> dict:
                                  rtl_settings=r, progress=progress)
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
-    return _row(f"{arch}{n}", arch, n, peer["test_accuracy"], rt, {
-        "source": "HGQ2 from scratch", "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
+    return _row(f"{v.name}{n}", arch, n, peer["test_accuracy"], rt, {
+        "source": "HGQ2 from scratch" + "".join(f", {k} {x}" for k, x in v.peer.items()), "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
         "selection": peer["chosen"]["rule"], "n_test": peer["n_test"], "checks_ok": bool(peer["ok"] and rt["ok"])})
 
 
@@ -125,7 +155,7 @@ def run_study(config: str | Path, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = [_point(cfg, ref, arch, progress) for ref in cfg.refs for arch in cfg.archs]
+    rows = [_point(cfg, ref, _variant(a), progress) for ref in cfg.refs for a in cfg.archs]
     rows += [_qat_row(run) for run in cfg.runs]
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
