@@ -31,6 +31,8 @@ INT8_SET    := --set quant.scheme=int8 --set quant.weight_bits=7 --set quant.act
 TRAIN_ARGS  ?=
 # each preset's QAT fine-tuning (the float run uses the preset's train section)
 QAT_ARGS_fpga16n := --set train.epochs=12 --set train.lr=0.001
+# fpga32n is the N=32 study's reference (its input bits and the transformer's shape): 4 epochs, about 4 min each
+QAT_ARGS_fpga32n := --set train.epochs=4 --set train.lr=0.001
 QAT_ARGS    ?= $(QAT_ARGS_$(TRAIN_PRESET))
 
 # edge: a float run of EDGE_PRESET (pruned by Zero-TPrune / LTP) and its INT8 QAT twin
@@ -45,7 +47,7 @@ LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 THREADS     ?=
 LTP_THREADS := $(if $(THREADS),--threads $(THREADS))
 
-.PHONY: help install crosscheck hgq study rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
+.PHONY: help install crosscheck hgq study study-full rtl-tools data train evaluate baselines export rtl rtl-baseline hls csim synth sweep report report-tools edge bench bench-part bench-train bench-onnx demo test clean clean-data
 # generated samples are never deleted as 'intermediate' files
 .PRECIOUS: data/%.h5 $(RUN_DIR)/%/model.pt $(RUN_DIR)/%/metrics.json
 
@@ -65,6 +67,8 @@ help:
 	@echo "make synth    Vitis HLS C synthesis + report (needs vitis-run) -> \$$(QAT_RUN)/fpga/synth.json"
 	@echo "make study    Level-1 architectures (Deep Sets, JEDI-linear-style, MLP-Mixer, transformer) from scratch with"
 	@echo "              HGQ2, each to Verilator + Yosys, one table + Pareto plot ($(STUDY) -> OUT)"
+	@echo "make study-full  the same on data/full.h5 at N=16 and N=32 (configs/study-full.yaml, references"
+	@echo "              built first; hours on 2 cores, resumable) -> runs/study-full/"
 	@echo "make sweep    FPGA design points of \$$(SWEEP) over Dask -> runs/sweep/{sweep.json,sweep.md,pareto.png}"
 	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
@@ -237,6 +241,22 @@ sweep: $(FLOAT_RUN)/model.pt
 STUDY       ?= configs/study-demo.yaml
 study: | $(STAMP) rtl-tools
 	$(JD) fpga study $(STUDY)
+
+# the full-data study: data/full.h5, the fpga16n reference at N=16 (QAT, evaluated, to RTL with Yosys: it joins the
+# table) and at N=32 (fpga32n), then configs/study-full.yaml with one worker per N (logs in runs/), then the table;
+# hours on 2 cores, every finished point cached (README, "Level-1 design study")
+FULL_REF   := DATA_PRESET=full RUN_DIR=runs/full
+FULL_STUDY ?= configs/study-full.yaml
+study-full: | $(STAMP) rtl-tools
+	$(MAKE) data DATA_PRESET=full
+	$(MAKE) runs/full/fpga16n-qat/metrics.json runs/full/fpga16n-qat/fpga/rtl.json $(FULL_REF) TRAIN_PRESET=fpga16n \
+	  RTL_ARGS="$(DEMO_RTL_ARGS)"
+	$(MAKE) runs/full/fpga32n-qat/metrics.json $(FULL_REF) TRAIN_PRESET=fpga32n
+	$(JD) fpga study $(FULL_STUDY) --ref runs/full/fpga16n-qat > runs/study-full-16.log 2>&1 & p16=$$!; \
+	  $(JD) fpga study $(FULL_STUDY) --ref runs/full/fpga32n-qat > runs/study-full-32.log 2>&1 & p32=$$!; \
+	  wait $$p16; r16=$$?; wait $$p32; r32=$$?; [ $$r16 = 0 ] && [ $$r32 = 0 ] || \
+	  { echo "error: a study worker failed (runs/study-full-16.log, runs/study-full-32.log)"; exit 1; }
+	$(JD) fpga study $(FULL_STUDY)
 
 # the report over every run in RUN_DIR (whatever stages have run; the rest is listed as missing)
 report: $(STAMP)

@@ -173,31 +173,38 @@ def test_peer_bad_settings_are_clear_errors(tiny_sigmoid_transformer, tmp_path):
 
 def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer, synth_file, tmp_path):
     """Two architectures through the whole study (HGQ2 -> da4ml -> Verilog, no simulation or Yosys here: the
-    RTL tests cover those), one of them a named variant with its own width, one table and a plot; a second call
-    trains nothing."""
+    RTL tests cover those), one of them a named variant with its own width, the reference with its own epochs;
+    a worker (--ref) computes the points, the run without it writes one table and a plot and trains nothing."""
     cfg = tmp_path / "study.yaml"
-    cfg.write_text(f"refs: [{tiny_sigmoid_transformer}]\ndata: {synth_file}\nout: {tmp_path / 'out'}\n"
-                   "archs: [deepsets, {name: jedi-w2, arch: jedi, peer: {width: 2}}]\npeer: {width: 4, epochs: 2, restart: 2, batch_size: 32, n_eval: 60}\n"
+    cfg.write_text(f"refs: [{{run: {tiny_sigmoid_transformer}, peer: {{epochs: 2}}}}]\ndata: {synth_file}\n"
+                   f"out: {tmp_path / 'out'}\narchs: [deepsets, {{name: jedi-w2, arch: jedi, peer: {{width: 2}}}}]\n"
+                   "peer: {width: 4, epochs: 3, restart: 2, batch_size: 32, n_eval: 60}\n"
                    "rtl: {simulate: false, synth: false}\n")
-    res = run_cli("fpga", "study", str(cfg), "--quiet")
+    res = run_cli("fpga", "study", str(cfg), "--quiet", "--ref", str(tiny_sigmoid_transformer))   # one worker
+    assert res.returncode == 0 and "run without --ref for the table" in res.stdout, res.stderr[-2000:]
+    assert (tmp_path / "out" / "deepsets8" / "peer.json").exists() and not (tmp_path / "out" / "study.json").exists()
+    stamp = (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns
+    res = run_cli("fpga", "study", str(cfg), "--quiet")   # the table, from the worker's cache
     assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp
     r = json.loads((tmp_path / "out" / "study.json").read_text())
     assert [x["key"] for x in r["rows"]] == ["deepsets8", "jedi-w28"] and r["ok"]
     for arch in ("deepsets", "jedi-w2"):   # each bit-exact: saved vs trained, da4ml vs Keras, and its Verilog written
         peer = json.loads((tmp_path / "out" / f"{arch}8" / "peer.json").read_text())
-        assert [c["bit_exact"] for c in peer["checks"]] == [1.0, 1.0] and peer["epochs"] == 2
+        assert [c["bit_exact"] for c in peer["checks"]] == [1.0, 1.0]
         assert (tmp_path / "out" / f"{arch}8" / "rtl" / "src").is_dir()
-        assert peer["width"] == (2 if arch == "jedi-w2" else 4) and peer["epochs"] == 2   # the variant's override
+        assert peer["width"] == (2 if arch == "jedi-w2" else 4) and peer["epochs"] == 2   # variant's, reference's
     assert all(x["latency_cycles"] >= 1 and x["cost_adders"] > 0 and x["LUT"] is None for x in r["rows"])
     assert set(r["pareto"]["8"]["latency_ns"]) <= {"deepsets8", "jedi-w28"} and r["pareto"]["8"]["latency_ns"]
     md = (tmp_path / "out" / "study.md").read_text()
     assert "| deepsets8" in md and "fewest EBOPs" in md and (tmp_path / "out" / "pareto.png").stat().st_size > 1000
-    stamp = (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns
     assert run_cli("fpga", "study", str(cfg), "--quiet").returncode == 0
     assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp   # cached
+    bad = run_cli("fpga", "study", str(cfg), "--quiet", "--ref", str(tmp_path))
+    assert bad.returncode == 2 and "is not one of its refs" in bad.stderr and "Traceback" not in bad.stderr
     good = cfg.read_text()
     for archs, msg in (("[gnn]", "archs ['gnn'] unknown"), ("[jedi, jedi]", "two designs named ['jedi']"),
-                       ("[{name: j, arch: jedi, peer: {width: 0}}]", "archs: j: peer:"),
+                       ("[{name: j, arch: jedi, peer: {width: 0}}]", "peer settings of j at"),
                        ("[{name: j, arch: jedi, peer: {depth: 3}}]", "depth")):
         cfg.write_text(good.replace("archs: [deepsets, {name: jedi-w2, arch: jedi, peer: {width: 2}}]", f"archs: {archs}"))
         bad = run_cli("fpga", "study", str(cfg), "--quiet")

@@ -7,11 +7,14 @@ synthesized by Yosys (every pipeline stage: LUT / FF / DSP, logic depth). QAT ru
 (`runs:`) join the table as they are. Finished points are cached by their settings, so a rerun resumes.
 
 Writes OUT/study.json, OUT/study.md (one table, with the selection rule) and OUT/pareto.png (test accuracy
-vs LUT and vs latency, the fronts marked).
+vs LUT and vs latency, the fronts marked). `only` (CLI `--ref RUN`) computes one reference's points and writes
+no table, so that one worker per N can share a study's folder; a later run without it assembles the table from
+the cache.
 
-CONFIG keys: refs (run folders, one per N), data (jet file; default: each reference's), out, archs (names of
+CONFIG keys: refs (run folders, one per N, or `{run: RUN, peer: {KEY: VALUE}}` whose peer keys override the
+study's at that N), data (jet file; default: each reference's), out, archs (names of
 jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer: {KEY: VALUE}}` whose
-peer keys override the study's), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
+peer keys override the study's and the reference's), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
 restart, batch_size, n_train, n_eval, val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
 clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an rtl.json).
 """
@@ -47,9 +50,21 @@ def _variant(item: str | Variant) -> Variant:
     return Variant(name=item, arch=item) if isinstance(item, str) else item
 
 
+class Ref(BaseModel):
+    """One reference run (its N and input bits), with peer settings over the study's at that N."""
+
+    model_config = ConfigDict(extra="forbid")
+    run: str
+    peer: dict = Field(default_factory=dict)
+
+
+def _ref(item: str | Ref) -> Ref:
+    return Ref(run=item) if isinstance(item, str) else item
+
+
 class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    refs: list[str] = Field(min_length=1)
+    refs: list[str | Ref] = Field(min_length=1)
     data: str | None = None
     out: str
     archs: list[str | Variant] = Field(default_factory=lambda: ["deepsets", "jedi", "mixer", "transformer"])
@@ -78,36 +93,37 @@ def load_study(path: str | Path) -> StudyConfig:
     names = [v.name for v in variants]
     if len(set(names)) < len(names):
         raise JetDeployError(f"{p}: archs: two designs named {sorted({n for n in names if names.count(n) > 1})}")
-    for v in variants:
-        try:
-            peer_settings(cfg, v)
-        except ValidationError as e:
-            raise JetDeployError(f"{p}: archs: {v.name}: peer: {e}") from None
+    for r in map(_ref, cfg.refs):
+        for v in variants:
+            try:
+                peer_settings(cfg, r, v)
+            except ValidationError as e:
+                raise JetDeployError(f"{p}: peer settings of {v.name} at {r.run}: {e}") from None
     return cfg
 
 
-def peer_settings(cfg: StudyConfig, v: Variant) -> PeerSettings:
-    """The study's peer settings with the variant's keys over them."""
-    return PeerSettings(**{**cfg.peer.model_dump(), **v.peer})
+def peer_settings(cfg: StudyConfig, ref: Ref, v: Variant) -> PeerSettings:
+    """The study's peer settings, the reference's keys over them, the variant's over those."""
+    return PeerSettings(**{**cfg.peer.model_dump(), **ref.peer, **v.peer})
 
 
-def _point(cfg: StudyConfig, ref: str, v: Variant, progress: bool) -> dict:
+def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool) -> dict:
     """One design at one reference's N: trained, then to RTL (each step cached by its settings and the bytes of
     the data file and the reference checkpoint)."""
     from .fpga import kerasflow
     from .fpga.scratch import train_peer
 
     say = print if progress else (lambda *a, **k: None)
-    rf = RunFolder(ref)
+    rf = RunFolder(ref.run)
     n = rf.model_cfg["n_particles"]
-    arch, settings = v.arch, peer_settings(cfg, v)
+    arch, settings = v.arch, peer_settings(cfg, ref, v)
     out = Path(cfg.out) / f"{v.name}{n}"
     key = stable_hash({"ref": str(rf.path), "data": file_hash(rf.data_file(cfg.data)), "arch": arch,
                        "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": file_hash(rf.model_pt)})
     peer = load_json(out / "peer.json")
     if not (peer and peer.get("study_key") == key):
         say(f"study: training {v.name} ({arch}) at N={n} from scratch")
-        peer = train_peer(arch, ref, cfg.data, out=out, settings=settings, progress=progress)
+        peer = train_peer(arch, ref.run, cfg.data, out=out, settings=settings, progress=progress)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
     r = cfg.rtl
@@ -121,7 +137,7 @@ def _point(cfg: StudyConfig, ref: str, v: Variant, progress: bool) -> dict:
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
     return _row(f"{v.name}{n}", arch, n, peer["test_accuracy"], rt, {
-        "source": "HGQ2 from scratch" + "".join(f", {k} {x}" for k, x in v.peer.items()), "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
+        "source": "HGQ2 from scratch" + "".join(f", {k} {x}" for k, x in {**ref.peer, **v.peer}.items()), "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
         "selection": peer["chosen"]["rule"], "n_test": peer["n_test"], "checks_ok": bool(peer["ok"] and rt["ok"])})
 
 
@@ -150,19 +166,29 @@ def _qat_row(run: str) -> dict:
                  "n_test": metrics.get("n_jets"), "checks_ok": bool(rt["ok"])})
 
 
-def run_study(config: str | Path, progress: bool = True) -> dict:
+def run_study(config: str | Path, progress: bool = True, only: str | None = None) -> dict:
+    """The study of CONFIG (module docstring); with `only` (a reference run), that reference's points and no table."""
     cfg = load_study(config)
+    refs = [_ref(r) for r in cfg.refs]
+    if only is not None:
+        refs = [r for r in refs if Path(r.run) == Path(only)]
+        if not refs:
+            raise JetDeployError(f"{config}: --ref {only} is not one of its refs "
+                                 f"({', '.join(r.run for r in map(_ref, cfg.refs))})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = [_point(cfg, ref, _variant(a), progress) for ref in cfg.refs for a in cfg.archs]
+    rows = [_point(cfg, ref, _variant(a), progress) for ref in refs for a in cfg.archs]
+    if only is not None:
+        return {"config": cfg.model_dump(), "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
+                "ok": all(r["checks_ok"] for r in rows), "table": False}
     rows += [_qat_row(run) for run in cfg.runs]
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
         mine = [r for r in rows if r["n"] == n]
         fronts[n] = {c: [r["key"] for r in _pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
                      for c in ("LUT", "latency_ns")}
-    result = {"config": cfg.model_dump(), "rows": rows, "pareto": {str(k): v for k, v in fronts.items()},
+    result = {"config": cfg.model_dump(), "rows": rows, "pareto": {str(k): v for k, v in fronts.items()}, "table": True,
               "wall_s": round(time.perf_counter() - t0, 1), "ok": all(r["checks_ok"] for r in rows),
               "tools": {"accuracy": "Keras (HGQ2) / PyTorch on the 'test' split", "latency": "Verilator cycles x clock",
                         "resources": "Yosys synth_xilinx -family xcup, every pipeline stage (estimate, no place and "

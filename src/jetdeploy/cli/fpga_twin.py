@@ -55,8 +55,11 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
 def _cmd_fpga_study(args: argparse.Namespace) -> int:
     from ..study import run_study
 
-    r = run_study(args.config, progress=not args.quiet)
+    r = run_study(args.config, progress=not args.quiet, only=args.ref)
     out = r["config"]["out"]
+    if not r["table"]:
+        print(f"{args.ref}: {len(r['rows'])} designs done in {r['wall_s']} s; run without --ref for the table")
+        return status(r["ok"], "a design failed a check (see its peer.json / rtl.json)")
     print((Path(out) / "study.md").read_text())
     print(f"wrote {out}/study.json, study.md and pareto.png ({len(r['rows'])} designs, {r['wall_s']} s)")
     return status(r["ok"], "a design failed a check (see study.json)")
@@ -130,6 +133,10 @@ def register(fsub) -> None:
                     "LUT / FF / DSP and logic depth on every pipeline stage. QAT runs already built to RTL (`runs:`) "
                     "join the table. Finished points are cached by their settings. Writes OUT/study.json, study.md "
                     "and pareto.png (test accuracy vs LUT and vs latency). See configs/study-demo.yaml.")
+    fsub.choices["study"].add_argument(
+        "--ref", metavar="RUN", help="compute only this reference run's designs (one of CONFIG's refs) and write no "
+                                     "table: one worker per N on a shared folder; a run without --ref then assembles "
+                                     "the table from the cache")
     _config_command(
         fsub, "sweep", _cmd_fpga_sweep, "jetdeploy.sweep",
         help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
