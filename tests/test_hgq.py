@@ -184,6 +184,13 @@ def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer,
     assert res.returncode == 0 and "run without --ref for the table" in res.stdout, res.stderr[-2000:]
     assert (tmp_path / "out" / "deepsets8" / "peer.json").exists() and not (tmp_path / "out" / "study.json").exists()
     stamp = (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns
+    more = tmp_path / "more.yaml"   # a design not computed yet: listed as missing, not trained
+    more.write_text(cfg.read_text().replace("archs: [deepsets,", "archs: [mixer, deepsets,"))
+    res = run_cli("fpga", "study", str(more), "--quiet", "--cached-only")
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [x["key"] for x in r["rows"]] == ["deepsets8", "jedi-w28"] and not (tmp_path / "out" / "mixer8").exists()
+    assert r["missing"] == [{"key": "mixer8", "n": 8, "missing": "not trained"}] and "mixer8: not trained" in res.stdout
     res = run_cli("fpga", "study", str(cfg), "--quiet")   # the table, from the worker's cache
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp

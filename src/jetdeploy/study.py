@@ -21,6 +21,7 @@ clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 import yaml
@@ -107,9 +108,16 @@ def peer_settings(cfg: StudyConfig, ref: Ref, v: Variant) -> PeerSettings:
     return PeerSettings(**{**cfg.peer.model_dump(), **ref.peer, **v.peer})
 
 
-def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool) -> dict:
+@functools.lru_cache(maxsize=None)
+def _bytes_hash(path: str | Path) -> str:
+    """A file's content hash, read once per process (every design of a reference shares its data file)."""
+    return file_hash(path)
+
+
+def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: bool = False) -> dict:
     """One design at one reference's N: trained, then to RTL (each step cached by its settings and the bytes of
-    the data file and the reference checkpoint)."""
+    the data file and the reference checkpoint). With `cached_only`, an unfinished design is not computed: its row
+    is `{"key", "missing": what is not finished}`."""
     from .fpga import kerasflow
     from .fpga.scratch import train_peer
 
@@ -118,10 +126,13 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool) -> dict:
     n = rf.model_cfg["n_particles"]
     arch, settings = v.arch, peer_settings(cfg, ref, v)
     out = Path(cfg.out) / f"{v.name}{n}"
-    key = stable_hash({"ref": str(rf.path), "data": file_hash(rf.data_file(cfg.data)), "arch": arch,
-                       "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": file_hash(rf.model_pt)})
+    key = stable_hash({"ref": str(rf.path), "data": _bytes_hash(rf.data_file(cfg.data)), "arch": arch,
+                       "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": _bytes_hash(rf.model_pt)})
     peer = load_json(out / "peer.json")
-    if not (peer and peer.get("study_key") == key):
+    trained = bool(peer and peer.get("study_key") == key)
+    if cached_only and not trained:
+        return {"key": f"{v.name}{n}", "n": n, "missing": "not trained"}
+    if not trained:
         say(f"study: training {v.name} ({arch}) at N={n} from scratch")
         peer = train_peer(arch, ref.run, cfg.data, out=out, settings=settings, progress=progress)
         peer["study_key"] = key
@@ -129,7 +140,11 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool) -> dict:
     r = cfg.rtl
     rkey = stable_hash({"peer": key, "rtl": r.model_dump()})
     rt = load_json(out / "rtl.json")
-    if not (rt and rt.get("study_key") == rkey):
+    built = bool(rt and rt.get("study_key") == rkey)
+    if cached_only and not built:
+        return {"key": f"{v.name}{n}", "n": n, "missing": f"trained (test accuracy {peer['test_accuracy']:.4f}), RTL "
+                                                          "not finished"}
+    if not built:
         say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.simulate else 'no simulation'}, "
             f"{'Yosys' if r.synth else 'no synthesis'})")
         rt = kerasflow.keras_run("rtl", str(out / "model.keras"), out=str(out), inputs=str(out / "test_inputs.npy"),
@@ -166,8 +181,9 @@ def _qat_row(run: str) -> dict:
                  "n_test": metrics.get("n_jets"), "checks_ok": bool(rt["ok"])})
 
 
-def run_study(config: str | Path, progress: bool = True, only: str | None = None) -> dict:
-    """The study of CONFIG (module docstring); with `only` (a reference run), that reference's points and no table."""
+def run_study(config: str | Path, progress: bool = True, only: str | None = None, cached_only: bool = False) -> dict:
+    """The study of CONFIG (module docstring); with `only` (a reference run), that reference's points and no table;
+    with `cached_only`, the table of the finished designs, the others listed as missing."""
     cfg = load_study(config)
     refs = [_ref(r) for r in cfg.refs]
     if only is not None:
@@ -178,17 +194,26 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = [_point(cfg, ref, _variant(a), progress) for ref in refs for a in cfg.archs]
+    rows = [_point(cfg, ref, _variant(a), progress, cached_only) for ref in refs for a in cfg.archs]
+    missing = [r for r in rows if "missing" in r]
+    rows = [r for r in rows if "missing" not in r]
     if only is not None:
         return {"config": cfg.model_dump(), "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
                 "ok": all(r["checks_ok"] for r in rows), "table": False}
-    rows += [_qat_row(run) for run in cfg.runs]
+    for run in cfg.runs:
+        rf = RunFolder(run)
+        if cached_only and not (rf.rtl_json.exists() and (rf.path / "metrics.json").exists()):
+            missing.append({"key": rf.name, "n": rf.model_cfg["n_particles"], "missing": "QAT run without rtl.json "
+                                                                                       "or metrics.json"})
+        else:
+            rows.append(_qat_row(run))
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
         mine = [r for r in rows if r["n"] == n]
         fronts[n] = {c: [r["key"] for r in _pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
                      for c in ("LUT", "latency_ns")}
-    result = {"config": cfg.model_dump(), "rows": rows, "pareto": {str(k): v for k, v in fronts.items()}, "table": True,
+    result = {"config": cfg.model_dump(), "rows": rows, "missing": missing,
+              "pareto": {str(k): v for k, v in fronts.items()}, "table": True,
               "wall_s": round(time.perf_counter() - t0, 1), "ok": all(r["checks_ok"] for r in rows),
               "tools": {"accuracy": "Keras (HGQ2) / PyTorch on the 'test' split", "latency": "Verilator cycles x clock",
                         "resources": "Yosys synth_xilinx -family xcup, every pipeline stage (estimate, no place and "
@@ -216,6 +241,9 @@ def format_study(r: dict) -> str:
                      f"{x['DSP'] if x['DSP'] is not None else '-'} | {x['lut_levels'] or '-'} | "
                      f"{x['cost_adders']:.0f} | {x.get('ebops') and round(x['ebops']) or '-'} | "
                      f"{x.get('fit_s') or '-'} | {x['selection']} |")
+    if r.get("missing"):
+        lines += ["", "Not finished, so not in the table (`--cached-only`): " +
+                  "; ".join(f"{m['key']}: {m['missing']}" for m in r["missing"]) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from .common import FMT, print_checks, status
 
@@ -55,7 +56,9 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
 def _cmd_fpga_study(args: argparse.Namespace) -> int:
     from ..study import run_study
 
-    r = run_study(args.config, progress=not args.quiet, only=args.ref)
+    if args.ref and args.cached_only:
+        raise JetDeployError("--ref computes designs and --cached-only computes none: give one of them")
+    r = run_study(args.config, progress=not args.quiet, only=args.ref, cached_only=args.cached_only)
     out = r["config"]["out"]
     if not r["table"]:
         print(f"{args.ref}: {len(r['rows'])} designs done in {r['wall_s']} s; run without --ref for the table")
@@ -137,6 +140,9 @@ def register(fsub) -> None:
         "--ref", metavar="RUN", help="compute only this reference run's designs (one of CONFIG's refs) and write no "
                                      "table: one worker per N on a shared folder; a run without --ref then assembles "
                                      "the table from the cache")
+    fsub.choices["study"].add_argument(
+        "--cached-only", action="store_true", help="compute nothing: the table of the designs already finished, the "
+                                                   "others listed as missing (while workers still run)")
     _config_command(
         fsub, "sweep", _cmd_fpga_sweep, "jetdeploy.sweep",
         help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
