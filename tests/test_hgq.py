@@ -169,6 +169,27 @@ def test_peer_bad_settings_are_clear_errors(tiny_sigmoid_transformer, tmp_path):
     assert not (tmp_path / "p").exists()
     res = run_cli("fpga", "peer", "--arch", "gnn", "--ref", str(tiny_sigmoid_transformer), "--quiet")
     assert res.returncode == 2 and "invalid choice: 'gnn'" in res.stderr
+    res = run_cli("fpga", "peer", "--arch", "jedi", "--init", "ref", "--ref", str(tiny_sigmoid_transformer),
+                  "--out", str(tmp_path / "p"), "--quiet")
+    assert res.returncode == 2 and "transformer only; not for jedi" in res.stderr and not (tmp_path / "p").exists()
+
+
+def test_transformer_init_ref_keeps_the_reference_weights_scratch_redraws_them(tiny_sigmoid_transformer):
+    """The study's `init: ref` variant fine-tunes our transformer from the reference run's weights; the default
+    draws them afresh (every dense kernel)."""
+    from jetdeploy.fpga.peers import fresh_transformer
+    from jetdeploy.fpga.twin import build_twin
+    from jetdeploy.train import checkpoint as ckpt
+
+    model, _ = ckpt.load_model(tiny_sigmoid_transformer)
+    model.eval()
+    kernels = lambda m: [w.numpy() for layer in m.layers if type(layer).__name__ == "QEinsumDense"
+                         for w in [layer.kernel]]
+    ref = kernels(build_twin(model, trainable=True))
+    kept, redrawn = kernels(fresh_transformer(model, redraw=False)), kernels(fresh_transformer(model, seed=1))
+    assert len(ref) == len(kept) == len(redrawn) >= 4
+    assert all(np.array_equal(a, b) for a, b in zip(ref, kept))
+    assert not any(np.array_equal(a, b) for a, b in zip(ref, redrawn))
 
 
 def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer, synth_file, tmp_path):
@@ -212,7 +233,8 @@ def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer,
     good = cfg.read_text()
     for archs, msg in (("[gnn]", "archs ['gnn'] unknown"), ("[jedi, jedi]", "two designs named ['jedi']"),
                        ("[{name: j, arch: jedi, peer: {width: 0}}]", "peer settings of j at"),
-                       ("[{name: j, arch: jedi, peer: {depth: 3}}]", "depth")):
+                       ("[{name: j, arch: jedi, peer: {depth: 3}}]", "depth"),
+                       ("[{name: j, arch: jedi, init: ref}]", "is for the transformer only")):
         cfg.write_text(good.replace("archs: [deepsets, {name: jedi-w2, arch: jedi, peer: {width: 2}}]", f"archs: {archs}"))
         bad = run_cli("fpga", "study", str(cfg), "--quiet")
         assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr, (archs, bad.stderr[-800:])

@@ -13,8 +13,9 @@ the cache.
 
 CONFIG keys: refs (run folders, one per N, or `{run: RUN, peer: {KEY: VALUE}}` whose peer keys override the
 study's at that N), data (jet file; default: each reference's), out, archs (names of
-jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer: {KEY: VALUE}}` whose
-peer keys override the study's and the reference's), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
+jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer: {KEY: VALUE}, init:
+scratch|ref}` whose peer keys override the study's and the reference's; init `ref`, for the transformer only,
+starts from the reference run's weights, i.e. HGQ2 fine-tuning on the study's schedule), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
 restart, batch_size, n_train, n_eval, val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
 clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an rtl.json).
 """
@@ -25,6 +26,8 @@ import functools
 import time
 from pathlib import Path
 import yaml
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import pareto as _pareto
@@ -45,6 +48,7 @@ class Variant(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     arch: str
     peer: dict = Field(default_factory=dict)
+    init: Literal["scratch", "ref"] = "scratch"   # ref: our transformer from the reference run's weights
 
 
 def _variant(item: str | Variant) -> Variant:
@@ -91,6 +95,9 @@ def load_study(path: str | Path) -> StudyConfig:
     bad = [v.arch for v in variants if v.arch not in ARCHS and v.arch != "transformer"]
     if bad:
         raise JetDeployError(f"{p}: archs {bad} unknown (have: {', '.join(sorted(ARCHS))}, transformer)")
+    bad = [v.name for v in variants if v.init == "ref" and v.arch != "transformer"]
+    if bad:
+        raise JetDeployError(f"{p}: archs {bad}: init 'ref' (the reference run's weights) is for the transformer only")
     names = [v.name for v in variants]
     if len(set(names)) < len(names):
         raise JetDeployError(f"{p}: archs: two designs named {sorted({n for n in names if names.count(n) > 1})}")
@@ -127,14 +134,15 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
     arch, settings = v.arch, peer_settings(cfg, ref, v)
     out = Path(cfg.out) / f"{v.name}{n}"
     key = stable_hash({"ref": str(rf.path), "data": _bytes_hash(rf.data_file(cfg.data)), "arch": arch,
-                       "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": _bytes_hash(rf.model_pt)})
+                       "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": _bytes_hash(rf.model_pt),
+                       **({"init": v.init} if v.init != "scratch" else {})})   # scratch: the keys of older caches
     peer = load_json(out / "peer.json")
     trained = bool(peer and peer.get("study_key") == key)
     if cached_only and not trained:
         return {"key": f"{v.name}{n}", "n": n, "missing": "not trained"}
     if not trained:
         say(f"study: training {v.name} ({arch}) at N={n} from scratch")
-        peer = train_peer(arch, ref.run, cfg.data, out=out, settings=settings, progress=progress)
+        peer = train_peer(arch, ref.run, cfg.data, out=out, settings=settings, progress=progress, init=v.init)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
     r = cfg.rtl
@@ -152,7 +160,7 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
     return _row(f"{v.name}{n}", arch, n, peer["test_accuracy"], rt, {
-        "source": "HGQ2 from scratch" + "".join(f", {k} {x}" for k, x in {**ref.peer, **v.peer}.items()), "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
+        "source": ("HGQ2 from scratch" if v.init == "scratch" else "HGQ2 from the reference run's weights") + "".join(f", {k} {x}" for k, x in {**ref.peer, **v.peer}.items()), "ebops": peer["ebops"], "fit_s": peer["fit_s"], "epochs": peer["epochs"],
         "selection": peer["chosen"]["rule"], "n_test": peer["n_test"], "checks_ok": bool(peer["ok"] and rt["ok"])})
 
 

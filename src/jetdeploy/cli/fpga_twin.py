@@ -43,7 +43,7 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
     from ..settings import PeerSettings
 
     r = train_peer(args.arch, args.ref, args.data, out=args.out, settings=PeerSettings.from_args(args),
-                   progress=not args.quiet)
+                   progress=not args.quiet, init=args.init)
     print_checks(r["checks"])
     print(f"{r['arch']} (N={r['n_particles']}): test accuracy {r['test_accuracy']:.4f}, EBOPs {r['ebops']:.0f}, "
           f"da4ml cost {r['da4ml']['cost_adders']:.0f}; {r['chosen']['rule']}")
@@ -182,6 +182,9 @@ def _register_peer(fsub, fmt) -> None:
                                                  "its architecture; it needs sigmoid attention)")
     fp.add_argument("--data", default=None, help="jet file (default: the reference run's training file)")
     fp.add_argument("--out", default=None, help="output folder (default: peer-ARCHN next to the reference run)")
+    fp.add_argument("--init", default="scratch", choices=["scratch", "ref"],
+                    help="scratch: fresh weights; ref (transformer only): the reference run's weights, so HGQ2 "
+                         "fine-tunes it with this schedule")
     PeerSettings.add_flags(fp)
     fp.add_argument("--quiet", action="store_true", help="only the summary")
     fp.set_defaults(func=_cmd_fpga_peer)

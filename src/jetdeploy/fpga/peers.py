@@ -137,9 +137,10 @@ def build_peer(name: str, s: PeerShape, seed: int = 0):
     return keras.Model(x, y, name=f"{name}{s.n}")
 
 
-def fresh_transformer(model, seed: int = 0):
+def fresh_transformer(model, seed: int = 0, redraw: bool = True):
     """Our sigmoid-attention transformer from scratch: the trainable twin of `model` (its architecture, types and
-    input convention) with every dense kernel redrawn (Glorot uniform) and every bias zeroed."""
+    input convention) with every dense kernel redrawn (Glorot uniform) and every bias zeroed; with
+    `redraw=False`, the twin keeps `model`'s weights (HGQ2 fine-tuning of the reference run)."""
     keras = require_keras()
     from .twin import build_twin
 
@@ -148,7 +149,7 @@ def fresh_transformer(model, seed: int = 0):
                              f"model.attention 'sigmoid' (it has '{model.cfg.attention}')")
     twin = build_twin(model, trainable=True)
     rng = np.random.default_rng(seed)
-    for layer in twin.layers:
+    for layer in twin.layers if redraw else []:
         kernel, bias = getattr(layer, "kernel", None), getattr(layer, "bias", None)
         if kernel is None or type(layer).__name__ != "QEinsumDense":
             continue

@@ -54,23 +54,32 @@ def _pick(front_dir: Path, history: dict, val_drop: float) -> dict:
                     f"front's best validation accuracy ({best:.4f})", **pick, "front": front}
 
 
-def build(arch: str, ref_model, cfg, classes: int, width: int, blocks: int, seed: int):
-    """The untrained HGQ2 model of `arch` on the reference run's inputs."""
+INITS = ("scratch", "ref")
+
+
+def build(arch: str, ref_model, cfg, classes: int, width: int, blocks: int, seed: int, init: str = "scratch"):
+    """The HGQ2 model of `arch` on the reference run's inputs: untrained, or (`init="ref"`, transformer only) our
+    transformer with the reference run's weights."""
     if arch == "transformer":
-        return fresh_transformer(ref_model, seed)
+        return fresh_transformer(ref_model, seed, redraw=init == "scratch")
     s = PeerShape(n=cfg.model.n_particles, f=len(cfg.model.features), classes=classes, width=width, blocks=blocks,
                   in_kif=kif_of_act(ref_model.input_quant.act_quant))
     return build_peer(arch, s, seed)
 
 
 def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | Path | None = None,
-               settings: PeerSettings | None = None, progress: bool = True) -> dict:
+               settings: PeerSettings | None = None, progress: bool = True, init: str = "scratch") -> dict:
+    """Train `arch` with HGQ2 (module docstring) from fresh weights, or for our transformer with `init="ref"` from
+    the reference run's weights; choose on `val`, read `test` once, verify, write OUT (module docstring)."""
     keras = require_keras()
     from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
     from ..train import checkpoint as ckpt
 
     p = settings or PeerSettings()
+    if init not in INITS or (init == "ref" and arch != "transformer"):
+        raise JetDeployError(f"init '{init}': 'scratch' (fresh weights) for any architecture, 'ref' (the reference "
+                             f"run's weights) for the transformer only; not for {arch}")
     say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(ref)
     ref_model, rec = ckpt.load_model(rf.path)
@@ -81,7 +90,7 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     out.mkdir(parents=True, exist_ok=True)
     sp = _splits(ref_model, cfg, data, p.n_train, p.n_eval)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sp["train"], sp["val"], sp["test"]
-    model = build(arch, ref_model, cfg, len(rec["class_names"]), p.width, p.blocks, p.seed)
+    model = build(arch, ref_model, cfg, len(rec["class_names"]), p.width, p.blocks, p.seed, init)
     steps = int(np.ceil(len(y_tr) / p.batch_size))
     sched = keras.optimizers.schedules.CosineDecayRestarts(p.lr, first_decay_steps=p.restart * steps, t_mul=1.0,
                                                            m_mul=1.0)
@@ -94,7 +103,8 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
                  FreeEBOPs(),
                  ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
                              fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras")]
-    say(f"peer: {arch} (N={cfg.model.n_particles}, width {p.width}, {model.count_params()} parameters) from scratch, "
+    say(f"peer: {arch} (N={cfg.model.n_particles}, width {p.width}, {model.count_params()} parameters) "
+        f"{'from scratch' if init == 'scratch' else 'from the reference weights'}, "
         f"{p.epochs} epochs on {len(y_tr)} jets")
     t0 = time.perf_counter()
     hist = model.fit(x_tr, y_tr, batch_size=p.batch_size, epochs=p.epochs, validation_data=(x_va, y_va),
@@ -110,7 +120,7 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     np.save(out / "test_inputs.npy", x_te[:1000])
     checks, comb, kif, tools = _verify_saved(model, path, x_te[:min(500, len(x_te))])
     write_json(out / "history.json", {k: [float(v) for v in vals] for k, vals in hist.history.items()})
-    result = {"arch": arch, "ref": str(rf.path), "out": str(out), "data": str(data), "n_particles": cfg.model.n_particles,
+    result = {"arch": arch, "init": init, "ref": str(rf.path), "out": str(out), "data": str(data), "n_particles": cfg.model.n_particles,
               "parameters": int(model.count_params()), **p.model_dump(), "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te), "fit_s": round(fit_s, 1),
               "test_accuracy": acc, "chosen": {k: v for k, v in chosen.items() if k != "front"},
               "pareto_front": chosen["front"], "ebops": chosen["ebops"],
