@@ -11,13 +11,18 @@ vs LUT and vs latency, the fronts marked). `only` (CLI `--ref RUN`) computes one
 no table, so that one worker per N can share a study's folder; a later run without it assembles the table from
 the cache.
 
-CONFIG keys: refs (run folders, one per N, or `{run: RUN, peer: {KEY: VALUE}}` whose peer keys override the
-study's at that N), data (jet file; default: each reference's), out, archs (names of
-jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer: {KEY: VALUE}, init:
-scratch|ref}` whose peer keys override the study's and the reference's; init `ref`, for the transformer only,
-starts from the reference run's weights, i.e. HGQ2 fine-tuning on the study's schedule), peer (jetdeploy.settings.PeerSettings: width, blocks, epochs, beta, lr,
-restart, batch_size, n_train, n_eval, val_drop, seed), rtl (jetdeploy.settings.RtlSettings: simulate, simulator, n_sim, synth, latency_cutoff,
-clock_ns, ...; default Verilator on 100 jets and Yosys), runs (fpga runs with an rtl.json).
+CONFIG keys:
+- refs: run folders, one per N, or `{run: RUN, peer: {KEY: VALUE}}` whose peer keys override the study's at
+  that N;
+- data: jet file (default: each reference's); out;
+- archs: names of jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer:
+  {KEY: VALUE}, init: scratch|ref}` whose peer keys override the study's and the reference's; init `ref`, for
+  the transformer only, starts from the reference run's weights (HGQ2 fine-tuning on the study's schedule);
+- peer: jetdeploy.settings.PeerSettings (width, blocks, epochs, beta, lr, restart, batch_size, n_train,
+  n_eval, val_drop, seed);
+- rtl: jetdeploy.settings.RtlSettings (simulate, simulator, n_sim, synth, latency_cutoff, clock_ns, ...;
+  default Verilator on 100 jets and Yosys);
+- runs: fpga runs with an rtl.json.
 """
 
 from __future__ import annotations
@@ -135,13 +140,14 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
     out = Path(cfg.out) / f"{v.name}{n}"
     key = stable_hash({"ref": str(rf.path), "data": _bytes_hash(rf.data_file(cfg.data)), "arch": arch,
                        "peer": settings.model_dump(), "ref_hash": rf.config_hash, "ref_model": _bytes_hash(rf.model_pt),
-                       **({"init": v.init} if v.init != "scratch" else {})})   # scratch: the keys of older caches
+                       **({"init": v.init} if v.init != "scratch" else {})})   # left out at its default: designs
+    # cached before `init` existed keep their key
     peer = load_json(out / "peer.json")
     trained = bool(peer and peer.get("study_key") == key)
     if cached_only and not trained:
         return {"key": f"{v.name}{n}", "n": n, "missing": "not trained"}
     if not trained:
-        say(f"study: training {v.name} ({arch}) at N={n} from scratch")
+        say(f"study: training {v.name} ({arch}, init {v.init}) at N={n}")
         peer = train_peer(arch, ref.run, cfg.data, out=out, settings=settings, progress=progress, init=v.init)
         peer["study_key"] = key
         write_json(out / "peer.json", peer)
