@@ -106,8 +106,9 @@ def _jets(lengths, n_particles=8, seed=1):
                                   PruneSpec(method="zerotprune", keep=[1.0, 0.25], similarity_fraction=0.0),
                                   PruneSpec(method="ltp", keep=[1.0, 0.75]),
                                   PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry"),
-                                  PruneSpec(method="zerotprune", keep=[0.75, 0.5], pool="drop")],
-                         ids=["ztp", "ztp-i", "ltp", "ltp-entry", "ztp-drop"])
+                                  PruneSpec(method="zerotprune", keep=[0.75, 0.5], pool="drop"),
+                                  PruneSpec(method="hardest", keep=[0.75, 0.5])],
+                         ids=["ztp", "ztp-i", "ltp", "ltp-entry", "ztp-drop", "hardest"])
 def test_exported_pruned_graph_equals_torch(spec, tmp_path):
     model = tagger()
     pt = PrunedTagger(model, spec, thresholds=torch.tensor([0.9, 1.0]) if spec.method == "ltp" else None)
@@ -182,6 +183,30 @@ def test_short_jets_lose_nothing_under_the_budget_and_never_nan():
     with torch.no_grad():  # one jet alone, with its real particles only, gives the batch's answer
         for i, n in enumerate([1, 2, 4, 8]):
             assert torch.allclose(pt(xt[i:i + 1, :n]), out[i:i + 1], atol=1e-5)
+
+
+def test_hardest_control_keeps_the_first_particles_in_input_order():
+    """The hardest-particle control: after block 0 (budget 4 of 8) the blocks see the first 4 particles, in order,
+    whatever their attention; built by hand from the tagger's own blocks, batched and one jet at a time."""
+    model = tagger()
+    x, mask = _jets([8, 6, 3])
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5
+    pt = PrunedTagger(model, PruneSpec(method="hardest", keep=[0.5, 0.5], pool="drop"))
+    with torch.no_grad():
+        out = pt(xt, mt)
+        h, m = model.tokens(xt, mt)
+        kb = ((~m).float() * -1e4)[:, None, None, :]
+        h, _ = model.blocks[0].attend(h, m, kb)
+        h, m = h[:, :4], m[:, :4]  # the first four slots: jets 0 and 1 keep their 4 hardest, jet 2 its 3
+        h = model.blocks[0].feed_forward(h, m)
+        h = model.blocks[1](h, m, ((~m).float() * -1e4)[:, None, None, :])
+        ref = model.classify(masked_sum(model.norm(h, m), m) / m.sum(1, keepdim=True))
+        single = torch.cat([pt(xt[i:i + 1, :n]) for i, n in enumerate([8, 6, 3])])
+        # a permutation of the particles changes the kept set: the control reads the input order, not the tokens
+        perm = pt(xt[:1, [7, 6, 5, 4, 3, 2, 1, 0]], mt[:1])
+    assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(single, out, atol=1e-5)
+    assert [c.tolist() for c in pt.last_counts] == [[8], [4], [4]]  # the last call: jet 0 alone
+    assert not torch.allclose(perm, out[:1], atol=1e-4)
 
 
 def test_unpruned_and_carry_pooling_semantics():

@@ -13,6 +13,8 @@ interleaved loop, and scored on the held-out `test` split):
   qcdq+ztp[...]    that QAT model with Zero-TPrune at each budget, exported QCDQ by Brevitas
   random[...]      random pruning at the Zero-TPrune budgets: the accuracy control (PyTorch only; its
                    graph would time like ztp's I-stage)
+  hardest[...]     the hardest particles (input order: the inputs are pT-sorted) at the same budgets and at
+                   LTP's: the zero-cost physics prior a learned pruning has to beat (PyTorch only)
 
 Timing: ONNX Runtime CPU, one intra-op thread, spinning off, ORT_ENABLE_ALL, denormals flushed to zero
 (ORT's session.set_denormal_as_zero, and torch.set_flush_denormal for PyTorch eager; --keep-denormals turns

@@ -1,4 +1,5 @@
-"""Token pruning for a trained tagger: Zero-TPrune (zero-shot), Learned Token Pruning, and a random control.
+"""Token pruning for a trained tagger: Zero-TPrune (zero-shot), Learned Token Pruning, and two controls: random, and
+the hardest particles (a physics prior at no cost).
 
 A pruning step sits between two encoder blocks. It scores the tokens from the attention of the block
 just run, keeps each jet's best tokens, and *compacts* the batch: the kept tokens are gathered to the
@@ -33,6 +34,10 @@ Learned Token Pruning (Kim et al., KDD 2022): importance = attention received, a
 and summed over the (kept) queries, i.e. 1.0 for a token that gets the average share; a token is
 kept while its importance >= the step's learned threshold (adaptive: each jet keeps its own count).
 Training uses the soft mask sigmoid((s - theta) / T) (see jetdeploy.edge.ltp).
+
+The hardest-particle control ("hardest") keeps a jet's first tokens in input order: the inputs are sorted by
+pT (hardest first), so at a budget it is the zero-shot truncation to the k hardest particles that an engineer
+would try before any learned pruning. It reads no attention. The kept tokens stay in input order.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class PruneSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["none", "zerotprune", "ltp", "random"] = "zerotprune"
+    method: Literal["none", "zerotprune", "ltp", "random", "hardest"] = "zerotprune"
     keep: list[float] = Field(default_factory=lambda: [0.8, 0.6, 0.4, 0.3])
     similarity_fraction: float = Field(0.5, ge=0.0, le=1.0)
     wpr_iterations: int = Field(3, ge=1, le=100)
@@ -227,6 +232,8 @@ class PrunedTagger(nn.Module):
         if spec.method == "random":
             r = torch.rand(mask.shape, generator=generator, device=mask.device)
             return _masked(r, mask), k
+        if spec.method == "hardest":  # input order: the first (hardest) real tokens score highest
+            return _masked(-torch.arange(mask.shape[1], device=mask.device, dtype=probs.dtype).expand(mask.shape), mask), k
         imp = _masked(combine_heads(weighted_pagerank(probs, mask, spec.wpr_iterations)), mask)
         if spec.similarity_fraction == 0.0:
             return imp, k                                                # I-stage only
@@ -270,6 +277,8 @@ class PrunedTagger(nn.Module):
         k = torch.clamp(n, max=budget)
         if spec.method == "random":
             return torch.topk(torch.rand(h.shape[:1], generator=generator, device=h.device), k).indices
+        if spec.method == "hardest":
+            return torch.arange(k, device=h.device)
         imp = combine_heads(weighted_pagerank(probs[None], None, spec.wpr_iterations))[0]
         if spec.similarity_fraction == 0.0:
             return torch.topk(imp, k).indices
@@ -342,8 +351,10 @@ class PrunedTagger(nn.Module):
         m = self.model
         mask = mask if mask.dtype == torch.bool else mask > 0.5
         # padding is not pruning: drop the padded columns that no jet in the batch needs
-        mask, x, *p4, _ = compact(_masked(torch.zeros_like(mask, dtype=x.dtype), mask), mask.sum(1).max().clamp(min=1),
-                                  x, *([] if p4 is None else [p4]))
+        # (the hardest-particle control needs the input order kept: its real tokens score by position, not tied)
+        order = (-torch.arange(mask.shape[1], device=x.device, dtype=x.dtype).expand(mask.shape)
+                 if self.spec.method == "hardest" else torch.zeros_like(mask, dtype=x.dtype))
+        mask, x, *p4, _ = compact(_masked(order, mask), mask.sum(1).max().clamp(min=1), x, *([] if p4 is None else [p4]))
         n_real = mask.sum(1)
         h, _ = m.tokens(x, mask)
         pair = m.pair(p4[0]) if p4 else None

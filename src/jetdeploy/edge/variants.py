@@ -116,8 +116,9 @@ def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say, prefix: str = ""
 
 
 def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -> dict[str, dict]:
-    """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning, Zero-TPrune and
-    random at LTP's budget, LTP's weights unpruned). p4: the four-vectors, for the pair-bias models among them."""
+    """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning and the hardest
+    particles at every budget, Zero-TPrune, random and the hardest particles at LTP's budget, LTP's weights
+    unpruned). p4: the four-vectors, for the pair-bias models among them."""
     with torch.no_grad():
         plain = torch.cat([model(x[i:i + 500], mask[i:i + 500], *pair_arg(model, p4, i, 500))
                            for i in range(0, len(x), 500)]).numpy()
@@ -137,12 +138,16 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -
             variants[name]["source_run"] = name.split("/")[0]
         if uses_pair(mod):
             variants[name]["pair_bias"] = True
-    controls = [("random", k, "accuracy control at a Zero-TPrune budget, PyTorch only") for k in keeps]
+    controls = [(m, k, note) for k in keeps for m, note in (
+        ("random", "accuracy control at a Zero-TPrune budget, PyTorch only"),
+        ("hardest", "the hardest particles (input order, pT-sorted) at a Zero-TPrune budget, PyTorch only"))]
     if "ltp" in mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
         lk = mods["ltp"].spec.keep
         if lk not in keeps and any(f < 1.0 for f in lk):
             controls.append(("zerotprune", lk, "Zero-TPrune at LTP's token budget (LTP keeps at most this), PyTorch only"))
         controls.append(("random", lk, "random pruning at LTP's token budget, PyTorch only"))
+        controls.append(("hardest", lk, "the hardest particles (input order, pT-sorted) at LTP's token budget, "
+                                        "PyTorch only"))
     for method, k, note in controls:
         spec = PruneSpec(method=method, keep=k)
         logits, macs = torch_logits(PrunedTagger(model, spec), x, mask, p4=p4)
