@@ -651,3 +651,38 @@ def test_ltp_at_chosen_blocks_prunes_only_there_and_exports(float_run, synth_fil
     assert res.returncode == 2 and "increasing" in res.stderr
     res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--threads", "0")
     assert res.returncode == 2 and "--threads 0" in res.stderr
+
+
+def test_ltp_select_hardest_fine_tunes_the_truncation_and_benches_it(float_run, synth_file, tmp_path):
+    """`edge ltp --select hardest`: the caps keep each jet's first (hardest) particles, the model is fine-tuned under
+    that rule (its weights move), the single-jet graph selects with no TopK and equals torch, and the bench names it
+    hardest-ft@DIR; a soft stage or --at with it is refused with exit 2 and nothing written."""
+    import shutil
+
+    import onnx
+
+    run = tmp_path / "hard"
+    shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
+    bad = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--select", "hardest", "--budget", "0.5,0.5")
+    assert bad.returncode == 2 and "soft_epochs 0" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (run / "edge").exists()
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--select", "hardest", "--budget",
+                  "0.5,0.5", "--soft-epochs", "0", "--hard-epochs", "1", "--max-train-jets", "64", "--quiet")
+    assert res.returncode == 0, res.stderr
+    pt = load_ltp(run)
+    assert pt.spec.method == "hardest" and pt.steps == [True, False]
+    before = ckpt.load_model(float_run)[0].state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in pt.model.state_dict().items())  # fine-tuned
+    N = pt.model.cfg.n_particles
+    x, mask = _jets([N, 5, 2, 1, N - 1, 3])
+    single = tmp_path / "s.onnx"
+    graphs.export_float(SingleJet(pt).eval(), x.shape[-1], N, single, single=True)
+    assert "TopK" not in [n.op_type for n in onnx.load(single).graph.node]
+    graphs.export_float(graphs.Deployable(pt).eval(), x.shape[-1], N, tmp_path / "b.onnx")
+    chk = verify_pruned(graphs.ort_session(tmp_path / "b.onnx"), graphs.ort_session(single), pt, x, mask)
+    assert chk["ok"] and chk["max_abs_diff_batch1"] < 1e-5, chk
+    from jetdeploy.edge.variants import torch_variants
+    from jetdeploy.runfolder import RunFolder
+
+    mods = torch_variants(RunFolder(float_run), ckpt.load_model(float_run)[0], [], [run / "edge" / "ltp.pt"], print)
+    assert "hardest-ft@hard" in mods and mods["hardest-ft@hard"].spec.method == "hardest"

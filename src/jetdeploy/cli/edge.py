@@ -28,7 +28,8 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
                         budget=args.budget, seed=args.seed, distill=args.distill,
-                        distill_temperature=args.distill_temperature, pool=args.pool, at=args.at)
+                        distill_temperature=args.distill_temperature, pool=args.pool, at=args.at,
+                        select=args.select)
     except Exception as e:  # pydantic names the field
         raise JetDeployError(f"edge ltp: {e}") from None
     if args.threads is not None:
@@ -89,6 +90,11 @@ def register(sub) -> None:
                     help="what a pruned particle adds to the pooled sum: its state after the attention of the block "
                          "that prunes it (carry), or the state it entered that block with (entry: the block then "
                          "computes probs x V and the output projection for the kept particles only, which is faster)")
+    el.add_argument("--select", choices=["attention", "hardest"], default="attention",
+                    help="which tokens a step keeps: attention (LTP: the learned thresholds on the attention each "
+                         "token receives) or hardest (each cap keeps the jet's hardest particles, i.e. the first in "
+                         "input order, pT-sorted; needs --soft-epochs 0 and no --at: the steps are where the cap "
+                         "shrinks). hardest is the zero-cost rule a learned selection has to beat")
     el.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own, all cores); 1 when several run side by side")
     el.add_argument("--seed", type=int, default=0, help="torch seed (any random initialisation, and the order of the training jets)")

@@ -8,6 +8,7 @@ interleaved loop, and scored on the held-out `test` split):
   ztp[...]         Zero-TPrune at each token-budget schedule
   ltp              Learned Token Pruning (RUN/edge/ltp.pt, from `jetdeploy edge ltp`)
   ltp@NAME         further LTP operating points (--ltp DIR/edge/ltp.pt, trained on copies of the run)
+  hardest-ft@NAME  an `edge ltp --select hardest` checkpoint: the hardest particles at its caps, fine-tuned
   *+int8           onnxruntime.quantization dynamic INT8 of the graph above
   qcdq             the Brevitas INT8 run's QCDQ graph (--int8-run), unpruned
   qcdq+ztp[...]    that QAT model with Zero-TPrune at each budget, exported QCDQ by Brevitas

@@ -65,7 +65,7 @@ def plot_pareto(res: dict, path: Path) -> None:
                            (axes[1], "latency_ms_p50", "latency p50, batch 1 [ms]")):
         pts = sorted((v[key], v["accuracy"], k) for k, v in timed.items())
         for xv, yv, k in pts:
-            marker = "s" if "int8" in k or k == "qcdq" else ("^" if k.startswith("ltp") else "o")
+            marker = "s" if "int8" in k or k == "qcdq" else ("^" if k.startswith(("ltp", "hardest-ft")) else "o")
             ax.scatter(xv, yv, marker=marker)
             ax.annotate(k, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
         # Pareto front: better = more throughput / less latency, more accuracy

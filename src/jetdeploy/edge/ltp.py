@@ -8,6 +8,11 @@ lambda x the mean kept fraction; theta_l and the model's weights are trained tog
 Stage 2 (hard): the thresholds are frozen and the model is fine-tuned with real pruning (the
 PrunedTagger of inference), so training sees exactly what deployment does.
 
+`select: hardest` replaces the learned selection with the hardest-particle rule (prune.py): each cap keeps a
+jet's first tokens in input order (pT-sorted), and the model is fine-tuned under it (stage 2 only: there is no
+threshold to learn). The pruning steps are the blocks where the cap shrinks. It reads no attention, so its graph
+adds the fewest nodes: the learned selection has to beat it.
+
 Optional distillation (`distill` > 0, as DynamicViT does for its token pruning): the unpruned source model,
 frozen, is the teacher; the loss becomes (1 - a) CE + a T^2 KL(teacher / T || student / T) in both stages.
 
@@ -25,7 +30,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from ..errors import JetDeployError
@@ -62,7 +67,22 @@ class LTPConfig(BaseModel):
     pool: Literal["carry", "entry"] = Field("carry", description="what a pruned token adds to the pooled sum: its state "
                                             "after its pruning block's attention (carry) or the state it entered that "
                                             "block with (entry: the block computes attention rows of kept tokens only)")
+    select: Literal["attention", "hardest"] = Field(
+        "attention", description="attention: LTP's learned thresholds on the attention received; hardest: each "
+        "cap keeps the jet's hardest particles (input order), fine-tuned (no soft stage)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _hardest(self) -> "LTPConfig":
+        if self.select == "hardest" and (self.soft_epochs or self.at is not None or not self.budget):
+            raise ValueError("select hardest has no thresholds to learn: give soft_epochs 0, a budget (the caps; "
+                             "the steps are where a cap shrinks) and no 'at'")
+        return self
+
+    def spec(self, n_blocks: int) -> PruneSpec:
+        """The PruneSpec of the pruned model this config trains."""
+        return PruneSpec(method="ltp" if self.select == "attention" else "hardest",
+                         keep=self.budget or [1.0] * n_blocks, pool=self.pool, at=self.at)
 
 
 def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperature: float, *p4: torch.Tensor):
@@ -139,8 +159,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
     val_in = load_inputs(data, tcfg.model, "val", 5000)
     n_steps = len(model.blocks)
-    budget = cfg.budget or [1.0] * n_steps
-    pt = PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=cfg.pool, at=cfg.at), thresholds=torch.zeros(n_steps))
+    pt = PrunedTagger(model, cfg.spec(n_steps), thresholds=torch.zeros(n_steps))
     theta = torch.nn.Parameter(torch.zeros(n_steps))
     pt.thresholds = theta
     base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
@@ -226,6 +245,5 @@ def load_ltp(run_dir: str | Path, path: str | Path | None = None) -> PrunedTagge
     ckpt.load_state(model, rec["state_dict"], str(path))
     model.eval()
     lcfg = LTPConfig.model_validate(rec["ltp"])
-    budget = lcfg.budget or [1.0] * len(model.blocks)
-    return PrunedTagger(model, PruneSpec(method="ltp", keep=budget, pool=lcfg.pool, at=lcfg.at),
-                        thresholds=rec["thresholds"]).eval()
+    spec = lcfg.spec(len(model.blocks))
+    return PrunedTagger(model, spec, thresholds=rec["thresholds"] if spec.method == "ltp" else None).eval()

@@ -104,15 +104,23 @@ def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say, prefix: str = ""
         spec = PruneSpec(method="zerotprune", keep=k)
         mods[prefix + spec.label()] = PrunedTagger(model, spec)
     if rf.ltp_pt.exists():
-        mods[prefix + "ltp"] = load_ltp(rf.path)
+        main = load_ltp(rf.path)
+        mods[prefix + _ltp_name(main)] = main
     else:
         say(f"{rf.ltp_pt}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {rf.path}`)")
-    for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR"
-        name = f"ltp@{path.parent.parent.name if path.parent.name == 'edge' else path.stem}"
+    for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR" (or "hardest-ft@DIR")
+        mod = load_ltp(rf.path, path)
+        name = f"{_ltp_name(mod)}@{path.parent.parent.name if path.parent.name == 'edge' else path.stem}"
         if name in mods:
             raise JetDeployError(f"{path}: two LTP checkpoints would both be called {name!r}")
-        mods[name] = load_ltp(rf.path, path)
+        mods[name] = mod
     return mods
+
+
+def _ltp_name(mod: PrunedTagger) -> str:
+    """An `edge ltp` checkpoint's variant name: ltp (learned selection), or hardest-ft (the hardest particles,
+    fine-tuned: `--select hardest`)."""
+    return "ltp" if mod.spec.method == "ltp" else "hardest-ft"
 
 
 def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -> dict[str, dict]:
