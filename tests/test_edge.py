@@ -661,12 +661,32 @@ def test_ltp_select_hardest_fine_tunes_the_truncation_and_benches_it(float_run, 
 
     import onnx
 
+    from dataclasses import replace
+
+    from jetdeploy.data.schema import read_jets, write_jets
+
     run = tmp_path / "hard"
     shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
     bad = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--select", "hardest", "--budget", "0.5,0.5")
     assert bad.returncode == 2 and "soft_epochs 0" in bad.stderr and "Traceback" not in bad.stderr
+    # the synthetic jets are not sorted by pT: the rule would keep arbitrary particles, so it is refused
+    bad = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--select", "hardest", "--budget",
+                  "0.5,0.5", "--soft-epochs", "0", "--hard-epochs", "1", "--quiet")
+    assert bad.returncode == 2 and "hardest first" in bad.stderr and "Traceback" not in bad.stderr
     assert not (run / "edge").exists()
-    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--select", "hardest", "--budget",
+    # the same jets with their particles sorted hardest first (by the model's pT feature), written here
+    from jetdeploy.edge.prune import PT_FEATURES
+
+    jets = read_jets(synth_file)
+    feats = list(ckpt.load_model(float_run)[0].cfg.features)
+    col = list(jets.particle_feature_names).index(next(f for f in PT_FEATURES if f in feats))
+    key = np.where(jets.mask, -jets.particle_features[..., col], np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(a, order.reshape(*order.shape, *([1] * (a.ndim - 2))), axis=1)
+    sorted_file = tmp_path / "sorted.h5"
+    write_jets(sorted_file, replace(jets, particle_features=take(jets.particle_features), p4=take(jets.p4),
+                                    charge=take(jets.charge), pdgid=take(jets.pdgid), mask=take(jets.mask)))
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(sorted_file), "--select", "hardest", "--budget",
                   "0.5,0.5", "--soft-epochs", "0", "--hard-epochs", "1", "--max-train-jets", "64", "--quiet")
     assert res.returncode == 0, res.stderr
     pt = load_ltp(run)
@@ -686,3 +706,8 @@ def test_ltp_select_hardest_fine_tunes_the_truncation_and_benches_it(float_run, 
 
     mods = torch_variants(RunFolder(float_run), ckpt.load_model(float_run)[0], [], [run / "edge" / "ltp.pt"], print)
     assert "hardest-ft@hard" in mods and mods["hardest-ft@hard"].spec.method == "hardest"
+    from jetdeploy.edge.variants import score_in_torch
+
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5  # _jets: random, unsorted particles
+    with pytest.raises(JetDeployError, match="not sorted hardest first"):
+        score_in_torch(mods, pt.model, [], xt, mt, torch.zeros(len(x), dtype=torch.long), N)

@@ -117,7 +117,7 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
     pn = None if p4 is None else p4.numpy()
     if len(xn) < s.batch:
         raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {s.batch}")
-    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N, p4=p4)
+    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N, p4=p4, say=say)
     acc_float = variants["float-padded"]["accuracy_torch"]
     say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))
     checks: list[dict] = []

@@ -39,7 +39,7 @@ from ..versions import packages
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
-from .prune import PrunedTagger, PruneSpec, check_blocks, key_bias_of, received_attention
+from .prune import PrunedTagger, PruneSpec, check_blocks, key_bias_of, pt_ordered, received_attention
 
 LTP_FORMAT = "jetdeploy-ltp-1"
 
@@ -158,6 +158,10 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
             p.requires_grad_(False)
     train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
     val_in = load_inputs(data, tcfg.model, "val", 5000)
+    if cfg.select == "hardest" and not pt_ordered(train_in.x, train_in.mask, list(tcfg.model.features)):
+        raise JetDeployError(f"{data}: --select hardest keeps each jet's first particles, but the training jets are "
+                             "not confirmed hardest first (no pT feature in model.features, or a later particle is "
+                             "harder than an earlier one); sort the particles by pT or use --select attention")
     n_steps = len(model.blocks)
     pt = PrunedTagger(model, cfg.spec(n_steps), thresholds=torch.zeros(n_steps))
     theta = torch.nn.Parameter(torch.zeros(n_steps))

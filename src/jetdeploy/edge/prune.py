@@ -174,6 +174,26 @@ def received_attention(probs: torch.Tensor, query_weight: torch.Tensor) -> torch
     return (w @ probs).sum(1)[:, 0]                                        # [B, H, 1, N] -> [B, N]
 
 
+def input_order(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """The hardest-particle score [B, N]: minus the position, so that the first (hardest) tokens score highest and
+    TopK keeps them in input order."""
+    return -torch.arange(mask.shape[1], device=mask.device, dtype=dtype).expand(mask.shape)
+
+
+PT_FEATURES = ("log_pt", "log_pt_rel")  # monotone in a particle's pT within a jet
+
+
+def pt_ordered(x: torch.Tensor, mask: torch.Tensor, features: list[str]) -> bool | None:
+    """Whether every jet's real particles come hardest first (what the hardest-particle rule assumes), read from a
+    pT feature of x [B, N, F]; None when the model takes no pT feature (the order cannot be checked)."""
+    col = next((features.index(f) for f in PT_FEATURES if f in features), None)
+    if col is None:
+        return None
+    pt, m = x[..., col], mask.bool()
+    later_real = m[:, 1:]
+    return bool(((pt[:, 1:] <= pt[:, :-1] + 1e-6) | ~later_real).all())
+
+
 def _masked(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, score, torch.full_like(score, NEG))
 
@@ -233,7 +253,7 @@ class PrunedTagger(nn.Module):
             r = torch.rand(mask.shape, generator=generator, device=mask.device)
             return _masked(r, mask), k
         if spec.method == "hardest":  # input order: the first (hardest) real tokens score highest
-            return _masked(-torch.arange(mask.shape[1], device=mask.device, dtype=probs.dtype).expand(mask.shape), mask), k
+            return _masked(input_order(mask, probs.dtype), mask), k
         imp = _masked(combine_heads(weighted_pagerank(probs, mask, spec.wpr_iterations)), mask)
         if spec.similarity_fraction == 0.0:
             return imp, k                                                # I-stage only
@@ -352,8 +372,7 @@ class PrunedTagger(nn.Module):
         mask = mask if mask.dtype == torch.bool else mask > 0.5
         # padding is not pruning: drop the padded columns that no jet in the batch needs
         # (the hardest-particle control needs the input order kept: its real tokens score by position, not tied)
-        order = (-torch.arange(mask.shape[1], device=x.device, dtype=x.dtype).expand(mask.shape)
-                 if self.spec.method == "hardest" else torch.zeros_like(mask, dtype=x.dtype))
+        order = input_order(mask, x.dtype) if self.spec.method == "hardest" else torch.zeros_like(mask, dtype=x.dtype)
         mask, x, *p4, _ = compact(_masked(order, mask), mask.sum(1).max().clamp(min=1), x, *([] if p4 is None else [p4]))
         n_real = mask.sum(1)
         h, _ = m.tokens(x, mask)

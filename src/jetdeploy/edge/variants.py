@@ -14,7 +14,7 @@ from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accurac
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
-from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs
+from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs, pt_ordered
 from ..models.transformer import uses_pair
 from ..export.graphs import feed
 from .timing import trim
@@ -123,10 +123,16 @@ def _ltp_name(mod: PrunedTagger) -> str:
     return "ltp" if mod.spec.method == "ltp" else "hardest-ft"
 
 
-def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -> dict[str, dict]:
+def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None, say=print) -> dict[str, dict]:
     """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning and the hardest
     particles at every budget, Zero-TPrune, random and the hardest particles at LTP's budget, LTP's weights
-    unpruned). p4: the four-vectors, for the pair-bias models among them."""
+    unpruned). p4: the four-vectors, for the pair-bias models among them. The hardest-particle rule needs the
+    particles hardest first: its controls are left out (said) when the test jets' order cannot be confirmed, and a
+    fine-tuned hardest-ft variant is refused on jets that are not in that order."""
+    ordered = pt_ordered(x, mask, list(model.cfg.features))
+    if ordered is False and any(getattr(m, "spec", None) and m.spec.method == "hardest" for m in mods.values()):
+        raise JetDeployError("the test jets are not sorted hardest first (a later particle is harder than an earlier one), so a "
+                             "hardest-ft variant would keep other particles than it was trained on")
     with torch.no_grad():
         plain = torch.cat([model(x[i:i + 500], mask[i:i + 500], *pair_arg(model, p4, i, 500))
                            for i in range(0, len(x), 500)]).numpy()
@@ -146,16 +152,21 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None) -
             variants[name]["source_run"] = name.split("/")[0]
         if uses_pair(mod):
             variants[name]["pair_bias"] = True
-    controls = [(m, k, note) for k in keeps for m, note in (
-        ("random", "accuracy control at a Zero-TPrune budget, PyTorch only"),
-        ("hardest", "the hardest particles (input order, pT-sorted) at a Zero-TPrune budget, PyTorch only"))]
+    rules = [("random", "accuracy control at a Zero-TPrune budget, PyTorch only")]
+    if ordered:
+        rules.append(("hardest", "the hardest particles (input order, pT-sorted) at a Zero-TPrune budget, PyTorch only"))
+    else:
+        say("the hardest-particle controls are left out: the test jets' particles are "
+            + ("not sorted by pT" if ordered is False else "of a model with no pT feature (order not checkable)"))
+    controls = [(m, k, note) for k in keeps for m, note in rules]
     if "ltp" in mods:  # equal budgets for the three methods: Zero-TPrune and random at LTP's caps
         lk = mods["ltp"].spec.keep
         if lk not in keeps and any(f < 1.0 for f in lk):
             controls.append(("zerotprune", lk, "Zero-TPrune at LTP's token budget (LTP keeps at most this), PyTorch only"))
         controls.append(("random", lk, "random pruning at LTP's token budget, PyTorch only"))
-        controls.append(("hardest", lk, "the hardest particles (input order, pT-sorted) at LTP's token budget, "
-                                        "PyTorch only"))
+        if ordered:
+            controls.append(("hardest", lk, "the hardest particles (input order, pT-sorted) at LTP's token budget, "
+                                            "PyTorch only"))
     for method, k, note in controls:
         spec = PruneSpec(method=method, keep=k)
         logits, macs = torch_logits(PrunedTagger(model, spec), x, mask, p4=p4)
