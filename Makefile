@@ -42,6 +42,9 @@ EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
 # each edge preset's LTP operating point (edge64: >= 2x batch-256 throughput at <= 0.5 points; README, edge)
 LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
+# the demo's edge32: one deep step after block 0 (keep the 8 particles that receive the most attention), 12 epochs
+# of distilled fine-tuning at half the float run's learning rate (default data: -0.3 test points, x2 bucketed)
+LTP_ARGS_edge32 := --at 0 --budget 0.25,0.25,0.25 --soft-epochs 0 --hard-epochs 12 --distill 0.9 --pool entry --lr 1e-3
 LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 # torch threads of each `edge ltp` (empty: all cores); THREADS=1 when several jobs share a small machine
 THREADS     ?=

@@ -613,6 +613,17 @@ def test_pair_bias_run_exports_ltp_trains_and_benches_beside_the_plain_run(float
     assert v["part/float-nopad"]["accuracy_change"] == pytest.approx(v["part/float-nopad"]["accuracy"]
                                                                       - v["float-padded"]["accuracy"])
     assert v["part/float-nopad"]["macs_per_jet"] > v["float-nopad"]["macs_per_jet"]  # the pair MLP's MACs
+    # and each of its rows against its own padding-free graph too: what pruning buys and costs the ParT model
+    own, pruned = v["part/float-nopad"], v["part/ltp"]
+    assert own["accuracy_change_vs_own"] == 0 and own["throughput_bucketed_vs_own_nopad"] == pytest.approx(1.0)
+    assert pruned["accuracy_change_vs_own"] == pytest.approx(pruned["accuracy"] - own["accuracy"])
+    assert pruned["throughput_bucketed_vs_own_nopad"] == pytest.approx(pruned["throughput_bucketed_jets_per_s"]
+                                                                       / own["throughput_bucketed_jets_per_s"])
+    assert pruned["latency_p50_gain_vs_own_nopad"] == pytest.approx(own["latency_ms_p50"] / pruned["latency_ms_p50"])
+    assert not any("accuracy_change_vs_own" in v[k] for k in ("float-nopad", "float-padded", "zerotprune[0.75,0.5]"))
+    md = (main / "edge" / "bench.md").read_text()
+    assert "## part: against its own padding-free graph (part/float-nopad)" in md
+    assert f"| part/ltp | {pruned['accuracy']:.4f} | {pruned['accuracy_change_vs_own']:+.4f} |" in md
     res = run_cli("edge", "bench", "--run", str(main), "--data", str(synth_file), "--beside", str(main / "nope"))
     assert res.returncode == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
 

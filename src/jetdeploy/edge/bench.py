@@ -199,6 +199,26 @@ def _gains(variants: dict, acc_float: float) -> None:
         if "accuracy" not in v:
             v["accuracy"] = v["accuracy_torch"]
             v["accuracy_change"] = v["accuracy"] - acc_float
+    _own_gains(variants)
+
+
+# (ratio key, figure, True where smaller is faster): a --beside run's rows over its own padding-free graph
+OWN_RATIOS = (("throughput_bucketed_vs_own_nopad", "throughput_bucketed_jets_per_s", False),
+              ("latency_p50_gain_vs_own_nopad", "latency_ms_p50", True),
+              ("latency_p50_cold_gain_vs_own_nopad", "latency_ms_p50_cold", True))
+
+
+def _own_gains(variants: dict) -> None:
+    """The rows of a --beside run (e.g. a ParT model) against that run's own padding-free graph: what pruning buys
+    and costs that model, beside its standing against the main run (accuracy_change, *_vs_float_nopad)."""
+    for v in variants.values():
+        own = variants.get(f"{v['source_run']}/float-nopad") if "source_run" in v else None
+        if own is None:
+            continue
+        v["accuracy_change_vs_own"] = v["accuracy"] - own["accuracy"]
+        if v.get("timed") and own.get("timed"):
+            for key, fig, smaller in OWN_RATIOS:
+                v[key] = own[fig] / v[fig] if smaller else v[fig] / own[fig]
 
 
 def _timing_record(s: BenchSettings, nb: int, n1: int) -> dict:

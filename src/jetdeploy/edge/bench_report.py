@@ -50,7 +50,27 @@ def bench_table(res: dict) -> str:
     checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
                        f"{c['max_abs_diff']:.1e}, agreement {c['argmax_agreement']:.4f}"
                        for c in res["checks"])
-    return head + "\n".join(rows) + "\n\n## Checks (torch vs ONNX: batched graph on batches of 3, single-jet graph on each jet)\n" + checks + "\n"
+    return (head + "\n".join(rows) + "\n" + _beside_tables(res)
+            + "\n## Checks (torch vs ONNX: batched graph on batches of 3, single-jet graph on each jet)\n" + checks
+            + "\n")
+
+
+def _beside_tables(res: dict) -> str:
+    """One table per --beside run: its rows against its own padding-free graph (what pruning buys that model)."""
+    out = ""
+    for src in sorted({v["source_run"] for v in res["variants"].values() if "accuracy_change_vs_own" in v}):
+        rows = ["| variant | accuracy | Δacc vs its own float | bucketed ×its padding-free | batch-1 warm ×its "
+                "padding-free | batch-1 cold ×its padding-free |", "|---|---|---|---|---|---|"]
+        for name, v in res["variants"].items():
+            if v.get("source_run") != src or "accuracy_change_vs_own" not in v:
+                continue
+            gains = ([f"{v[k]:.2f}" for k in ("throughput_bucketed_vs_own_nopad", "latency_p50_gain_vs_own_nopad",
+                                             "latency_p50_cold_gain_vs_own_nopad")]
+                     if "throughput_bucketed_vs_own_nopad" in v else ["–"] * 3)
+            rows.append(f"| {name} | {v['accuracy']:.4f} | {v['accuracy_change_vs_own']:+.4f} | " + " | ".join(gains)
+                        + " |")
+        out += f"\n## {src}: against its own padding-free graph ({src}/float-nopad)\n\n" + "\n".join(rows) + "\n"
+    return out
 
 
 def plot_pareto(res: dict, path: Path) -> None:
