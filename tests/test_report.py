@@ -142,3 +142,20 @@ def test_report_states_the_edge_timing_conditions(synth_file, tmp_path):
     md = (root / "report" / "report.md").read_text()
     assert "## Edge: tiny-edge" in md and "onnxruntime" in md and "1 thread" in md
     assert "denormals flushed to zero" in md
+
+
+def test_summary_picks_the_edge_variant_with_the_best_bucketed_gain_within_one_point():
+    """The summary's 'CPU best within 1 pt' is the bench's headline: the largest bucketed gain over the padding-free
+    graph among the variants within 1 accuracy point of float, not the largest file-order throughput."""
+    from jetdeploy.report.render import _best_edge
+
+    def row(name, acc, jets, bucketed):
+        return {"variant": name, "accuracy": {"value": acc}, "throughput_jets_per_s": {"value": jets},
+                "throughput_bucketed_vs_nopad": bucketed}
+
+    e = {"accuracy_float": 0.76, "variants": [row("float-nopad", 0.76, 3000, 1.0), row("deep", 0.74, 9000, 3.0),
+                                               row("fast-file-order", 0.755, 8000, 1.9), row("ltp", 0.752, 7000, 2.2)]}
+    assert _best_edge(e)["variant"] == "ltp"  # deep is 2 points off; fast-file-order has the smaller headline gain
+    assert _best_edge(e, points=3.0)["variant"] == "deep"
+    e["variants"] = [row("a", 0.76, 3000, None), row("b", 0.76, 5000, None)]  # no bucketed figures: file order
+    assert _best_edge(e)["variant"] == "b"
