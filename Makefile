@@ -40,10 +40,12 @@ EDGE_PRESET ?= edge32
 EDGE_FLOAT  := $(RUN_DIR)/$(EDGE_PRESET)-float
 EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
-# each edge preset's LTP operating point (edge64: >= 2x batch-256 throughput at <= 0.5 points; README, edge)
+# each edge preset's LTP operating point (edge64: x2.1 batch-256 throughput over the padded graph at -0.3 points,
+# x1.75 bucketed over the padding-free one, an AMD EPYC run; README, edge)
 LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
 # the demo's edge32: one deep step after block 0 (keep the 8 particles that receive the most attention), 12 epochs
-# of distilled fine-tuning at half the float run's learning rate (default data: -0.3 test points, x2 bucketed)
+# of distilled fine-tuning at half the float run's learning rate (fresh-clone demo, Intel Xeon: -0.27 test points,
+# x1.85-1.87 bucketed and x1.28-1.31 batch-1 warm over the padding-free graph; README, edge)
 LTP_ARGS_edge32 := --at 0 --budget 0.25,0.25,0.25 --soft-epochs 0 --hard-epochs 12 --distill 0.9 --pool entry --lr 1e-3
 LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
 # torch threads of each `edge ltp` (empty: all cores); THREADS=1 when several jobs share a small machine
