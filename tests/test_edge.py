@@ -107,8 +107,9 @@ def _jets(lengths, n_particles=8, seed=1):
                                   PruneSpec(method="ltp", keep=[1.0, 0.75]),
                                   PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry"),
                                   PruneSpec(method="zerotprune", keep=[0.75, 0.5], pool="drop"),
-                                  PruneSpec(method="hardest", keep=[0.75, 0.5])],
-                         ids=["ztp", "ztp-i", "ltp", "ltp-entry", "ztp-drop", "hardest"])
+                                  PruneSpec(method="hardest", keep=[0.75, 0.5]),
+                                  PruneSpec(method="ltp", keep=[0.75, 0.75], pool="fuse", at=[0])],
+                         ids=["ztp", "ztp-i", "ltp", "ltp-entry", "ztp-drop", "hardest", "ltp-fuse"])
 def test_exported_pruned_graph_equals_torch(spec, tmp_path):
     model = tagger()
     pt = PrunedTagger(model, spec, thresholds=torch.tensor([0.9, 1.0]) if spec.method == "ltp" else None)
@@ -256,6 +257,46 @@ def test_kept_rows_only_attention_equals_full_attention_then_pruning():
     idx = torch.tensor([[4, 0], [2, 2]])
     assert torch.equal(gather_queries(probs, idx), torch.stack([probs[b][:, idx[b]] for b in range(2)]))
     assert NEG < -1e8
+
+
+def test_fused_token_is_the_mean_entry_state_of_the_pruned_tokens():
+    """pool fuse: after the step, the kept tokens go on with one more token, the mean of the states the pruned
+    tokens entered the block with (zero for a jet that loses none); it is attended to, not pooled. Reference: the
+    same model run by hand, jet by jet, on the tokens the entry-pooled twin keeps."""
+    model = tagger(blocks=2)
+    theta = torch.tensor([0.95, 1.0])
+    x, mask = _jets([8, 5, 2, 7, 1, 8])
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask) > 0.5
+    spec = dict(method="ltp", keep=[0.5, 0.5], at=[0])
+    fuse = PrunedTagger(model, PruneSpec(pool="fuse", **spec), thresholds=theta)
+    entry = PrunedTagger(model, PruneSpec(pool="entry", **spec), thresholds=theta)
+    with torch.no_grad():
+        got = fuse(xt, mt)
+        want = []
+        for b in range(len(x)):
+            n = int(mt[b].sum())
+            h, _ = model.tokens(xt[b:b + 1, :n], None)
+            h = h[0]
+            a, probs, v = model.blocks[0].attention_probs(h, None, None)
+            idx = entry._select_single(0, h, probs)
+            pruned = torch.ones(n, dtype=torch.bool)
+            pruned[idx] = False
+            fused = h[pruned].mean(0) if pruned.any() else torch.zeros(h.shape[1])
+            nh = model.norm(h, None)
+            carried = nh[pruned].sum(0)
+            h = model.blocks[0].attend_rows(h[idx], None, probs[:, idx], v)
+            h = torch.cat([h, fused[None]], 0)
+            h = model.blocks[0].feed_forward(h, None)
+            h = model.blocks[1](h[None], None, None)[0]
+            pooled = model.norm(h[:-1], None).sum(0) + carried
+            want.append(model.classify((pooled / n)[None])[0])
+    assert torch.allclose(got, torch.stack(want), atol=1e-5)
+    assert not torch.allclose(got, entry(xt, mt), atol=1e-4)  # the fused token changes the result
+    # the fused token is computed by the later blocks, so it is counted: kept + 1 (a 1-particle jet keeps 1, fuses 0)
+    assert (fuse.last_counts[1] == entry.last_counts[1] + 1).all()
+    assert fuse.last_counts[1].tolist()[4] == 2
+    with pytest.raises(JetDeployError, match="one pruning step"):
+        PrunedTagger(model, PruneSpec(method="ltp", keep=[0.5, 0.5], pool="fuse"), thresholds=theta)
 
 
 def test_macs_follow_the_kept_tokens():
@@ -539,7 +580,9 @@ def pair_tagger(seed=0):
 
 
 @pytest.mark.parametrize("spec", [PruneSpec(method="none"), PruneSpec(method="zerotprune", keep=[0.75, 0.5]),
-                                  PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry")], ids=["nopad", "ztp", "ltp-entry"])
+                                  PruneSpec(method="ltp", keep=[0.75, 0.5], pool="entry"),
+                                  PruneSpec(method="ltp", keep=[0.75, 0.75], pool="fuse", at=[0])],
+                         ids=["nopad", "ztp", "ltp-entry", "ltp-fuse"])
 def test_pair_bias_graphs_take_p4_and_equal_torch(spec, tmp_path):
     """A ParT-style model's graphs compute the pairwise features from p4 (a third input) and, pruned, keep the
     pair tensor's rows and columns of the kept tokens: ORT == torch on mixed lengths and on single jets."""

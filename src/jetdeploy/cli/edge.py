@@ -86,10 +86,13 @@ def register(sub) -> None:
                     help="weight a in [0, 1] of distillation from the unpruned model (frozen teacher): loss = "
                          "(1 - a) CE + a T^2 KL; 0 = plain cross-entropy")
     el.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature T")
-    el.add_argument("--pool", choices=["carry", "entry"], default="carry",
+    el.add_argument("--pool", choices=["carry", "entry", "fuse"], default="carry",
                     help="what a pruned particle adds to the pooled sum: its state after the attention of the block "
                          "that prunes it (carry), or the state it entered that block with (entry: the block then "
-                         "computes probs x V and the output projection for the kept particles only, which is faster)")
+                         "computes probs x V and the output projection for the kept particles only, which is faster); "
+                         "fuse: entry, and the mean entry state of the pruned particles goes on through the later "
+                         "blocks as one more token (EViT's fused token), so the kept ones still attend to a summary of "
+                         "them; one pruning step only (one block in --at)")
     el.add_argument("--select", choices=["attention", "hardest"], default="attention",
                     help="which tokens a step keeps: attention (LTP: the learned thresholds on the attention each "
                          "token receives) or hardest (each cap keeps the jet's hardest particles, i.e. the first in "

@@ -64,9 +64,11 @@ class LTPConfig(BaseModel):
         return check_blocks(v)
     distill: float = Field(0.0, ge=0.0, le=1.0, description="weight a of the distillation loss from the unpruned model")
     distill_temperature: float = Field(2.0, gt=0.0, description="distillation temperature T")
-    pool: Literal["carry", "entry"] = Field("carry", description="what a pruned token adds to the pooled sum: its state "
-                                            "after its pruning block's attention (carry) or the state it entered that "
-                                            "block with (entry: the block computes attention rows of kept tokens only)")
+    pool: Literal["carry", "entry", "fuse"] = Field(
+        "carry", description="what a pruned token adds to the pooled sum: its state after its pruning block's attention "
+        "(carry) or the state it entered that block with (entry: the block computes attention rows of kept tokens "
+        "only); fuse: entry, and the pruned tokens' mean entry state goes on as one more token (one pruning step only; "
+        "the soft stage trains without it)")
     select: Literal["attention", "hardest"] = Field(
         "attention", description="attention: LTP's learned thresholds on the attention received; hardest: each "
         "cap keeps the jet's hardest particles (input order), fine-tuned (no soft stage)")
@@ -95,7 +97,7 @@ def soft_forward(pt: PrunedTagger, x: torch.Tensor, mask: torch.Tensor, temperat
     n_real = real.sum(1).clamp(min=1)
     soft, carried, kept = real, torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype), []
     bias = key_bias_of(mask, h.dtype)
-    entry = pt.spec.pool == "entry"
+    entry = pt.spec.pool in ("entry", "fuse")  # fuse: no fused token in the soft stage
     for i, block in enumerate(m.blocks):
         kb = bias + torch.log(soft.clamp(min=1e-6))[:, None, None, :]
         h_in = h

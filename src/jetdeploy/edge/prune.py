@@ -19,7 +19,13 @@ batch is cut to the largest kept count (jets with fewer carry masked slots). One
     pruned token's attention output, so a pruning block computes its attention probabilities for every
     token (the scores need them) and then the rest of the attention (probs x V, the output projection,
     the residual) for the kept tokens only; the S-stage then compares the states the tokens entered
-    the block with.
+    the block with;
+  * `pool: fuse` is entry pooling plus one *fused token* (EViT, Liang et al., ICLR 2022): the mean of the states the
+    pruned tokens entered the step's block with joins the kept tokens for that block's FFN and every later block (a
+    key, query and value like the others, with a zero pair bias), so that the kept particles still see a summary of
+    the pruned ones; it is not pooled (the pruned tokens are already counted by their entry states). A jet that
+    loses no token at the step gets a zero fused token, in the batched and the single-jet graph alike. One pruning
+    step only.
 
 Zero-TPrune (Wang, Dedhia, Jha, CVPR 2024), as implemented here:
   * importance: weighted PageRank on each head's attention graph, s <- A^T s from the uniform
@@ -47,6 +53,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import JetDeployError
@@ -72,7 +79,7 @@ class PruneSpec(BaseModel):
     keep: list[float] = Field(default_factory=lambda: [0.8, 0.6, 0.4, 0.3])
     similarity_fraction: float = Field(0.5, ge=0.0, le=1.0)
     wpr_iterations: int = Field(3, ge=1, le=100)
-    pool: Literal["carry", "entry", "drop"] = "carry"
+    pool: Literal["carry", "entry", "drop", "fuse"] = "carry"
     at: list[int] | None = Field(None, description="LTP: the blocks with a pruning step (0-based); None: every block. "
                                  "Fewer, deeper steps cost fewer graph nodes, which is what batch 1 pays for")
     seed: int = 0  # the random control's generator
@@ -205,7 +212,8 @@ class PrunedTagger(nn.Module):
     block i keeps at most keep[i+1] x model.n_particles tokens of each jet (a token budget: the tensors
     stay rectangular with no slack, and a jet with fewer particles than the budget loses none), or, for
     LTP, the tokens above the learned threshold. `last_counts` holds the real tokens of the last call:
-    entering block 0, then after each block's pruning step ([B] each, L + 1 entries)."""
+    entering block 0, then after each block's pruning step ([B] each, L + 1 entries; with pool fuse, the fused token
+    counts from its step on: the blocks compute it)."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, thresholds: torch.Tensor | None = None):
         super().__init__()
@@ -235,6 +243,9 @@ class PrunedTagger(nn.Module):
         self.steps = [(spec.at is None or i in spec.at) if spec.method == "ltp" else
                       (spec.method != "none" and b < ([cfg.n_particles] + self.budgets)[i])
                       for i, b in enumerate(self.budgets)]
+        if spec.pool == "fuse" and sum(self.steps) != 1:
+            raise JetDeployError(f"prune pool fuse adds one fused token at one pruning step; this spec has "
+                                 f"{sum(self.steps)} steps (give one block in 'at', or one budget step)")
         self.last_counts: list[torch.Tensor] = []
 
     def _select(self, step: int, h, probs, mask, generator=None):
@@ -341,15 +352,18 @@ class PrunedTagger(nn.Module):
         h, _ = m.tokens(x[0], None)
         pair = m.pair(p4)[0] if p4 is not None else None                 # [H, n, n]
         n_real = torch._shape_as_tensor(h)[0:1]
-        carried, counts = 0.0, [n_real]
+        carried, counts, fused = 0.0, [n_real], None
         for i, block in enumerate(m.blocks):
             idx = None
             if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
                 a, probs, v = block.attention_probs(h, None, None, pair)
                 idx = self._select_single(i, h, probs, gen)
-                if self.spec.pool == "entry":
+                if self.spec.pool in ("entry", "fuse"):
                     nh = m.norm(h, None)
                     carried = carried + nh.sum(0) - nh[idx].sum(0)
+                if self.spec.pool == "fuse":  # the mean entry state of the pruned tokens (0 when none)
+                    n_pruned = (torch._shape_as_tensor(h)[0] - torch._shape_as_tensor(idx)[0]).clamp(min=1)
+                    fused = (h.sum(0) - h[idx].sum(0)) / n_pruned.to(h.dtype)
                 gate_in = a[idx] if block.attn.gate is not None else None
                 h = block.attend_rows(h[idx], gate_in, probs[:, idx], v)
             else:
@@ -361,10 +375,14 @@ class PrunedTagger(nn.Module):
                     h = h[idx]
             if pair is not None and idx is not None:
                 pair = pair[:, idx][:, :, idx]
+            if fused is not None and idx is not None:  # the fused token joins as the last row
+                h = torch.cat([h, fused[None]], 0)
+                pair = None if pair is None else F.pad(pair, (0, 1, 0, 1))
             counts.append(torch._shape_as_tensor(h)[0:1])
             h = block.feed_forward(h, None)
         self.last_counts = counts
-        return m.classify(self._pool((m.norm(h, None).sum(0) + carried)[None], n_real, counts[-1]))
+        pooled = h if fused is None else h[:-1]  # the fused token is not pooled
+        return m.classify(self._pool((m.norm(pooled, None).sum(0) + carried)[None], n_real, counts[-1]))
 
     def _forward_batch(self, x, mask, p4, gen) -> torch.Tensor:
         """A padded batch: padding removed first, then each pruning step compacts the batch to its kept tokens."""
@@ -377,16 +395,19 @@ class PrunedTagger(nn.Module):
         n_real = mask.sum(1)
         h, _ = m.tokens(x, mask)
         pair = m.pair(p4[0]) if p4 else None
-        carried, counts = 0.0, [n_real]
+        carried, counts, fused = 0.0, [n_real], None
         for i, block in enumerate(m.blocks):
             idx = None
             if self.steps[i] and self.spec.pool != "carry":  # attention rows of the kept tokens only
                 a, probs, v = block.attention_probs(h, mask, key_bias_of(mask, h.dtype), pair)
                 score, k = self._select(i, h, probs, mask, gen)
-                if self.spec.pool == "entry":  # the final-norm states the pruned tokens entered with
+                if self.spec.pool in ("entry", "fuse"):  # the final-norm states the pruned tokens entered with
                     nh = m.norm(h, mask)
                     new_mask, kept, new_nh, idx = compact(score, k, h, nh)
                     carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
+                    if self.spec.pool == "fuse":  # the mean entry state of the pruned tokens (0 when none)
+                        n_pruned = (mask.sum(1) - new_mask.sum(1)).clamp(min=1).to(h.dtype)[:, None]
+                        fused = (masked_sum(h, mask) - masked_sum(kept, new_mask)) / n_pruned
                 else:
                     new_mask, kept, idx = compact(score, k, h)
                 gate_in = gather_tokens(a, idx) if block.attn.gate is not None else None
@@ -401,9 +422,15 @@ class PrunedTagger(nn.Module):
                     mask, h = new_mask, new_h
             if pair is not None and idx is not None:
                 pair = gather_pairs(pair, idx)
+            if fused is not None and idx is not None:  # the fused token joins as the last slot, always real
+                h = torch.cat([h, fused[:, None]], 1)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                pair = None if pair is None else F.pad(pair, (0, 1, 0, 1))
             counts.append(mask.sum(1))
             h = block.feed_forward(h, mask)
         self.last_counts = counts
+        if fused is not None:  # the fused token is not pooled
+            h, mask = h[:, :-1], mask[:, :-1]
         total = masked_sum(m.norm(h, mask), mask) + carried
         return m.classify(self._pool(total, n_real, counts[-1]))
 
