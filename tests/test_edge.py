@@ -407,6 +407,30 @@ def test_ltp_thresholds_move_and_reload(float_run, synth_file):
     assert pt.budgets == [16, 12]
 
 
+def test_ltp_keeps_the_best_val_epoch_and_says_so(float_run, synth_file, tmp_path):
+    """keep_epoch best: the saved weights and thresholds are those of the epoch with the best val accuracy (the first
+    of equals), scored on the whole val split; keep_epoch last: the last epoch's. The reloaded model scores exactly
+    the recorded accuracy of the kept epoch."""
+    import shutil
+
+    from jetdeploy.edge.ltp import _evaluate
+    from jetdeploy.train.dataset import load_inputs
+
+    val = load_inputs(synth_file, ckpt.load_model(float_run)[1]["config"].model, "val")
+    for keep in ("best", "last"):
+        run = tmp_path / keep
+        shutil.copytree(float_run, run, ignore=shutil.ignore_patterns("edge"))
+        # a learning rate so high that the val accuracy peaks before the last epoch (seeded: it does, epoch 2 of 4)
+        r = train_ltp(run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=3, batch_size=16, budget=[0.75, 0.5],
+                                                 lr=0.3, keep_epoch=keep), progress=False)
+        accs = [h["val_accuracy"] for h in r["history"]]
+        want = accs.index(max(accs)) + 1 if keep == "best" else len(accs)
+        assert r["kept_epoch"] == want and r["val_accuracy"] == accs[want - 1] and r["n_val_jets"] == len(val)
+        assert keep == "last" or want < len(accs), accs  # the best is not the last: the choice is tested
+        assert r["thresholds"] == r["history"][want - 1]["thresholds"]
+        assert _evaluate(load_ltp(run), val)["accuracy"] == accs[want - 1]
+
+
 def test_ltp_without_epochs_keeps_the_caps_and_records_one_scored_row(float_run, synth_file, tmp_path):
     """`edge ltp --soft-epochs 0 --hard-epochs 0`: the caps alone (thresholds 0, weights untouched), scored on val
     once; the command prints that row (it used to index an empty history)."""

@@ -27,6 +27,7 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
     try:
         cfg = LTPConfig(lam=args.lam, temperature=args.temperature, soft_epochs=args.soft_epochs,
                         hard_epochs=args.hard_epochs, lr=args.lr, max_train_jets=args.max_train_jets,
+                        max_val_jets=args.max_val_jets, keep_epoch=args.keep_epoch,
                         budget=args.budget, seed=args.seed, distill=args.distill,
                         distill_temperature=args.distill_temperature, pool=args.pool, at=args.at,
                         select=args.select)
@@ -39,9 +40,10 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
-    last = r["history"][-1]
-    print(f"LTP: val accuracy {last['val_accuracy']:.4f} (unpruned {r['unpruned_val_accuracy']:.4f}), "
-          f"{last['val_kept_fraction']:.3f} of the real tokens kept per block, thresholds "
+    kept = next((h for h in r["history"] if h["epoch"] == r["kept_epoch"]), r["history"][-1])
+    print(f"LTP: epoch {r['kept_epoch']} kept ({args.keep_epoch}), val accuracy {kept['val_accuracy']:.4f} on "
+          f"{r['n_val_jets']} val jets (unpruned {r['unpruned_val_accuracy']:.4f}), "
+          f"{kept['val_kept_fraction']:.3f} of the real tokens kept per block, thresholds "
           f"{[round(t, 3) for t in r['thresholds']]}, {r['train_s']:.0f} s")
     print(f"wrote {RunFolder(args.run).ltp_pt} and ltp.json")
     return 0
@@ -82,6 +84,10 @@ def register(sub) -> None:
     el.add_argument("--hard-epochs", type=int, default=2, help="epochs of fine-tuning with real pruning")
     el.add_argument("--lr", type=float, default=2e-4, help="model learning rate (cosine decay)")
     el.add_argument("--max-train-jets", type=int, default=None, help="use only this many training jets")
+    el.add_argument("--max-val-jets", type=int, default=None,
+                    help="score each epoch on only this many val jets (default: the whole val split)")
+    el.add_argument("--keep-epoch", choices=["best", "last"], default="best",
+                    help="which epoch's weights and thresholds are saved: the best val accuracy (default) or the last")
     el.add_argument("--distill", type=float, default=0.0,
                     help="weight a in [0, 1] of distillation from the unpruned model (frozen teacher): loss = "
                          "(1 - a) CE + a T^2 KL; 0 = plain cross-entropy")

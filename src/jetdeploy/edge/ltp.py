@@ -55,6 +55,9 @@ class LTPConfig(BaseModel):
     threshold_lr: float = Field(2e-2, gt=0.0)
     batch_size: int = Field(256, ge=8)
     max_train_jets: int | None = Field(None, ge=1)
+    max_val_jets: int | None = Field(None, ge=1, description="score each epoch on this many val jets (none: all)")
+    keep_epoch: Literal["best", "last"] = Field("best", description="the weights and thresholds saved: the epoch with "
+                                                "the best val accuracy (the first of equals), or the last")
     budget: list[float] | None = Field(None, description="token budget cap per block (PruneSpec.keep); none: no cap")
     at: list[int] | None = Field(None, description="the blocks with a pruning step (PruneSpec.at); none: every block")
 
@@ -159,7 +162,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
         for p in teacher.parameters():
             p.requires_grad_(False)
     train_in = load_inputs(data, tcfg.model, "train", cfg.max_train_jets)
-    val_in = load_inputs(data, tcfg.model, "val", 5000)
+    val_in = load_inputs(data, tcfg.model, "val", cfg.max_val_jets)
     if cfg.select == "hardest" and not pt_ordered(train_in.x, train_in.mask, list(tcfg.model.features)):
         raise JetDeployError(f"{data}: --select hardest keeps each jet's first particles, but the training jets are "
                              "not confirmed hardest first (no pT feature in model.features, or a later particle is "
@@ -171,7 +174,7 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     base = _evaluate(PrunedTagger(model, PruneSpec(method="none")), val_in)
     say = print if progress else (lambda *a, **k: None)
     say(f"unpruned: val accuracy {base['accuracy']:.4f}")
-    history, t0 = [], time.perf_counter()
+    history, t0, best = [], time.perf_counter(), None  # best: (val accuracy, epoch, weights, thresholds) kept
     n, bs = len(train_in), cfg.batch_size
     epochs = cfg.soft_epochs + cfg.hard_epochs
     steps = math.ceil(n / bs)
@@ -213,10 +216,17 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
                "val_kept_fraction": ev["kept_fraction"], "thresholds": theta.detach().tolist(),
                "elapsed_s": time.perf_counter() - t0}
         history.append(row)
+        if cfg.keep_epoch == "last" or best is None or ev["accuracy"] > best[0]:
+            best = (ev["accuracy"], epoch + 1, copy.deepcopy(model.state_dict()), theta.detach().clone())
         say(f"ltp epoch {epoch + 1} ({row['stage']}): val accuracy {ev['accuracy']:.4f}, "
             f"kept {ev['kept_fraction']:.3f} of the real tokens per pruned block, thresholds "
             f"{[round(t, 3) for t in row['thresholds']]}")
     model.eval()
+    if best is not None:  # the kept epoch's weights and thresholds (cfg.keep_epoch)
+        model.load_state_dict(best[2])
+        with torch.no_grad():
+            theta.copy_(best[3])
+        say(f"kept epoch {best[1]} ({cfg.keep_epoch}): val accuracy {best[0]:.4f}")
     if not history:  # no epochs: the caps alone (thresholds 0), scored as they are
         ev = _evaluate(pt, val_in)
         history.append({"epoch": 0, "stage": "caps", "train_loss": None, "soft_kept_fraction": None,
@@ -228,7 +238,10 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
                "thresholds": theta.detach().clone(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
               rf.ltp_pt)
     summary = {"source_run": str(run), "source_config_hash": rec["config_hash"], "config": cfg.model_dump(),
-               "unpruned_val_accuracy": base["accuracy"], "history": history, "thresholds": theta.detach().tolist(),
+               "unpruned_val_accuracy": base["accuracy"], "n_val_jets": len(val_in), "history": history,
+               "kept_epoch": best[1] if best is not None else 0,
+               "val_accuracy": best[0] if best is not None else history[-1]["val_accuracy"],
+               "thresholds": theta.detach().tolist(),
                "train_s": time.perf_counter() - t0, "tools": packages("torch")}
     write_json(rf.ltp_json, summary)
     return summary
