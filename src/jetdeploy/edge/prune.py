@@ -170,6 +170,15 @@ def compact(score: torch.Tensor, k: torch.Tensor, *tensors: torch.Tensor):
     return (vals > NEG / 2, *(gather_tokens(t, idx) for t in tensors), idx)
 
 
+def fused_token(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the pruned tokens' states h [B, N, D] -> [B, D] (0 for a jet that lost none): the real tokens
+    (mask [B, N]) less those kept at idx [B, k] (real where new_mask [B, k]). Weighted directly, not as all minus
+    kept, so that no large sums cancel in float32."""
+    kept = torch.zeros_like(h[..., 0]).scatter(1, idx, new_mask.to(h.dtype))
+    pruned = mask.to(h.dtype) * (1.0 - kept)
+    return masked_sum(h, pruned) / pruned.sum(1, keepdim=True).clamp(min=1.0)
+
+
 def key_bias_of(mask: torch.Tensor, dtype) -> torch.Tensor:
     return ((~mask).to(dtype) * MASK_FILL)[:, None, None, :]
 
@@ -362,8 +371,8 @@ class PrunedTagger(nn.Module):
                     nh = m.norm(h, None)
                     carried = carried + nh.sum(0) - nh[idx].sum(0)
                 if self.spec.pool == "fuse":  # the mean entry state of the pruned tokens (0 when none)
-                    n_pruned = (torch._shape_as_tensor(h)[0] - torch._shape_as_tensor(idx)[0]).clamp(min=1)
-                    fused = (h.sum(0) - h[idx].sum(0)) / n_pruned.to(h.dtype)
+                    pruned = torch.ones_like(h[:, 0]).scatter(0, idx, torch.zeros_like(idx, dtype=h.dtype))
+                    fused = (pruned @ h) / pruned.sum().clamp(min=1.0)
                 gate_in = a[idx] if block.attn.gate is not None else None
                 h = block.attend_rows(h[idx], gate_in, probs[:, idx], v)
             else:
@@ -406,8 +415,7 @@ class PrunedTagger(nn.Module):
                     new_mask, kept, new_nh, idx = compact(score, k, h, nh)
                     carried = carried + masked_sum(nh, mask) - masked_sum(new_nh, new_mask)
                     if self.spec.pool == "fuse":  # the mean entry state of the pruned tokens (0 when none)
-                        n_pruned = (mask.sum(1) - new_mask.sum(1)).clamp(min=1).to(h.dtype)[:, None]
-                        fused = (masked_sum(h, mask) - masked_sum(kept, new_mask)) / n_pruned
+                        fused = fused_token(h, mask, idx, new_mask)
                 else:
                     new_mask, kept, idx = compact(score, k, h)
                 gate_in = gather_tokens(a, idx) if block.attn.gate is not None else None
