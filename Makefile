@@ -40,9 +40,11 @@ EDGE_PRESET ?= edge32
 EDGE_FLOAT  := $(RUN_DIR)/$(EDGE_PRESET)-float
 EDGE_INT8   := $(RUN_DIR)/$(EDGE_PRESET)-int8
 EDGE_ARGS   ?=
-# each edge preset's LTP operating point (edge64: x2.1 batch-256 throughput over the padded graph at -0.3 points,
-# x1.75 bucketed over the padding-free one, an AMD EPYC run; README, edge)
-LTP_ARGS_edge64 := --budget 0.4,0.3,0.22,0.15 --lam 0.01 --hard-epochs 6 --distill 0.7
+# each edge preset's LTP operating point. edge64: one deep step after block 0 (keep the 16 particles that receive the
+# most attention), 8 distilled epochs at lr 5e-4; chosen on the whole val split (README, edge: runs 6 and 7, Intel
+# Xeon, 12-epoch float run on data/full.h5: -0.50 test points, x2.25-2.29 bucketed and x1.74-1.82 batch-1 warm over
+# the padding-free graph)
+LTP_ARGS_edge64 := --at 0 --budget 0.25,0.25,0.25,0.25 --soft-epochs 0 --hard-epochs 8 --distill 0.9 --pool entry --lr 5e-4
 # the demo's edge32: one deep step after block 0 (keep the 8 particles that receive the most attention), 12 epochs
 # of distilled fine-tuning at half the float run's learning rate (fresh-clone demo, Intel Xeon: -0.27 test points,
 # x1.85-1.87 bucketed and x1.28-1.31 batch-1 warm over the padding-free graph; README, edge)
