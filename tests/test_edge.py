@@ -525,6 +525,23 @@ def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
     assert any(c["name"].startswith("ltp@second") and c["ok"] for c in bench["checks"])
     assert (float_run / "edge" / "pareto.png").stat().st_size > 1000
     assert "zerotprune[0.75,0.5]" in (float_run / "edge" / "bench.md").read_text()
+    # every accuracy change carries its paired standard error; the float model against itself has none
+    assert v["torch-eager"]["accuracy_change_se"] == 0.0
+    assert all(np.isfinite(x["accuracy_change_se"]) and x["accuracy_change_se"] >= 0 for x in v.values())
+    changed = [k for k, x in v.items() if x["accuracy_change"] != 0]
+    assert all(v[k]["accuracy_change_se"] > 0 for k in changed)  # a changed accuracy means jets changed class
+
+
+def test_paired_accuracy_se_by_hand():
+    from jetdeploy.checks import paired_accuracy_se
+
+    ref = np.array([1, 1, 0, 0, 1, 0, 1, 1], bool)
+    assert paired_accuracy_se(ref, ref) == 0.0  # same jets right, no uncertainty in the difference
+    other = ref.copy()
+    other[[0, 2]] = ~other[[0, 2]]  # one jet lost, one gained: the difference is 0, its error is not
+    d = np.array([-1, 0, 1, 0, 0, 0, 0, 0], float)
+    assert paired_accuracy_se(ref, other) == pytest.approx(np.sqrt(d.var(ddof=1) / 8))
+    assert paired_accuracy_se(ref, other) == pytest.approx(np.sqrt(2 / 7 / 8))
 
 
 def test_cli_edge_errors(float_run, synth_file, tmp_path):

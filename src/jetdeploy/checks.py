@@ -50,7 +50,19 @@ def compare_logits(got, want) -> LogitComparison:
 
 def accuracy(logits, labels) -> float:
     """Fraction of jets whose argmax is the label."""
-    return float(np.mean(np.asarray(logits).reshape(len(labels), -1).argmax(1) == np.asarray(labels)))
+    return float(np.mean(correct(logits, labels)))
+
+
+def correct(logits, labels) -> np.ndarray:
+    """Per jet: whether its argmax is the label."""
+    return np.asarray(logits).reshape(len(labels), -1).argmax(1) == np.asarray(labels)
+
+
+def paired_accuracy_se(ref: np.ndarray, other: np.ndarray) -> float:
+    """Standard error of accuracy(other) - accuracy(ref) on the same jets (per-jet correctness, paired): the standard
+    deviation of the per-jet differences over sqrt(n). Two models that change no jet's class have 0."""
+    d = np.asarray(other, np.float64) - np.asarray(ref, np.float64)
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
 @dataclass

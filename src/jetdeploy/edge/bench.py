@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks import accuracy, all_ok
+from ..checks import accuracy, all_ok, correct, paired_accuracy_se
 from ..errors import JetDeployError
 from ..io import write_json
 from ..runfolder import RunFolder
@@ -117,7 +117,9 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
     pn = None if p4 is None else p4.numpy()
     if len(xn) < s.batch:
         raise JetDeployError(f"{data}: {len(xn)} test jets, fewer than one batch of {s.batch}")
-    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N, p4=p4, say=say)
+    hits: dict[str, np.ndarray] = {}  # per-jet correctness: ORT where a graph is scored, else PyTorch
+    variants = score_in_torch(mods, model, keeps, x, mask_b, labels, N, p4=p4, say=say, hits=hits)
+    ref_hits = hits["float-padded"].copy()  # the reference of accuracy_change: the float model in PyTorch
     acc_float = variants["float-padded"]["accuracy_torch"]
     say("accuracy (PyTorch): " + ", ".join(f"{k} {v['accuracy_torch']:.4f}" for k, v in variants.items()))
     checks: list[dict] = []
@@ -132,6 +134,7 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
         logits = graphs.run_ort(graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn, p4=pn)
         v = variants[name]
         v.update({"accuracy": accuracy(logits, labels), "timed": True})
+        hits[name] = correct(logits, labels)
         v["accuracy_change"] = v["accuracy"] - acc_float
         say(f"{name}: accuracy {v['accuracy']:.4f} ({v['accuracy_change']:+.4f})")
 
@@ -142,6 +145,8 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
     for name, figures in timing["figures"].items():
         variants[name].update(figures)
     _gains(variants, acc_float)
+    for name, v in variants.items():  # the paired standard error of each accuracy change (same test jets)
+        v["accuracy_change_se"] = paired_accuracy_se(ref_hits, hits.get(name, ref_hits))
     result = {"run": str(rf.path), "config_hash": rec["config_hash"], "data": str(data), "n_test_jets": len(xn),
               "beside": [str(b) for b in beside],
               "accuracy_float": acc_float, "variants": variants, "checks": checks,

@@ -34,7 +34,8 @@ def bench_table(res: dict) -> str:
             "|" + "---|" * (4 + len(COLUMNS))]
     for name, v in res["variants"].items():
         label = name if v.get("pool", "carry") == "carry" else f"{name} (pool {v['pool']})"
-        cells = [label, f"{v['accuracy']:.4f}", f"{v['accuracy_change']:+.4f}",
+        se = f" ± {v['accuracy_change_se']:.4f}" if v.get("accuracy_change_se") else ""
+        cells = [label, f"{v['accuracy']:.4f}", f"{v['accuracy_change']:+.4f}{se}",
                  f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f})"]
         cells += [fmt.format(**v) for _, fmt in COLUMNS] if v.get("timed") else ["–"] * len(COLUMNS)
         rows.append("| " + " | ".join(cells) + " |")
@@ -46,7 +47,8 @@ def bench_table(res: dict) -> str:
             f"× {t['batches']} batches × {t['rounds']} interleaved rounds (median), in file order and bucketed by "
             f"multiplicity; batch 1 over {t['latency_jets']} "
             f"jets ({t['batch1_inputs']}; {t.get('latency_order', 'variants take turns jet by jet')}). "
-            "Random = accuracy control (PyTorch).\n\n")
+            "Random = accuracy control (PyTorch). Δacc: against the float model in PyTorch, ± its paired standard "
+            "error on the same test jets.\n\n")
     checks = "\n".join(f"- {'ok ' if c['ok'] else 'FAIL'} {c['name']}: max |diff| "
                        f"{c['max_abs_diff']:.1e}, agreement {c['argmax_agreement']:.4f}"
                        for c in res["checks"])

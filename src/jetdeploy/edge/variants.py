@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import versions
-from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy, compare_logits
+from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy, compare_logits, correct
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
@@ -123,10 +123,12 @@ def _ltp_name(mod: PrunedTagger) -> str:
     return "ltp" if mod.spec.method == "ltp" else "hardest-ft"
 
 
-def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None, say=print) -> dict[str, dict]:
+def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None, say=print,
+                   hits: dict | None = None) -> dict[str, dict]:
     """Accuracy and MACs of every variant in PyTorch, plus the untimed controls (random pruning and the hardest
     particles at every budget, Zero-TPrune, random and the hardest particles at LTP's budget, LTP's weights
-    unpruned). p4: the four-vectors, for the pair-bias models among them. The hardest-particle rule needs the
+    unpruned). p4: the four-vectors, for the pair-bias models among them. `hits`, where given, gets each variant's
+    per-jet correctness (for paired standard errors). The hardest-particle rule needs the
     particles hardest first: its controls are left out (said) when the test jets' order cannot be confirmed, and a
     fine-tuned hardest-ft variant is refused on jets that are not in that order."""
     ordered = pt_ordered(x, mask, list(model.cfg.features))
@@ -136,10 +138,13 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None, s
     with torch.no_grad():
         plain = torch.cat([model(x[i:i + 500], mask[i:i + 500], *pair_arg(model, p4, i, 500))
                            for i in range(0, len(x), 500)]).numpy()
+    hits = {} if hits is None else hits
+    hits["float-padded"] = correct(plain, labels)
     variants = {"float-padded": {"method": "none", "keep": None, "accuracy_torch": accuracy(plain, labels),
                                  "macs_per_jet": padded_macs(model, N), "macs_tool": "analytic, N slots per jet"}}
     for name, mod in list(mods.items())[1:]:
         logits, macs = torch_logits(mod, x, mask, p4=p4)
+        hits[name] = correct(logits, labels)
         variants[name] = {"method": mod.spec.method, "keep": mod.spec.keep if mod.spec.method != "none" else None,
                           "accuracy_torch": accuracy(logits, labels), "macs_per_jet": float(macs.mean()),
                           "macs_tool": "analytic, from the real tokens each block computes"}
@@ -170,10 +175,12 @@ def score_in_torch(mods: dict, model, keeps, x, mask, labels, N: int, p4=None, s
     for method, k, note in controls:
         spec = PruneSpec(method=method, keep=k)
         logits, macs = torch_logits(PrunedTagger(model, spec), x, mask, p4=p4)
+        hits[spec.label()] = correct(logits, labels)
         variants[spec.label()] = {"method": method, "keep": k, "accuracy_torch": accuracy(logits, labels),
                                   "macs_per_jet": float(macs.mean()), "timed": False, "note": note}
     if "ltp" in mods:  # is LTP's accuracy pruning, or just the extra fine-tuning?
         logits, macs = torch_logits(PrunedTagger(mods["ltp"].model, PruneSpec(method="none")), x, mask, p4=p4)
+        hits["ltp-weights-unpruned"] = correct(logits, labels)
         variants["ltp-weights-unpruned"] = {"method": "none", "keep": None, "accuracy_torch": accuracy(logits, labels),
                                             "macs_per_jet": float(macs.mean()), "timed": False,
                                             "note": "LTP's fine-tuned weights without pruning, PyTorch only"}
