@@ -149,13 +149,17 @@ def test_summary_picks_the_edge_variant_with_the_best_bucketed_gain_within_one_p
     graph among the variants within 1 accuracy point of float, not the largest file-order throughput."""
     from jetdeploy.report.render import _best_edge
 
-    def row(name, acc, jets, bucketed):
+    def row(name, acc, jets, bucketed, b1=None):
         return {"variant": name, "accuracy": {"value": acc}, "throughput_jets_per_s": {"value": jets},
-                "throughput_bucketed_vs_nopad": bucketed}
+                "throughput_bucketed_vs_nopad": bucketed, "latency_p50_gain_vs_nopad": b1}
 
-    e = {"accuracy_float": 0.76, "variants": [row("float-nopad", 0.76, 3000, 1.0), row("deep", 0.74, 9000, 3.0),
-                                               row("fast-file-order", 0.755, 8000, 1.9), row("ltp", 0.752, 7000, 2.2)]}
-    assert _best_edge(e)["variant"] == "ltp"  # deep is 2 points off; fast-file-order has the smaller headline gain
+    e = {"accuracy_float": 0.76, "variants": [row("float-nopad", 0.76, 3000, 1.0, 1.0), row("deep", 0.74, 9000, 3.0, 2.0),
+                                               row("fast-file-order", 0.755, 8000, 1.9, 1.4),
+                                               row("ltp", 0.752, 7000, 2.2, 1.2), row("ltp+int8", 0.752, 7200, 2.3, 0.9)]}
+    assert _best_edge(e)["variant"] == "ltp+int8"  # deep is 2 points off; fast-file-order has the smaller headline gain
     assert _best_edge(e, points=3.0)["variant"] == "deep"
+    # batch 1 is picked on its own: INT8 wins the bucketed figure and loses at batch 1
+    assert _best_edge(e, batch1=True)["variant"] == "fast-file-order"
+    assert _best_edge(e, points=3.0, batch1=True)["variant"] == "deep"
     e["variants"] = [row("a", 0.76, 3000, None), row("b", 0.76, 5000, None)]  # no bucketed figures: file order
     assert _best_edge(e)["variant"] == "b"
