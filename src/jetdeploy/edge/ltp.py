@@ -216,16 +216,19 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
                "val_kept_fraction": ev["kept_fraction"], "thresholds": theta.detach().tolist(),
                "elapsed_s": time.perf_counter() - t0}
         history.append(row)
-        if cfg.keep_epoch == "last" or best is None or ev["accuracy"] > best[0]:
+        if cfg.keep_epoch == "last":  # the model as it ends: nothing to copy
+            best = (ev["accuracy"], epoch + 1, None, None)
+        elif best is None or ev["accuracy"] > best[0]:
             best = (ev["accuracy"], epoch + 1, copy.deepcopy(model.state_dict()), theta.detach().clone())
         say(f"ltp epoch {epoch + 1} ({row['stage']}): val accuracy {ev['accuracy']:.4f}, "
             f"kept {ev['kept_fraction']:.3f} of the real tokens per pruned block, thresholds "
             f"{[round(t, 3) for t in row['thresholds']]}")
     model.eval()
-    if best is not None:  # the kept epoch's weights and thresholds (cfg.keep_epoch)
+    if best is not None and best[2] is not None:  # the best epoch's weights and thresholds
         model.load_state_dict(best[2])
         with torch.no_grad():
             theta.copy_(best[3])
+    if best is not None:
         say(f"kept epoch {best[1]} ({cfg.keep_epoch}): val accuracy {best[0]:.4f}")
     if not history:  # no epochs: the caps alone (thresholds 0), scored as they are
         ev = _evaluate(pt, val_in)
