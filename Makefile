@@ -50,6 +50,12 @@ LTP_ARGS_edge64 := --at 0 --budget 0.25,0.25,0.25,0.25 --soft-epochs 0 --hard-ep
 # x1.85-1.87 bucketed and x1.28-1.31 batch-1 warm over the padding-free graph; README, edge)
 LTP_ARGS_edge32 := --at 0 --budget 0.25,0.25,0.25 --soft-epochs 0 --hard-epochs 12 --distill 0.9 --pool entry --lr 1e-3
 LTP_ARGS    ?= $(LTP_ARGS_$(EDGE_PRESET))
+# a preset's second, deeper operating point for pruning + INT8, trained beside the first (edge ltp --out
+# RUN/edge/deep; ltp@deep in the bench). edge64: 16 particles after block 0, then 8 after block 1 (README, edge:
+# runs 8 and 9)
+LTP2_ARGS_edge64 := --at 0,1 --budget 0.25,0.125,0.125,0.125 --soft-epochs 0 --hard-epochs 8 --distill 0.9 --pool entry --lr 5e-4
+LTP2_ARGS   ?= $(LTP2_ARGS_$(EDGE_PRESET))
+LTP2        := $(if $(strip $(LTP2_ARGS)),$(EDGE_FLOAT)/edge/deep/ltp.pt)
 # torch threads of each `edge ltp` (empty: all cores); THREADS=1 when several jobs share a small machine
 THREADS     ?=
 LTP_THREADS := $(if $(THREADS),--threads $(THREADS))
@@ -88,6 +94,7 @@ help:
 	@echo "              (-> \$$(QAT_RUN)/fpga/hgq/{model.keras,hgq.json,rtl.json}; HGQ_ARGS= e.g. --epochs --beta)"
 	@echo "make edge     float run of configs/\$$(EDGE_PRESET).yaml + Learned Token Pruning (-> \$$(RUN_DIR)/\$$(EDGE_PRESET)-float/edge/ltp.pt)"
 	@echo "              variables: EDGE_PRESET=$(EDGE_PRESET) LTP_ARGS= (extra jetdeploy edge ltp flags) THREADS= (torch threads)"
+	@echo "              LTP2_ARGS= a second, deeper operating point (-> .../edge/deep/ltp.pt; set for edge64)"
 	@echo "make bench    edge benchmark: unpruned / Zero-TPrune / LTP / random control, float and INT8 (+ the INT8 QAT"
 	@echo "              twin's QCDQ), on ORT (-> .../edge/bench.json, bench.md, pareto.png; EDGE_ARGS= extra flags)"
 	@echo "make bench-part   a ParT-style model (\$$(PART_PRESET), pair bias from p4) trained, LTP-pruned and benched beside"
@@ -213,10 +220,13 @@ endif
 $(EDGE_FLOAT)/edge/ltp.pt: $(EDGE_FLOAT)/model.pt $(DATA_FILE)
 	$(JD) edge ltp --run $(EDGE_FLOAT) --data $(DATA_FILE) $(LTP_ARGS) $(LTP_THREADS)
 
-$(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(EDGE_INT8)/export/verify.json
-	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --int8-run $(EDGE_INT8) $(EDGE_ARGS)
+$(EDGE_FLOAT)/edge/deep/ltp.pt: $(EDGE_FLOAT)/model.pt $(DATA_FILE)
+	$(JD) edge ltp --run $(EDGE_FLOAT) --data $(DATA_FILE) --out $(@D) $(LTP2_ARGS) $(LTP_THREADS)
 
-edge: $(EDGE_FLOAT)/edge/ltp.pt
+$(EDGE_FLOAT)/edge/bench.json: $(EDGE_FLOAT)/edge/ltp.pt $(LTP2) $(EDGE_INT8)/export/verify.json
+	$(JD) edge bench --run $(EDGE_FLOAT) --data $(DATA_FILE) --int8-run $(EDGE_INT8) $(if $(LTP2),--ltp $(LTP2)) $(EDGE_ARGS)
+
+edge: $(EDGE_FLOAT)/edge/ltp.pt $(LTP2)
 
 # a ParT-style model (pair bias from the four-vectors, configs/$(PART_PRESET).yaml) benched beside the edge model
 PART_PRESET ?= edge64p

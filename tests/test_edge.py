@@ -447,6 +447,15 @@ def test_ltp_without_epochs_keeps_the_caps_and_records_one_scored_row(float_run,
     pt, (src, _) = load_ltp(run), ckpt.load_model(float_run)
     assert all(torch.equal(a, b) for a, b in zip(pt.model.state_dict().values(), src.state_dict().values()))
     assert "val accuracy" in res.stdout
+    # --out DIR: the same, written into DIR; RUN/edge is left as it was, and DIR/ltp.pt loads against the run
+    before = {p: p.read_bytes() for p in (run / "edge").iterdir()}
+    out = tmp_path / "points" / "half"
+    res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--budget", "0.5,0.5", "--at", "0",
+                  "--soft-epochs", "0", "--hard-epochs", "0", "--quiet", "--out", str(out))
+    assert res.returncode == 0 and str(out / "ltp.pt") in res.stdout, res.stderr
+    assert {p: p.read_bytes() for p in (run / "edge").iterdir()} == before
+    assert json.loads((out / "ltp.json").read_text())["config"]["budget"] == [0.5, 0.5]
+    assert load_ltp(run, out / "ltp.pt").spec.keep == [0.5, 0.5]
 
 
 def test_distillation_loss():
@@ -486,15 +495,12 @@ def test_ltp_with_distillation_runs_and_records_it(float_run, synth_file, tmp_pa
 
 
 def test_cli_edge_bench_end_to_end(float_run, synth_file, tmp_path):
-    import shutil
-
-    # a second LTP operating point, trained on a copy of the run, is timed side by side
+    # a second LTP operating point of the run, written beside it (`edge ltp --out DIR`), is timed side by side
     second = tmp_path / "second"
-    shutil.copytree(float_run, second, ignore=shutil.ignore_patterns("edge"))
-    train_ltp(second, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, lam=2.0, batch_size=16, budget=[1.0, 0.5],
-                                            pool="entry"), progress=False)
+    train_ltp(float_run, synth_file, LTPConfig(soft_epochs=1, hard_epochs=1, lam=2.0, batch_size=16, budget=[1.0, 0.5],
+                                               pool="entry"), progress=False, out_dir=second)
     res = run_cli("edge", "bench", "--run", str(float_run), "--data", str(synth_file), "--keep", "0.75,0.5",
-                  "--ltp", str(second / "edge" / "ltp.pt"), "--latency-block", "4",
+                  "--ltp", str(second / "ltp.pt"), "--latency-block", "4",
                   "--batch", "16", "--batches", "2", "--rounds", "1", "--n-latency", "10", "--quiet")
     assert res.returncode == 0, res.stderr
     bench = json.loads((float_run / "edge" / "bench.json").read_text())

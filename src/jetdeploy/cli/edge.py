@@ -12,7 +12,7 @@ from .common import FMT, blocks, fractions, status
 
 def _cmd_edge_ltp(args: argparse.Namespace) -> int:
     from ..edge.bench import geometric_schedule
-    from ..edge.ltp import LTPConfig, train_ltp
+    from ..edge.ltp import LTPConfig, ltp_paths, train_ltp
     from ..train.checkpoint import load_model
 
     if args.budget == "auto":
@@ -39,13 +39,13 @@ def _cmd_edge_ltp(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = train_ltp(args.run, args.data, cfg, progress=not args.quiet)
+    r = train_ltp(args.run, args.data, cfg, progress=not args.quiet, out_dir=args.out)
     kept = next((h for h in r["history"] if h["epoch"] == r["kept_epoch"]), r["history"][-1])
     print(f"LTP: epoch {r['kept_epoch']} kept ({args.keep_epoch}), val accuracy {kept['val_accuracy']:.4f} on "
           f"{r['n_val_jets']} val jets (unpruned {r['unpruned_val_accuracy']:.4f}), "
           f"{kept['val_kept_fraction']:.3f} of the real tokens kept per block, thresholds "
           f"{[round(t, 3) for t in r['thresholds']]}, {r['train_s']:.0f} s")
-    print(f"wrote {RunFolder(args.run).ltp_pt} and ltp.json")
+    print(f"wrote {ltp_paths(args.run, args.out)[0]} and ltp.json")
     return 0
 
 
@@ -69,7 +69,8 @@ def register(sub) -> None:
         "ltp", formatter_class=fmt, help="learn the LTP thresholds and fine-tune a float run",
         description="Learned Token Pruning: one threshold per block on the attention each token receives, trained "
                     "with soft masks and a penalty on the kept fraction, then hard fine-tuning with the thresholds "
-                    "frozen. Writes RUN/edge/ltp.pt and ltp.json (the float run itself is not changed).")
+                    "frozen. Writes RUN/edge/ltp.pt and ltp.json, or OUT/ltp.pt and ltp.json with --out (the float "
+                    "run itself is not changed).")
     el.add_argument("--run", required=True, help="float transformer run folder")
     el.add_argument("--data", required=True, help="jetdeploy HDF5 jet file (train / val splits)")
     el.add_argument("--lam", type=float, default=0.1, help="weight of the kept-fraction penalty (more = fewer tokens)")
@@ -104,6 +105,9 @@ def register(sub) -> None:
                          "token receives) or hardest (each cap keeps the jet's hardest particles, i.e. the first in "
                          "input order, pT-sorted; needs --soft-epochs 0 and no --at: the steps are where the cap "
                          "shrinks). hardest is the zero-cost rule a learned selection has to beat")
+    el.add_argument("--out", default=None, metavar="DIR",
+                    help="write ltp.pt and ltp.json into DIR instead of RUN/edge/: another operating point of the same "
+                         "run, for `edge bench --ltp DIR/ltp.pt` (named ltp@DIR there)")
     el.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own, all cores); 1 when several run side by side")
     el.add_argument("--seed", type=int, default=0, help="torch seed (any random initialisation, and the order of the training jets)")
@@ -123,8 +127,9 @@ def register(sub) -> None:
                     help="a Zero-TPrune budget schedule, one fraction per block (repeatable; default: three "
                          "geometric schedules ending at 0.5, 0.35, 0.25)")
     eb.add_argument("--ltp", action="append", default=[], metavar="FILE",
-                    help="another LTP operating point to time side by side (repeatable): DIR/edge/ltp.pt from "
-                         "`jetdeploy edge ltp --run DIR` on a copy of RUN; shown as ltp@DIR")
+                    help="another LTP operating point of RUN to time side by side (repeatable): DIR/ltp.pt from "
+                         "`jetdeploy edge ltp --run RUN --out DIR`, or DIR/edge/ltp.pt from `jetdeploy edge ltp --run "
+                         "DIR` on a copy of RUN; shown as ltp@DIR")
     eb.add_argument("--beside", action="append", default=[], metavar="RUN",
                     help="another float transformer run on the same particles (repeatable), e.g. a ParT-style model "
                          "(model.pair_bias: its graphs take the four-vectors p4 as a third input): its padding-free, "

@@ -17,7 +17,8 @@ Optional distillation (`distill` > 0, as DynamicViT does for its token pruning):
 frozen, is the teacher; the loss becomes (1 - a) CE + a T^2 KL(teacher / T || student / T) in both stages.
 
 Writes RUN/edge/ltp.pt (fine-tuned weights + thresholds, loadable with weights_only=True) and
-RUN/edge/ltp.json (history: loss, accuracy, kept fraction, thresholds per epoch).
+RUN/edge/ltp.json (history: loss, accuracy, kept fraction, thresholds per epoch), or both into another folder
+(`out_dir`), so that several operating points of one run sit side by side without copies of the run.
 """
 
 from __future__ import annotations
@@ -149,7 +150,17 @@ def _evaluate(pt: PrunedTagger, inp, batch: int = 1000) -> dict:
     return {"accuracy": correct / len(inp), "kept_fraction": kept / real if real else 1.0}
 
 
-def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: bool = True) -> dict:
+def ltp_paths(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """(ltp.pt, ltp.json) that `train_ltp` writes: in RUN/edge/, or in out_dir."""
+    if out_dir is None:
+        rf = RunFolder(run_dir)
+        return rf.ltp_pt, rf.ltp_json
+    return Path(out_dir) / "ltp.pt", Path(out_dir) / "ltp.json"
+
+
+def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: bool = True,
+              out_dir: str | Path | None = None) -> dict:
+    """Fine-tune the float run `run_dir` with LTP (module docstring); writes ltp.pt and ltp.json (`ltp_paths`)."""
     run = Path(run_dir)
     model, rec = ckpt.load_model(run)
     tcfg = rec["config"]
@@ -235,18 +246,18 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
         history.append({"epoch": 0, "stage": "caps", "train_loss": None, "soft_kept_fraction": None,
                         "val_accuracy": ev["accuracy"], "val_kept_fraction": ev["kept_fraction"],
                         "thresholds": theta.detach().tolist(), "elapsed_s": time.perf_counter() - t0})
-    rf = RunFolder(run)
-    rf.edge_dir.mkdir(parents=True, exist_ok=True)
+    pt_path, json_path = ltp_paths(run, out_dir)
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save({"format": LTP_FORMAT, "source_config_hash": rec["config_hash"], "ltp": cfg.model_dump(),
                "thresholds": theta.detach().clone(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
-              rf.ltp_pt)
+              pt_path)
     summary = {"source_run": str(run), "source_config_hash": rec["config_hash"], "config": cfg.model_dump(),
                "unpruned_val_accuracy": base["accuracy"], "n_val_jets": len(val_in), "history": history,
                "kept_epoch": best[1] if best is not None else 0,
                "val_accuracy": best[0] if best is not None else history[-1]["val_accuracy"],
                "thresholds": theta.detach().tolist(),
                "train_s": time.perf_counter() - t0, "tools": packages("torch")}
-    write_json(rf.ltp_json, summary)
+    write_json(json_path, summary)
     return summary
 
 

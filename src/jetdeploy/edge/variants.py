@@ -108,13 +108,21 @@ def torch_variants(rf: RunFolder, model, keeps, extra_ltp, say, prefix: str = ""
         mods[prefix + _ltp_name(main)] = main
     else:
         say(f"{rf.ltp_pt}: not found, LTP is left out (train it with `jetdeploy edge ltp --run {rf.path}`)")
-    for path in map(Path, extra_ltp):  # DIR/edge/ltp.pt -> "ltp@DIR" (or "hardest-ft@DIR")
+    for path in map(Path, extra_ltp):
         mod = load_ltp(rf.path, path)
-        name = f"{_ltp_name(mod)}@{path.parent.parent.name if path.parent.name == 'edge' else path.stem}"
+        name = f"{_ltp_name(mod)}@{_point_name(path)}"
         if name in mods:
             raise JetDeployError(f"{path}: two LTP checkpoints would both be called {name!r}")
         mods[name] = mod
     return mods
+
+
+def _point_name(path: Path) -> str:
+    """What an extra LTP checkpoint is called after the @: RUN/edge/ltp.pt (a copy of the run) -> RUN, DIR/ltp.pt
+    (`edge ltp --out DIR`) -> DIR, anything else -> the file's stem."""
+    if path.parent.name == "edge":
+        return path.parent.parent.name
+    return path.parent.name if path.name == "ltp.pt" else path.stem
 
 
 def _ltp_name(mod: PrunedTagger) -> str:
