@@ -151,17 +151,23 @@ def _evaluate(pt: PrunedTagger, inp, batch: int = 1000) -> dict:
 
 
 def ltp_paths(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """(ltp.pt, ltp.json) that `train_ltp` writes: in RUN/edge/, or in out_dir."""
+    """(ltp.pt, ltp.json) that `train_ltp` writes: in RUN/edge/, or in out_dir (refused, naming it, where out_dir or a
+    folder above it is a file)."""
     if out_dir is None:
         rf = RunFolder(run_dir)
         return rf.ltp_pt, rf.ltp_json
-    return Path(out_dir) / "ltp.pt", Path(out_dir) / "ltp.json"
+    out = Path(out_dir)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise JetDeployError(f"--out {out}: {existing} is a file, not a folder; give a folder for ltp.pt and ltp.json")
+    return out / "ltp.pt", out / "ltp.json"
 
 
 def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: bool = True,
               out_dir: str | Path | None = None) -> dict:
     """Fine-tune the float run `run_dir` with LTP (module docstring); writes ltp.pt and ltp.json (`ltp_paths`)."""
     run = Path(run_dir)
+    pt_path, json_path = ltp_paths(run, out_dir)  # a bad --out fails before any training
     model, rec = ckpt.load_model(run)
     tcfg = rec["config"]
     if tcfg.quant.scheme != "float":
@@ -246,7 +252,6 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
         history.append({"epoch": 0, "stage": "caps", "train_loss": None, "soft_kept_fraction": None,
                         "val_accuracy": ev["accuracy"], "val_kept_fraction": ev["kept_fraction"],
                         "thresholds": theta.detach().tolist(), "elapsed_s": time.perf_counter() - t0})
-    pt_path, json_path = ltp_paths(run, out_dir)
     pt_path.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save({"format": LTP_FORMAT, "source_config_hash": rec["config_hash"], "ltp": cfg.model_dump(),
                "thresholds": theta.detach().clone(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
