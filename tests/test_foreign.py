@@ -11,8 +11,10 @@ from onnx import TensorProto, helper, numpy_helper
 import foreign_models as F
 from conftest import run_cli, sine_onnx
 from jetdeploy.errors import JetDeployError
-from jetdeploy.fpga import hls_ops, trace
-from jetdeploy.fpga.graph import QonnxGraph
+from jetdeploy.fpga.hls4ml import handlers as hls_ops
+from jetdeploy.fpga.da4ml import handlers as trace
+from jetdeploy.fpga.qonnx.conv import pointwise_weights
+from jetdeploy.fpga.qonnx.graph import QonnxGraph
 
 BUILDERS = {
     "qkeras": F.qkeras_style_mlp,              # float input straight into the first Dense
@@ -167,6 +169,6 @@ def test_pointwise_conv_slice_and_concat_are_bit_exact_in_both_back_ends(tmp_pat
 
 def test_a_conv_that_is_not_pointwise_is_refused():
     with pytest.raises(JetDeployError, match=r"kernel \[3\]; only pointwise"):
-        trace.pointwise_weights(np.zeros((4, 2, 3)), {}, "conv")
+        pointwise_weights(np.zeros((4, 2, 3)), {}, "conv")
     with pytest.raises(JetDeployError, match="groups / strides"):
-        trace.pointwise_weights(np.zeros((4, 2, 1)), {"strides": [2]}, "conv")
+        pointwise_weights(np.zeros((4, 2, 1)), {"strides": [2]}, "conv")

@@ -11,7 +11,9 @@ from onnx import helper
 from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
-from jetdeploy.fpga.trace import quant_kif, to_comb, trace_qonnx
+from jetdeploy.fpga.da4ml.fixedpoint import to_comb
+from jetdeploy.fpga.da4ml.trace import trace_qonnx
+from jetdeploy.fpga.qonnx.graph import quant_kif
 from jetdeploy.settings import RtlSettings
 from jetdeploy.train.trainer import train
 
@@ -91,7 +93,8 @@ def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
     from da4ml.trace import FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize
 
-    from jetdeploy.fpga.trace import SoftmaxTables, _apply
+    from jetdeploy.fpga.da4ml.handlers import apply_op
+    from jetdeploy.settings import SoftmaxTables
 
     s_in, m_in = FixedVariableArrayInput((1, 4)), FixedVariableArrayInput((1, 4))
     scores = quantize(s_in, 1, 5, 2, "WRAP", "TRN")
@@ -99,9 +102,9 @@ def test_masked_logits_and_saturated_softmax_give_masked_keys_zero_weight():
     bias = (mask * -1.0 + 1.0) * -10000.0
     approximations: list = []
     node = helper.make_node("Add", ["s", "b"], ["y"])
-    logits = _apply(node, [scores, bias], {}, "test", SoftmaxTables(), approximations)
+    logits = apply_op(node, [scores, bias], {}, "test", SoftmaxTables(), approximations)
     assert any("padding bias" in a for a in approximations)
-    probs = _apply(helper.make_node("Softmax", ["y"], ["p"], axis=-1), [logits], {"axis": -1}, "test",
+    probs = apply_op(helper.make_node("Softmax", ["y"], ["p"], axis=-1), [logits], {"axis": -1}, "test",
                    SoftmaxTables(), approximations)
     comb = comb_trace([*s_in._vars.ravel(), *m_in._vars.ravel()], list(probs._vars.ravel()))
     s = np.array([[3.25, -30.0, 31.75, 0.5], [-31.0, -31.0, -2.0, 7.0]])
@@ -124,8 +127,8 @@ def test_quant_of_a_value_with_a_tiny_internal_scale_factor_is_exact(shift, tmp_
     from da4ml.trace import FixedVariableArrayInput
     from da4ml.trace.ops import quantize
 
-    from jetdeploy.fpga import rtl
-    from jetdeploy.fpga.trace import exact_decimals, quantize_like_qonnx
+    from jetdeploy.fpga.rtl import simulate, verilog
+    from jetdeploy.fpga.da4ml.fixedpoint import exact_decimals, quantize_like_qonnx
 
     cases = [(r, n) for r in ("ROUND", "FLOOR") for n in (0, 1)]
     with exact_decimals():
@@ -140,10 +143,10 @@ def test_quant_of_a_value_with_a_tiny_internal_scale_factor_is_exact(shift, tmp_
         y = xs[:, 0] * 3 * 16
         want = np.clip(np.round(y) if r == "ROUND" else np.floor(y), -128 + n, 127) / 16   # numpy: half to even
         assert np.array_equal(got[:, j], want), (r, n, xs[got[:, j] != want][:3].ravel())
-    assert rtl.interpreters_agree(comb, xs[::97], n=len(xs))["ok"]
+    assert verilog.interpreters_agree(comb, xs[::97], n=len(xs))["ok"]
     if shift == 37:   # the Verilog of the same ops, in Icarus Verilog, against the interpreter
-        design = rtl.write_verilog(comb, tmp_path / "q", "q", latency_cutoff=2)
-        assert rtl.simulate(comb, design, xs[::61], simulator="iverilog")["bit_exact_vs_da4ml"]
+        design = verilog.write_verilog(comb, tmp_path / "q", "q", latency_cutoff=2)
+        assert simulate.simulate(comb, design, xs[::61], simulator="iverilog")["bit_exact_vs_da4ml"]
 
 
 def test_quantized_deepsets_baseline_through_hls4ml_and_rtl(synth_file, tmp_path):
@@ -173,7 +176,7 @@ def test_softmax_saturation_point_is_derived_and_changes_no_output(tiny_fpga_run
     """The default saturation of s - max(s) (the smallest N with exp(-2^N) below half an exp-table LSB)
     gives the same outputs as saturating much lower (N = 7), with a smaller exp table."""
 
-    from jetdeploy.fpga.trace import SoftmaxTables
+    from jetdeploy.settings import SoftmaxTables
 
     assert SoftmaxTables().diff_int_bits == 4 and SoftmaxTables(exp_frac_bits=8).diff_int_bits == 3
     with pytest.raises(JetDeployError, match="exp_frac_bits must be in 2..24"):
@@ -210,8 +213,9 @@ def test_mask_product_is_an_exact_shallow_gate(tmp_path):
     from da4ml.trace import FixedVariableArrayInput
     from da4ml.trace.ops import quantize
 
-    from jetdeploy.fpga import rtl
-    from jetdeploy.fpga.trace import _apply, exact_decimals
+    from jetdeploy.fpga.rtl import simulate, verilog
+    from jetdeploy.fpga.da4ml.fixedpoint import exact_decimals
+    from jetdeploy.fpga.da4ml.handlers import apply_op
 
     mult, add = float(np.float32(0.7312345)), float(np.float32(-0.123456))
     with exact_decimals():
@@ -219,7 +223,7 @@ def test_mask_product_is_an_exact_shallow_gate(tmp_path):
         x = quantize(x_in, 1, 3, 4, "WRAP", "TRN") * mult + add
         m = quantize(m_in, 0, 1, 0, "WRAP", "TRN")
         node = helper.make_node("Mul", ["x", "m"], ["y"])
-        gated = _apply(node, [x, m], {}, "t", None, [])
+        gated = apply_op(node, [x, m], {}, "t", None, [])
         product = x * m
     depth = lambda a: max(float(v.latency) for v in a._vars.ravel()) - max(float(v.latency) for v in x._vars.ravel())
     assert depth(gated) <= 3 < 10 <= depth(product)
@@ -230,13 +234,13 @@ def test_mask_product_is_an_exact_shallow_gate(tmp_path):
     feed = np.concatenate([xs, ms], axis=1).astype(np.float64)
     want = (xs * np.float64(mult) + np.float64(add)) * ms
     assert np.array_equal(np.asarray(comb.predict(feed), dtype=np.float64), want)
-    assert rtl.interpreters_agree(comb, feed, n=len(feed))["ok"]
-    design = rtl.write_verilog(comb, tmp_path / "g", "g", latency_cutoff=2)
-    assert rtl.simulate(comb, design, feed[::5], simulator="iverilog")["bit_exact_vs_da4ml"]
+    assert verilog.interpreters_agree(comb, feed, n=len(feed))["ok"]
+    design = verilog.write_verilog(comb, tmp_path / "g", "g", latency_cutoff=2)
+    assert simulate.simulate(comb, design, feed[::5], simulator="iverilog")["bit_exact_vs_da4ml"]
 
 
 def test_batchnorm_multipliers_rounded_to_significant_bits(tmp_path):
-    from jetdeploy.fpga.trace import round_significant
+    from jetdeploy.fpga.fixed.scale import round_significant
 
     c = np.array([0.7312345, -0.0123, 3.0, 0.0, -5.5])
     r4 = round_significant(c, 4)
@@ -268,7 +272,7 @@ def test_low_latency_recipe_truncation_sigmoid_attention_no_norm(synth_file, tmp
     Every activation Quant in the QONNX truncates (FLOOR); the da4ml trace is bit-exact with qonnx up to the
     sigmoid table and shallower than the same graph with half-to-even Quants (the only difference between
     the two traces); hls4ml's C-simulation of the same QONNX (sigmoid Activation) agrees with qonnx."""
-    from jetdeploy.fpga.flow import rtl_run
+    from jetdeploy.fpga.rtl.stage import rtl_run
 
     run = tmp_path / "floor"
     cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 4, "quant.act_bits": 6,
@@ -340,7 +344,9 @@ def test_sigmoid_attention_weights_from_one_table_with_masked_keys_at_zero():
     from da4ml.trace import FixedVariableArrayInput, comb_trace
     from da4ml.trace.ops import quantize
 
-    from jetdeploy.fpga.trace import SoftmaxTables, _apply, exact_decimals
+    from jetdeploy.fpga.da4ml.fixedpoint import exact_decimals
+    from jetdeploy.fpga.da4ml.handlers import apply_op
+    from jetdeploy.settings import SoftmaxTables
 
     with exact_decimals():
         s_in, m_in = FixedVariableArrayInput((1, 4)), FixedVariableArrayInput((1, 4))
@@ -348,9 +354,9 @@ def test_sigmoid_attention_weights_from_one_table_with_masked_keys_at_zero():
         mask = quantize(m_in, 0, 1, 0, "WRAP", "TRN")
         bias = (mask * -1.0 + 1.0) * -10000.0
         approximations: list = []
-        logits = _apply(helper.make_node("Add", ["s", "b"], ["y"]), [scores, bias], {}, "t", SoftmaxTables(), approximations)
-        logits = _apply(helper.make_node("Sub", ["y", "c"], ["z"]), [logits, np.float64(1.375)], {}, "t", None, [])
-        w = _apply(helper.make_node("Sigmoid", ["z"], ["w"]), [logits], {}, "t", SoftmaxTables(), approximations)
+        logits = apply_op(helper.make_node("Add", ["s", "b"], ["y"]), [scores, bias], {}, "t", SoftmaxTables(), approximations)
+        logits = apply_op(helper.make_node("Sub", ["y", "c"], ["z"]), [logits, np.float64(1.375)], {}, "t", None, [])
+        w = apply_op(helper.make_node("Sigmoid", ["z"], ["w"]), [logits], {}, "t", SoftmaxTables(), approximations)
     assert "Sigmoid (lookup table)" in approximations
     assert max(float(v.latency) for v in w._vars.ravel()) <= 12
     comb = comb_trace([*s_in._vars.ravel(), *m_in._vars.ravel()], list(w._vars.ravel()))
@@ -365,7 +371,7 @@ def test_sigmoid_attention_weights_from_one_table_with_masked_keys_at_zero():
 def test_the_qonnx_reference_is_computed_once_and_cached_next_to_the_file(tiny_fpga_run, synth_file, monkeypatch):
     """Every FPGA stage of a run reads one qonnx execution, cached next to its QONNX file and keyed by the hashes
     of the file, the checkpoint and the data: the second stage does not execute qonnx again."""
-    from jetdeploy.fpga import reference as R
+    from jetdeploy.fpga.qonnx import reference as R
 
     import shutil
 

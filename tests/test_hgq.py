@@ -17,7 +17,8 @@ pytest.importorskip("hgq", reason="the [keras] extra (TensorFlow CPU, Keras 3, H
 
 from conftest import run_cli, tiny_train_config  # noqa: E402
 from jetdeploy.errors import JetDeployError  # noqa: E402
-from jetdeploy.fpga import kerasflow, twin  # noqa: E402
+from jetdeploy.fpga.keras import quant, twin  # noqa: E402
+from jetdeploy.fpga.keras import stage as kerasflow  # noqa: E402
 
 
 def test_hgq_finetune_saves_a_heterogeneous_model_that_goes_to_rtl(tiny_fpga_transformer, synth_file, tmp_path):
@@ -86,7 +87,7 @@ def test_sigmoid_twin_computes_what_our_model_computes(tiny_sigmoid_transformer,
     x2[..., :-1][x[..., -1] == 0] = 1.5
     assert np.array_equal(k(x2).numpy(), got)
     comb, kif = kerasflow.da4ml_trace(k)
-    assert tuple(kif) == tuple(twin.kif_of_act(model.input_quant.act_quant))
+    assert tuple(kif) == tuple(quant.kif_of_act(model.input_quant.act_quant))
     y = np.asarray(comb.predict(x.reshape(len(x), -1))).reshape(got.shape)
     assert np.array_equal(y, got)                               # the mask gates trace exactly
 
@@ -94,7 +95,7 @@ def test_sigmoid_twin_computes_what_our_model_computes(tiny_sigmoid_transformer,
 def test_crosscheck_of_a_sigmoid_run_checks_da4ml_and_says_why_hls4ml_did_not_run(tiny_sigmoid_transformer, synth_file):
     """The demo's trigger model has sigmoid attention: its cross-check runs the sigmoid twin through da4ml's HGQ2
     tracer (bit-exact with Keras, and the twin bit-exact with ours), and names why hls4ml's upstream path did not run."""
-    from jetdeploy.fpga.crosscheck import crosscheck
+    from jetdeploy.fpga.keras.crosscheck import crosscheck
 
     r = crosscheck(tiny_sigmoid_transformer, str(synth_file), n_check=40, progress=False)
     assert r["ok"] and [c["name"] for c in r["checks"]] == ["da4ml interpreter vs Keras"]
@@ -125,7 +126,7 @@ def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_fi
     assert front and r["chosen"]["ebops"] == min(p["ebops"] for p in front) == r["ebops_after"]
     assert sorted(p.name for p in (out / "pareto").glob("*.keras")) == sorted(p["file"] for p in front)
     with pytest.raises(JetDeployError, match="--val-drop is in accuracy points"):
-        from jetdeploy.fpga.hgq import hgq_finetune
+        from jetdeploy.fpga.hgq.finetune import hgq_finetune
 
         hgq_finetune(tiny_sigmoid_transformer, str(synth_file), out=tmp_path / "x", val_drop=150)
     m = kerasflow.load_keras(out / "model.keras")
@@ -177,8 +178,8 @@ def test_peer_bad_settings_are_clear_errors(tiny_sigmoid_transformer, tmp_path):
 def test_transformer_init_ref_keeps_the_reference_weights_scratch_redraws_them(tiny_sigmoid_transformer):
     """The study's `init: ref` variant fine-tunes our transformer from the reference run's weights; the default
     draws them afresh (every dense kernel)."""
-    from jetdeploy.fpga.peers import fresh_transformer
-    from jetdeploy.fpga.twin import build_twin
+    from jetdeploy.fpga.hgq.peers import fresh_transformer
+    from jetdeploy.fpga.keras.twin import build_twin
     from jetdeploy.train import checkpoint as ckpt
 
     model, _ = ckpt.load_model(tiny_sigmoid_transformer)

@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import run_cli, sine_onnx, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
-from jetdeploy.fpga.hls import Fx, build_model, convert, guard, quant_fx
-from jetdeploy.fpga.hlsflow import csim_run, synth_report, synth_run
+from jetdeploy.fpga.hls4ml.convert import build_model, convert, guard
+from jetdeploy.fpga.hls4ml.types import Fx, quant_fx
+from jetdeploy.fpga.hls4ml.stage import csim_run, synth_report, synth_run
 from jetdeploy.train.trainer import train
 
 DATA = Path(__file__).parent / "data"
@@ -238,7 +239,7 @@ def test_resource_strategy_keeps_einsum_layers_on_latency(tmp_path):
     from hls4ml.model.graph import ModelGraph
     from hls4ml.utils.config import create_config
 
-    from jetdeploy.fpga.hls import hls_config
+    from jetdeploy.fpga.hls4ml.convert import hls_config
 
     conv = convert(attention_qonnx(tmp_path / "attention.onnx"))
     cfg = hls_config(conv, reuse_factor=2, strategy="Resource")

@@ -16,7 +16,8 @@ pytest.importorskip("hgq", reason="the [keras] extra (TensorFlow CPU, Keras 3, H
 
 from conftest import run_cli  # noqa: E402
 from jetdeploy.errors import JetDeployError  # noqa: E402
-from jetdeploy.fpga import kerasflow, twin  # noqa: E402
+from jetdeploy.fpga.keras import quant, twin  # noqa: E402
+from jetdeploy.fpga.keras import stage as kerasflow  # noqa: E402
 
 
 def tiny_attention_model():
@@ -24,7 +25,7 @@ def tiny_attention_model():
     import keras
     from hgq.layers import QAdd, QDense, QEinsumDense, QGlobalAveragePooling1D, QMultiHeadAttention
 
-    C = twin.QuantOptions().conf
+    C = quant.QuantOptions().conf
     keras.utils.set_random_seed(0)
     x = keras.Input((4, 3), name="x")
     h = QEinsumDense("bnc,cd->bnd", (4, 8), bias_axes="d", iq_conf=C((1, 2, 4), "datalane"),
@@ -127,8 +128,8 @@ def test_twin_has_our_weights_and_types(tiny_fpga_transformer, synth_file):
     assert agree >= 0.9
     # the exp table's input max(s) - s is wide enough never to saturate (da4ml 0.6 mis-traces that saturation)
     for i, blk in enumerate(model.blocks):
-        _, iq, _ = twin.kif_of_act(blk.attn.q_quant.act_quant)
-        _, ik, _ = twin.kif_of_act(blk.attn.k_quant.act_quant)
+        _, iq, _ = quant.kif_of_act(blk.attn.q_quant.act_quant)
+        _, ik, _ = quant.kif_of_act(blk.attn.k_quant.act_quant)
         exp_in = k.get_layer(f"b{i}_mha")._softmax.exp_table.iq.quantizer
         assert int(np.asarray(exp_in.kif[1]).max()) >= 2 + iq + ik     # head_dim 2: |max s - s| < 2^(2 + iq + ik)
         assert exp_in.overflow_mode == "SAT"

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from jetdeploy.errors import JetDeployError
-from jetdeploy.fpga.logic_depth import logic_depth
+from jetdeploy.fpga.rtl.logic_depth import logic_depth
 
 LUT = {"I0": "input", "I1": "input", "O": "output"}
 CARRY = {"CI": "input", "DI": "input", "S": "input", "CO": "output", "O": "output"}

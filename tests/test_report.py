@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
-from jetdeploy.fpga.hlsflow import csim_run
+from jetdeploy.fpga.hls4ml.stage import csim_run
 from jetdeploy.report.build import build_report
 from jetdeploy.train.evaluate import evaluate
 from jetdeploy.train.trainer import train

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_cli
 from jetdeploy.errors import JetDeployError
-from jetdeploy.sweep import load_sweep, pareto, run_sweep
+from jetdeploy.designs.sweep import load_sweep, pareto, run_sweep
 
 TINY = {"model.n_particles": 4, "model.dim": 4, "model.heads": 1, "model.ffn_dim": 8, "model.head_hidden": [4],
         "train.epochs": 1, "train.batch_size": 16, "train.threads": 1}

@@ -41,7 +41,7 @@ def _input_bits(args: argparse.Namespace):
 
 
 def _onnx_source(args: argparse.Namespace, n: int):
-    from ..fpga.hlsflow import onnx_source
+    from ..fpga.hls4ml.stage import onnx_source
 
     return onnx_source(args.onnx, inputs=args.inputs, data=args.data, n=n, out=args.out, input_bits=_input_bits(args),
                        progress=not args.quiet)
@@ -54,10 +54,10 @@ def _out_of(args: argparse.Namespace) -> Path:
     if args.out:
         return Path(args.out)
     if args.keras:   # where kerasflow writes: MODEL's stem + '-fpga'
-        from ..fpga.kerasflow import default_out as keras_out
+        from ..fpga.keras.stage import default_out as keras_out
 
         return keras_out(args.keras)
-    from ..fpga.flow import default_out
+    from ..fpga.rtl.stage import default_out
 
     return default_out(args.onnx)
 
@@ -82,7 +82,7 @@ def _print_rtl(r: dict, folder: Path) -> None:
 
 
 def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
-    from ..fpga.kerasflow import keras_run
+    from ..fpga.keras.stage import keras_run
 
     if what == "rtl" and RtlSettings.from_args(args, "qonnx").tables != SoftmaxTables():
         raise JetDeployError("--softmax-* flags set our QONNX tracer's tables; a Keras model's tables are its own "
@@ -100,7 +100,7 @@ def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
 
 
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
-    from ..fpga.flow import rtl_onnx, rtl_run
+    from ..fpga.rtl.stage import rtl_onnx, rtl_run
 
     kind = _source_kind(args)
     if kind == "keras":
@@ -117,7 +117,7 @@ def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_hls(args: argparse.Namespace) -> int:
-    from ..fpga.hlsflow import N_CALIBRATION, hls_project, hls_run
+    from ..fpga.hls4ml.stage import N_CALIBRATION, hls_project, hls_run
 
     kind = _source_kind(args)
     if kind == "keras":
@@ -132,7 +132,7 @@ def _cmd_fpga_hls(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_csim(args: argparse.Namespace) -> int:
-    from ..fpga.hlsflow import csim_check, csim_run
+    from ..fpga.hls4ml.stage import csim_check, csim_run
 
     kind = _source_kind(args)
     if kind == "keras":
@@ -150,7 +150,7 @@ def _cmd_fpga_csim(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_synth(args: argparse.Namespace) -> int:
-    from ..fpga.hlsflow import N_CALIBRATION, synth_build, synth_run
+    from ..fpga.hls4ml.stage import N_CALIBRATION, synth_build, synth_run
 
     if args.keras:
         raise JetDeployError("fpga synth takes --run only; for a Keras model, `fpga hls --keras` writes the Vitis HLS "

@@ -13,7 +13,7 @@ from .common import FMT, print_checks, status
 
 
 def _cmd_fpga_crosscheck(args: argparse.Namespace) -> int:
-    from ..fpga.crosscheck import crosscheck
+    from ..fpga.keras.crosscheck import crosscheck
 
     r = crosscheck(args.run, args.data, n_check=args.n_check, latency_cutoff=args.latency_cutoff,
                    clock_ns=args.clock_ns, simulate=args.sim, n_sim=args.n_sim, progress=not args.quiet,
@@ -25,7 +25,7 @@ def _cmd_fpga_crosscheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
-    from ..fpga.hgq import hgq_finetune
+    from ..fpga.hgq.finetune import hgq_finetune
 
     r = hgq_finetune(args.run, args.data, out=args.out, epochs=args.epochs, beta=args.beta, lr=args.lr,
                      batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
@@ -39,7 +39,7 @@ def _cmd_fpga_hgq(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_peer(args: argparse.Namespace) -> int:
-    from ..fpga.scratch import train_peer
+    from ..fpga.hgq.scratch import train_peer
     from ..settings import PeerSettings
 
     r = train_peer(args.arch, args.ref, args.data, out=args.out, settings=PeerSettings.from_args(args),
@@ -54,7 +54,7 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_study(args: argparse.Namespace) -> int:
-    from ..study import run_study
+    from ..designs.study import run_study
 
     if args.ref and args.cached_only:
         raise JetDeployError("--ref computes designs and --cached-only computes none: give one of them")
@@ -69,7 +69,7 @@ def _cmd_fpga_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_sweep(args: argparse.Namespace) -> int:
-    from ..sweep import run_sweep
+    from ..designs.sweep import run_sweep
 
     r = run_sweep(args.config, progress=not args.quiet)
     out = r["config"]["out"]
@@ -162,7 +162,7 @@ def _config_command(fsub, name: str, func, keys_in: str, help: str, description:
     c.set_defaults(func=func)
 
 def _register_peer(fsub, fmt) -> None:
-    from ..fpga.peers import ARCHS
+    from ..fpga.hgq.peers import ARCHS
     from ..settings import PeerSettings
 
     fp = fsub.add_parser(

@@ -238,7 +238,7 @@ def add_int8(graphs_of: dict, variants: dict) -> None:
                 stem = name.replace("/", "--")
                 dst = src.with_name(src.name.replace(stem, f"{stem}+int8", 1))
                 pre = Path(tmp) / f"pre-{kind}.onnx"
-                with graphs._quiet():
+                with graphs.quiet():
                     quant_pre_process(str(src), str(pre))
                     quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
                 q[kind] = dst

@@ -73,7 +73,7 @@ def deployable(model: nn.Module, arch: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """The exporters print banners and tracer warnings; keep them out of the user's terminal."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -193,7 +193,7 @@ def export_float(module: nn.Module, n_features: int, n_particles: int, path: Pat
         dyn = {n: {1: "particles"} for n in names}
     else:
         dyn = {n: _DYNAMIC[n] for n in [*names, OUTPUT]}
-    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
+    with atomic_path(path) as tmp, quiet(), _exporter_errors(path):
         if exporter == "torchscript":
             torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=names,
                               output_names=[OUTPUT], dynamic_axes=dyn)
@@ -233,7 +233,7 @@ def export_qonnx(module: nn.Module, n_features: int, n_particles: int, path: Pat
     from qonnx.util.cleanup import cleanup_model
 
     args = _example(n_features, n_particles, batch)
-    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
+    with atomic_path(path) as tmp, quiet(), _exporter_errors(path):
         brevitas_export_qonnx(module, args, export_path=str(tmp), dynamo=False, input_names=list(INPUTS),
                               output_names=[OUTPUT])
         mw = cleanup_model(ModelWrapper(str(tmp)))
@@ -295,7 +295,7 @@ def export_qcdq(module: nn.Module, n_features: int, n_particles: int, path: Path
     from brevitas.export import export_onnx_qcdq
 
     args = _example(n_features, n_particles, 2)
-    with atomic_path(path) as tmp, _quiet(), _exporter_errors(path):
+    with atomic_path(path) as tmp, quiet(), _exporter_errors(path):
         export_onnx_qcdq(module, args, export_path=str(tmp), dynamo=False, opset_version=OPSET,
                          input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=_DYNAMIC)
         proto = onnx.load(str(tmp))
@@ -324,7 +324,7 @@ def quantize_with_ort(float_path: Path, out_dynamic: Path, out_static: Path, cal
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory() as tmpdir, _quiet():
+    with tempfile.TemporaryDirectory() as tmpdir, quiet():
         pre = str(Path(tmpdir) / "preprocessed.onnx")
         quant_pre_process(str(float_path), pre)  # ORT's recommended shape inference + optimization
         with atomic_path(out_dynamic) as tmp:

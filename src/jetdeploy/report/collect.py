@@ -97,7 +97,7 @@ def _csim(rf: RunFolder, checks: list, missing: list) -> dict:
 
 
 def _synth(rf: RunFolder, checks: list, missing: list) -> dict:
-    from ..fpga.hlsflow import find_vitis
+    from ..fpga.hls4ml.stage import find_vitis
 
     synth, src, chash = load_json(rf.synth_json), rf.synth_json, rf.config_hash
     if synth is None or not synth.get("ran"):

@@ -1,4 +1,6 @@
-"""QONNX -> da4ml: walk a QONNX graph (read by `graph.QonnxGraph`) with da4ml's symbolic fixed-point arrays.
+"""The da4ml tracer's op handlers: one registered function per op family, on da4ml's symbolic fixed-point arrays
+(and on numpy constants: an all-constant node folds in numpy through the same handler; the hls4ml converter
+folds its constants here too, so constant arithmetic is written once).
 
 The design boundary: the RTL takes the *quantized* model inputs, i.e. the output of the first `Quant`
 on each path from a float graph input (the standardisation before it is host-side arithmetic), and
@@ -34,121 +36,22 @@ Any other op is an error naming the node, its op and the supported list (derived
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import JetDeployError
-from ..registry import registrar
+from ...errors import JetDeployError
+from ...registry import registrar
+from ...settings import SoftmaxTables
+from ..fixed.scale import round_significant
+from ..qonnx.conv import pointwise_weights
 from . import scaled
-from .fixedpoint import (  # noqa: F401
-    SoftmaxTables,
-    mask_gate,
-    _masked_logits,
-    _sigmoid,
-    _softmax,
-    exact_decimals,
-    quantize_like_qonnx,
-    round_significant,
-    to_comb,
-)
-from .graph import QonnxGraph, QuantSpec, attrs, quant_kif  # noqa: F401  (quant_kif: the public helper)
+from .context import TraceContext
+from .fixedpoint import is_traced, lut_sigmoid, lut_softmax, plain_binary, plain_matmul, quantize_like_qonnx
 
 HANDLERS: dict = {}
 handles = registrar(HANDLERS)   # @handles("MatMul"): fn(...) is the handler of MatMul
 LN_VAR_BITS = 12          # significant bits of the LayerNorm variance that index the 1/sqrt table
 LN_OUT_FRAC = 12          # fraction bits of the 1/sqrt table output
-
-
-@dataclass
-class TraceContext:
-    tables: SoftmaxTables
-    approximations: list
-    bn_mult_bits: int | None = None
-    where: str = ""
-
-    def note(self, text: str) -> None:
-        if text not in self.approximations:
-            self.approximations.append(text)
-
-
-@dataclass
-class Traced:
-    inputs: list            # da4ml FixedVariableArrayInput per RTL input, in `input_names` order
-    input_names: list[str]  # the QONNX tensors that are the RTL inputs
-    outputs: object         # da4ml array of the graph output
-    output_name: str
-    approximations: list[str] = field(default_factory=list)
-    input_kif: dict = field(default_factory=dict)
-    tensors: dict = field(default_factory=dict)   # every traced tensor by QONNX name (per-layer checks)
-    notes: list[str] = field(default_factory=list)  # what the reader's normalisation changed
-    quant_outputs: set = field(default_factory=set)  # tensors written by a Quant node (the per-tensor check)
-    input_scale: dict = field(default_factory=dict)  # RTL input -> its scale, where the RTL takes integers
-
-    def feed(self, ref: dict, n: int) -> np.ndarray:
-        """The RTL / interpreter input rows of n reference jets (integers where an input scale is carried)."""
-        cols = [(np.round(ref[nm][:n] / self.input_scale[nm]) if nm in self.input_scale else ref[nm][:n]).reshape(n, -1)
-                for nm in self.input_names]
-        return np.concatenate(cols, axis=1).astype(np.float64)
-
-
-def _is_sym(v) -> bool:
-    return not isinstance(v, np.ndarray)
-
-
-def trace_qonnx(path: str | Path, tables: SoftmaxTables | None = None, bn_mult_bits: int | None = None,
-                cmvm_delay: int | None = None, input_bits: tuple[int, int] | None = None) -> Traced:
-    """Trace a QONNX file (any batch: the reader sets it to 1). Returns the da4ml inputs / outputs and what was
-    approximated. Turn the result into da4ml's CombLogic with `to_comb` (exact decimals), not da4ml's comb_trace."""
-    if bn_mult_bits is not None and not 2 <= bn_mult_bits <= 24:
-        raise JetDeployError(f"BatchNorm multipliers: bn_mult_bits must be in 2..24, got {bn_mult_bits}")
-    if cmvm_delay is not None and cmvm_delay < -1:
-        raise JetDeployError(f"cmvm_delay (da4ml's hard delay constraint) must be -1 (none) or >= 0, got {cmvm_delay}")
-    qg = QonnxGraph.load(path, batch=1, input_bits=input_bits)
-    with exact_decimals():
-        return trace_graph(qg, tables or SoftmaxTables(), bn_mult_bits, cmvm_delay)
-
-
-def trace_graph(qg: QonnxGraph, tables: SoftmaxTables, bn_mult_bits: int | None, cmvm_delay: int | None) -> Traced:
-    from da4ml.trace import FixedVariableArrayInput
-    from da4ml.trace.ops import quantize
-
-    qg.check_supported(HANDLERS, "the RTL path")
-    if len(qg.output_names) != 1:
-        raise JetDeployError(f"{qg.path}: {len(qg.output_names)} graph outputs; the RTL path takes one")
-    env: dict[str, object] = dict(qg.consts)
-    inputs, names, kifs = [], [], {}
-    scales = {}
-    for b in qg.boundary:
-        if b.kind == "quant" and not b.quant.power_of_two:   # integers in, the scale carried beside them
-            k = int(b.quant.signed)
-            kif, scales[b.tensor] = (k, b.quant.bits - k, 0), np.broadcast_to(b.quant.scale, b.shape).copy()
-        else:
-            kif = b.quant.kif() if b.kind == "quant" else (0, 1, 0)   # the mask: one bit
-        # the constant matrix products' adder trees: da4ml's hard delay constraint (levels above the minimum;
-        # -1 = none, the cheapest trees), inherited by every array computed from this input
-        inp = FixedVariableArrayInput(b.shape, solver_options=None if cmvm_delay is None else {"hard_dc": cmvm_delay})
-        env[b.tensor] = quantize(inp, *kif, "WRAP", "TRN")
-        if b.tensor in scales:
-            env[b.tensor] = scaled.Scaled(env[b.tensor], scales[b.tensor])
-        inputs.append(inp), names.append(b.tensor)
-        kifs[b.tensor] = kif
-    ctx = TraceContext(tables, [], bn_mult_bits)
-    for n in qg.nodes:
-        if n.output[0] in env or n.output[0] in qg.host:
-            continue
-        args = qg.args(n, env)
-        ctx.where = qg.where(n)
-        out = apply_node(n, args, attrs(n), ctx)
-        for name, value in zip(n.output, out if len(n.output) > 1 else [out]):
-            env[name] = value
-    out = qg.output_names[0]
-    result = scaled.real(env[out], ctx, "the graph output")
-    # a Scaled tensor holds integers, not qonnx's values: it is left out of the per-tensor comparison
-    tensors = {k: v for k, v in env.items() if _is_sym(v) and not isinstance(v, scaled.Scaled)}
-    quants = {nd.output[0] for nd in qg.nodes if nd.op_type in ("Quant", "BipolarQuant")}
-    return Traced(inputs, names, result, out, ctx.approximations, kifs, tensors, list(qg.notes), quants, scales)
 
 
 def apply_node(n, args, a, ctx: TraceContext):
@@ -159,13 +62,11 @@ def apply_node(n, args, a, ctx: TraceContext):
     return fn(ctx, n, args, a)
 
 
-def _apply(n, args, a, where, tables, approximations, bn_mult_bits=None):
-    """`apply_node` with loose arguments (kept for the unit tests of single ops)."""
-    return apply_node(n, args, a, TraceContext(tables or SoftmaxTables(), approximations, bn_mult_bits, where))
+def apply_op(n, args, a, where, tables=None, approximations=None, bn_mult_bits=None):
+    """`apply_node` with loose arguments (a single op, outside a graph walk)."""
+    return apply_node(n, args, a, TraceContext(tables or SoftmaxTables(), [] if approximations is None else approximations, bn_mult_bits, where))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# handlers
 @handles("Identity", "Cast")
 def identity_layer(ctx, n, args, a):
     return args[0]
@@ -175,7 +76,7 @@ def identity_layer(ctx, n, args, a):
 def _quant(ctx, n, args, a):
     spec = scaled.quant_spec(n, args, ctx.where)
     x = args[0]
-    if not _is_sym(x):  # a constant (weights): fold with QONNX semantics, keep the integer form if scaled
+    if not is_traced(x):  # a constant (weights): fold with QONNX semantics, keep the integer form if scaled
         return scaled.quant_const(x, spec)
     if spec.power_of_two and not isinstance(x, scaled.Scaled):
         return quantize_like_qonnx(x, spec.kif(), int(spec.narrow), spec.rounding, ctx.where)
@@ -186,7 +87,7 @@ def _quant(ctx, n, args, a):
 def _bipolar(ctx, n, args, a):
     spec = scaled.quant_spec(n, args, ctx.where)
     x = args[0]
-    if not _is_sym(x):
+    if not is_traced(x):
         return scaled.quant_const(x, spec)
     return scaled.bipolar_sym(x, spec, ctx)
 
@@ -194,16 +95,11 @@ def _bipolar(ctx, n, args, a):
 @handles("MatMul")
 def _matmul(ctx, n, args, a):
     x, y = args
-    if not _is_sym(x) and not _is_sym(y):
+    if not is_traced(x) and not is_traced(y):
         return x @ y
     if isinstance(x, scaled.Scaled) or isinstance(y, scaled.Scaled):
         return scaled.matmul(x, y, ctx)
-    if _is_sym(x) and _is_sym(y) and len(x.shape) > 2 and len(y.shape) > 2:  # batched (attention)
-        if x.shape[:-2] != y.shape[:-2]:
-            raise JetDeployError(f"{ctx.where}: batched MatMul with broadcast batch dims {x.shape} @ {y.shape}")
-        batch = "abcdefgh"[: len(x.shape) - 2]
-        return np.einsum(f"{batch}ij,{batch}jk->{batch}ik", x, y)
-    return x @ y
+    return plain_matmul(x, y, ctx.where)   # batched (attention): one einsum
 
 
 @handles("Conv")
@@ -211,7 +107,7 @@ def _conv(ctx, n, args, a):
     """A pointwise convolution (kernel 1, stride 1, no padding, one group): x[b, c, ...] -> W[o, c] x + bias."""
     x, w = args[0], args[1]
     w2 = pointwise_weights(w, a, ctx.where)
-    if not _is_sym(x):
+    if not is_traced(x):
         raise JetDeployError(f"{ctx.where}: Conv of a constant")
     perm = [0, *range(2, len(x.shape)), 1]
     inv = list(np.argsort(perm))
@@ -221,44 +117,16 @@ def _conv(ctx, n, args, a):
     return scaled.transpose(y, inv)
 
 
-def pointwise_weights(w, a: dict, where: str) -> np.ndarray:
-    """The [out, in] matrix of a Conv that is a per-element Dense; any other Conv is an error saying why."""
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim < 3 or any(d != 1 for d in w.shape[2:]):
-        raise JetDeployError(f"{where}: Conv with kernel {list(w.shape[2:])}; only pointwise (1x1) convolutions, "
-                             "the per-particle Dense of particle networks, are supported")
-    if a.get("group", 1) != 1 or any(v != 1 for v in a.get("strides", [1])) or any(v != 0 for v in a.get("pads", [0])) \
-            or any(v != 1 for v in a.get("dilations", [1])):
-        raise JetDeployError(f"{where}: Conv with groups / strides / padding / dilation (only plain pointwise)")
-    return w.reshape(w.shape[0], w.shape[1])
-
-
 def binary_op(ctx, op, x, y):
     if isinstance(x, scaled.Scaled) or isinstance(y, scaled.Scaled):
         return scaled.binary(op, x, y, ctx)
-    if op == "Add":
-        if _is_sym(x) and _is_sym(y):
-            masked = _masked_logits(x, y, ctx.tables, ctx.approximations)
-            if masked is not None:
-                return masked
-        return x + y if _is_sym(x) else y + x
-    if op == "Sub":
-        return x - y if _is_sym(x) else y * -1.0 + x
-    if op == "Mul":
-        if _is_sym(x) and _is_sym(y):
-            gated = mask_gate(x, y)
-            if gated is not None:
-                return gated
-        return x * y if _is_sym(x) else y * x
-    if _is_sym(y):
-        raise JetDeployError(f"{ctx.where}: division by a traced value (only by constants)")
-    return x * (1.0 / np.asarray(y, dtype=np.float64))
+    return plain_binary(ctx, op, x, y)
 
 
 @handles("Add", "Sub", "Mul", "Div")
 def _arith(ctx, n, args, a):
     x, y = args
-    if not _is_sym(x) and not _is_sym(y):
+    if not is_traced(x) and not is_traced(y):
         return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[n.op_type](x, y)
     return binary_op(ctx, n.op_type, x, y)
 
@@ -268,7 +136,7 @@ def _relu(ctx, n, args, a):
     x = args[0]
     if isinstance(x, scaled.Scaled):
         return scaled.relu(x)
-    return np.maximum(x, 0.0) if not _is_sym(x) else x.relu()
+    return np.maximum(x, 0.0) if not is_traced(x) else x.relu()
 
 
 @handles("Not")
@@ -284,7 +152,7 @@ def _greater(ctx, n, args, a):
 def _reshape_to(x, shape):
     if isinstance(x, scaled.Scaled):
         return scaled.reshape(x, shape)
-    return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    return x.reshape(*shape) if is_traced(x) else x.reshape(shape)
 
 
 @handles("Reshape")
@@ -398,7 +266,7 @@ def _split(ctx, n, args, a):
 def _concat(ctx, n, args, a):
     parts = [v for v in args if v is not None]
     axis = a.get("axis", 0) % len(parts[0].shape)
-    if all(not _is_sym(v) for v in parts):
+    if all(not is_traced(v) for v in parts):
         return np.concatenate(parts, axis=axis)
     return scaled.concat(parts, axis, ctx)
 
@@ -458,10 +326,10 @@ def _softmax_op(ctx, n, args, a):
     if axis not in (-1, len(x.shape) - 1):
         raise JetDeployError(f"{ctx.where}: softmax over axis {axis} (only the last axis)")
     ctx.note("Softmax (lookup tables)")
-    return _softmax(x, ctx.tables)
+    return lut_softmax(x, ctx.tables)
 
 
 @handles("Sigmoid")
 def _sigmoid_op(ctx, n, args, a):
     ctx.note("Sigmoid (lookup table)")
-    return _sigmoid(scaled.real(args[0], ctx, ctx.where), ctx.tables)
+    return lut_sigmoid(scaled.real(args[0], ctx, ctx.where), ctx.tables)

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..checks import Check, accuracy, all_ok, compare_logits, logit_check
-from ..errors import JetDeployError
-from ..io import write_json
-from ..runfolder import RunFolder
-from ..settings import RtlSettings
-from . import rtl
-from .reference import LABELS, file_reference, run_reference
-from .trace import to_comb, trace_qonnx
+from ... import versions
+from ...checks import Check, accuracy, all_ok, compare_logits, logit_check
+from ...errors import JetDeployError
+from ...io import write_json
+from ...runfolder import RunFolder
+from ...settings import RtlSettings
+from . import simulate, verilog, yosys
+from ..qonnx.reference import LABELS, file_reference, run_reference
+from ..da4ml.fixedpoint import to_comb
+from ..da4ml.trace import trace_qonnx
 
 
 def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, settings: RtlSettings | None = None,
@@ -41,8 +42,8 @@ def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, s
 def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None = None, out: str | Path | None = None,
              n_check: int = 1000, input_bits=None, settings: RtlSettings | None = None, progress: bool = True) -> dict:
     """`fpga rtl --onnx`: any QONNX file against qonnx execution on its test inputs (OUT/rtl.json)."""
-    from .graph import QonnxGraph
-    from .trace import HANDLERS
+    from ..qonnx.graph import QonnxGraph
+    from ..da4ml.handlers import HANDLERS
 
     # an op without a handler stops here, before qonnx runs on the inputs
     QonnxGraph.load(onnx_path, input_bits=input_bits).check_supported(HANDLERS, "the RTL path")
@@ -77,11 +78,11 @@ def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, s: RtlSetting
         f"{d['first_inexact_tensor']}" + (f"; accuracy {d['accuracy_da4ml']:.4f} (qonnx "
                                           f"{d['accuracy_qonnx']:.4f})" if "accuracy_da4ml" in d else ""))
     # 1b. the C++ interpreter (the RTL's reference below) vs da4ml's Python reference interpreter
-    check_interp = rtl.interpreters_agree(comb, feed, s.n_interp)
+    check_interp = verilog.interpreters_agree(comb, feed, s.n_interp)
     say(f"da4ml C++ vs Python interpreter on {check_interp['n']} jets: "
         + ("bit-exact" if check_interp["ok"] else f"DIFFER on rows {check_interp['differing_rows']}"))
     # 2. RTL simulation
-    design = rtl.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff, clock_ns=s.clock_ns)
+    design = verilog.write_verilog(comb, out / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff, clock_ns=s.clock_ns)
     sim = _simulate(comb, design, feed, s, say)
     result = {**source, "qonnx": str(qonnx_path), "settings": s.model_dump(),
               "design": {**design, "inputs": tr.input_names, "input_kif": tr.input_kif, "trace_s": round(trace_s, 1),
@@ -90,7 +91,7 @@ def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, s: RtlSetting
                          "rtl_boundary": "the first Quant on each input (standardisation is host-side) and one mask "
                                          "bit per particle"},
               "tools": versions.packages("da4ml", "qonnx", "onnx"),
-              "checks": [check1.as_dict(), check_interp] + ([rtl.simulation_check(sim)] if s.simulate else []),
+              "checks": [check1.as_dict(), check_interp] + ([simulate.simulation_check(sim)] if s.simulate else []),
               "simulation_note": None if s.simulate else "RTL simulation not run (--no-sim): latency is da4ml's "
                                                          "pipeline depth, not a measurement",
               "per_tensor": layers, "latency": sim, **_resources(design, s, progress)}
@@ -103,7 +104,7 @@ def _resources(design: dict, s: RtlSettings, progress: bool) -> dict:
     """Yosys' resources (with --synth), or why there are none."""
     if not s.synth:
         return {"resources": None, "resources_note": "not run (pass --synth: Yosys on a full model takes a long time)"}
-    return {"resources": rtl.yosys_resources(design, progress=progress, workers=s.synth_workers,
+    return {"resources": yosys.yosys_resources(design, progress=progress, workers=s.synth_workers,
                                              budget_s=s.synth_budget_s), "resources_note": None}
 
 
@@ -135,11 +136,11 @@ def _check_interpreter(tr, comb, ref: dict, qonnx_path: Path) -> tuple[Check, np
 
 def _simulate(comb, design, feed, s: RtlSettings, say) -> dict:
     if not s.simulate:
-        sim = rtl.depth_latency(design, s.clock_ns)
+        sim = verilog.depth_latency(design, s.clock_ns)
         say(f"da4ml: {design['stages']} pipeline stages = {sim['latency_ns']:.0f} ns at {s.clock_ns} ns "
             "(not simulated: --no-sim)")
         return sim
-    sim = rtl.simulate(comb, design, feed[:s.n_sim], simulator=s.simulator)
+    sim = simulate.simulate(comb, design, feed[:s.n_sim], simulator=s.simulator)
     say(f"{sim['simulator']}: {sim['latency_cycles']} cycles at II=1 = {sim['latency_ns']:.0f} ns at {s.clock_ns} ns, "
         f"bit-exact vs da4ml on {sim['n_vectors']} jets")
     return sim

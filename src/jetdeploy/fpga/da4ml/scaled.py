@@ -16,8 +16,8 @@ Such a Quant's output is `s * q` with q an integer. The firmware keeps q, exact,
 qonnx computes all of this in float32, so a non-power-of-two graph is never bit-exact with it: the checks
 compare argmax agreement, and `approximations` names every multiplier.
 
-`real`, `quant_sym` and the rest work on da4ml arrays (the RTL trace); `ratio`, `matmul_scale` and
-`same_scale` are the pure scale algebra.
+`real`, `quant_sym` and the rest work on da4ml arrays (the RTL trace); the pure scale algebra (multipliers,
+power-of-two tests) is `fixed.scale`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import JetDeployError
-from .graph import QuantSpec, decode_quant
+from ...errors import JetDeployError
+from ..fixed.scale import constant_along, is_pow2, mult_bits, multiplier, same_scale
+from ..qonnx.graph import QuantSpec, decode_quant
+from .fixedpoint import is_traced, plain_binary, plain_matmul, quantize_like_qonnx
 
-MULT_BITS = 18   # significant bits of an explicit multiplier (a scale ratio that is not a power of two), at most
-PRODUCT_BITS = 30  # operand width + multiplier bits kept within this (see `multiplier`)
 REAL_FRAC = 16   # fraction bits of a non-power-of-two-scaled value where its real value is needed
 GUARD_BITS = 10  # fraction bits kept below the target step before a requantization is rounded
 INT_TOL = 1e-4   # a bias within this of an integer (in the accumulator's scale) is that integer
@@ -55,51 +55,14 @@ class Scaled:
         return isinstance(self.q, np.ndarray)
 
 
-def _is_sym(v) -> bool:
-    return not isinstance(v, np.ndarray)
-
-
 def unwrap(v):
     return v.q if isinstance(v, Scaled) else v
-
-
-# ----------------------------------------------------------------------------------------------------------
-# scale algebra (numpy only)
-def is_pow2(a: np.ndarray) -> bool:
-    a = np.abs(np.asarray(a, dtype=np.float64))
-    return bool(np.all(a > 0)) and bool(np.all(np.abs(np.log2(a) - np.round(np.log2(a))) < 1e-12))
-
-
-def multiplier(m: np.ndarray, width: int = 0) -> tuple[np.ndarray, bool]:
-    """An explicit multiplier: exact when a power of two, else rounded to at most MULT_BITS significant bits, and
-    to fewer where the operand is wide: da4ml 0.6's C++ interpreter (the RTL's reference) disagreed with its
-    Python one once the operand's width plus the multiplier's passed about 31 bits."""
-    from .fixedpoint import round_significant
-
-    m = np.asarray(m, dtype=np.float64)
-    if is_pow2(m):
-        return m, True
-    return round_significant(m, mult_bits(width)), False
-
-
-def mult_bits(width: int) -> int:
-    return max(4, min(MULT_BITS, PRODUCT_BITS - width))
 
 
 def width_of(v) -> int:
     """The widest element of a da4ml array, in bits (sign, integer and fraction)."""
     k, i, f = (np.asarray(a) for a in v.kif)
     return int(np.max(k + i + f))
-
-
-def constant_along(scale: np.ndarray, axis: int) -> np.ndarray | None:
-    """The scale with `axis` reduced to length 1 when it does not vary along it, else None."""
-    first = np.take(scale, [0], axis=axis)
-    return first if np.allclose(scale, first, rtol=1e-7, atol=0) else None
-
-
-def same_scale(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=0))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -141,8 +104,6 @@ def real(v, ctx, what: str):
 
 def quant_sym(x, spec: QuantSpec, ctx):
     """A Quant on a traced value (real, or Scaled) to integers q = round(x / s), carried as Scaled(q, s)."""
-    from .fixedpoint import quantize_like_qonnx
-
     if spec.zero_point != 0:
         raise JetDeployError(f"{ctx.where}: zero point {spec.zero_point} (only 0 is supported)")
     q_in = x.q if isinstance(x, Scaled) else _coarsen(x, spec, ctx)
@@ -214,17 +175,8 @@ def matmul(x, y, ctx):
     rx, cy = constant_along(sx, -1), constant_along(sy, -2)
     if rx is None or cy is None:
         _note(ctx, "MatMul whose operand scale varies along the contracted axis: real values")
-        return _plain_matmul(real(x, ctx, ctx.where), real(y, ctx, ctx.where), ctx)
-    return _settle(Scaled(_plain_matmul(qx, qy, ctx), rx * cy))
-
-
-def _plain_matmul(x, y, ctx):
-    if _is_sym(x) and _is_sym(y) and len(x.shape) > 2 and len(y.shape) > 2:
-        if x.shape[:-2] != y.shape[:-2]:
-            raise JetDeployError(f"{ctx.where}: batched MatMul with broadcast batch dims {x.shape} @ {y.shape}")
-        batch = "abcdefgh"[: len(x.shape) - 2]
-        return np.einsum(f"{batch}ij,{batch}jk->{batch}ik", x, y)
-    return x @ y
+        return plain_matmul(real(x, ctx, ctx.where), real(y, ctx, ctx.where), ctx.where)
+    return _settle(Scaled(plain_matmul(qx, qy, ctx.where), rx * cy))
 
 
 def _const_value(v) -> np.ndarray:
@@ -233,16 +185,14 @@ def _const_value(v) -> np.ndarray:
 
 def binary(op: str, x, y, ctx):
     """Add / Sub / Mul / Div where an operand is Scaled: in the integers where the scales allow it."""
-    from .trace import binary_op
-
     qx, sx = _parts(x)
     qy, sy = _parts(y)
     shape = tuple(np.broadcast_shapes(tuple(qx.shape), tuple(qy.shape)))
     sx, sy = np.broadcast_to(sx, shape), np.broadcast_to(sy, shape)
-    cx, cy = not _is_sym(qx), not _is_sym(qy)
+    cx, cy = not is_traced(qx), not is_traced(qy)
     if op in ("Add", "Sub"):
         if same_scale(sx, sy) and not (cx or cy):
-            return _settle(Scaled(binary_op(ctx, op, qx, qy), sx))
+            return _settle(Scaled(plain_binary(ctx, op, qx, qy), sx))
         if cx != cy:   # a constant (a bias) that is an integer in the other operand's scale
             const, qv, sv = (x, qy, sy) if cx else (y, qx, sx)
             ints = np.broadcast_to(_const_value(const), shape) / sv
@@ -250,39 +200,39 @@ def binary(op: str, x, y, ctx):
                 k = np.round(ints)
                 res = qv + k if op == "Add" else (qv - k if cy else qv * -1.0 + k)
                 return _settle(Scaled(res, sv))
-        return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+        return plain_binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
     if op in ("Mul", "Div") and (cx or cy):
         if op == "Div" and cx:
             raise JetDeployError(f"{ctx.where}: division of a constant by an activation")
         const, qv, sv = (x, qy, sy) if cx else (y, qx, sx)
         c = np.broadcast_to(_const_value(const), shape)
         if np.any(c == 0):
-            return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+            return plain_binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
         q = qv if tuple(qv.shape) == shape else qv * np.ones(shape)
         return _settle(Scaled(q, sv * c if op == "Mul" else sv / c))
     if op == "Mul":
-        return _settle(Scaled(binary_op(ctx, op, qx, qy), sx * sy))
-    return binary_op(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
+        return _settle(Scaled(plain_binary(ctx, op, qx, qy), sx * sy))
+    return plain_binary(ctx, op, real(x, ctx, ctx.where), real(y, ctx, ctx.where))
 
 
 def relu(x: Scaled):
     if np.all(x.scale > 0):
-        return Scaled(x.q.relu() if _is_sym(x.q) else np.maximum(x.q, 0.0), x.scale)
+        return Scaled(x.q.relu() if is_traced(x.q) else np.maximum(x.q, 0.0), x.scale)
     raise JetDeployError("Relu of a value with a negative scale")
 
 
 def reshape(x, shape):
     if isinstance(x, Scaled):
-        q = x.q.reshape(*shape) if _is_sym(x.q) else x.q.reshape(shape)
+        q = x.q.reshape(*shape) if is_traced(x.q) else x.q.reshape(shape)
         return Scaled(q, x.scale.reshape(q.shape))
-    return x.reshape(*shape) if _is_sym(x) else x.reshape(shape)
+    return x.reshape(*shape) if is_traced(x) else x.reshape(shape)
 
 
 def transpose(x, perm):
     if isinstance(x, Scaled):
-        q = x.q.transpose(perm) if _is_sym(x.q) else np.transpose(x.q, perm)
+        q = x.q.transpose(perm) if is_traced(x.q) else np.transpose(x.q, perm)
         return Scaled(q, np.transpose(x.scale, perm))
-    return x.transpose(perm) if _is_sym(x) else np.transpose(x, perm)
+    return x.transpose(perm) if is_traced(x) else np.transpose(x, perm)
 
 
 def index(x, idx):

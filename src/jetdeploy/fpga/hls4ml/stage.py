@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..checks import Check, all_ok, compare_logits, logit_check
-from ..errors import JetDeployError
-from ..io import write_json
-from ..runfolder import RunFolder
-from ..settings import HlsSettings
-from .hls import build_model, convert
-from .reference import file_reference, run_reference
+from ... import versions
+from ...checks import Check, all_ok, compare_logits, logit_check
+from ...errors import JetDeployError
+from ...io import write_json
+from ...runfolder import RunFolder
+from ...settings import HlsSettings
+from .convert import build_model, convert
+from ..qonnx.reference import file_reference, run_reference
 
 PROJECT = "jetdeploy_tagger"
 VITIS_ENV = "JETDEPLOY_VITIS"  # a Vitis installation folder (its bin/ holds vitis-run) when not on PATH
@@ -65,7 +65,7 @@ def run_source(run_dir, data, n: int) -> Source:
 
 def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bits=None, progress=True) -> Source:
     """Any QONNX file: qonnx execution of it on --inputs / --data / seeded random values."""
-    from .flow import default_out
+    from ..rtl.stage import default_out
 
     convert(path, input_bits=input_bits)   # an op or a scale the hls4ml path refuses stops here, before qonnx runs
     out = Path(out) if out else default_out(path)

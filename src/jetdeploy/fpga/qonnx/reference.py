@@ -26,10 +26,10 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from ..checks import compare_logits
-from ..errors import JetDeployError
-from ..io import atomic_path, file_hash, stable_hash
-from ..runfolder import RunFolder
+from ...checks import compare_logits
+from ...errors import JetDeployError
+from ...io import atomic_path, file_hash, stable_hash
+from ...runfolder import RunFolder
 from .graph import QonnxGraph
 
 LABELS = "__labels__"  # the true classes of the reference jets (not a tensor)
@@ -64,9 +64,9 @@ def run_reference(run: Path, data: str, n: int, batch: int = CHUNK) -> dict:
 def _run_reference(run: Path, data: str, n: int, batch: int) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from ..export import graphs
-    from ..train import checkpoint as ckpt
-    from ..train.dataset import load_inputs
+    from ...export import graphs
+    from ...train import checkpoint as ckpt
+    from ...train.dataset import load_inputs
 
     model, rec = ckpt.load_model(run)
     cfg = rec["config"]
@@ -150,7 +150,7 @@ def _load_arrays(path: Path, shapes: dict, n: int) -> dict:
 def _jet_inputs(path: Path, shapes: dict, n: int) -> dict:
     """A jet file's test split for a graph with a [n, N, F] particle input (the first F features of each of the
     first N particles) and optionally a [n, N] mask input."""
-    from ..data.schema import read_jets
+    from ...data.schema import read_jets
 
     jets = read_jets(path)
     test = np.flatnonzero(np.asarray(jets.split) == 2)[:n]

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import yaml
 
-from .errors import JetDeployError
-from .io import atomic_path, write_json
-from . import pareto as _pareto
-from .settings import RtlSettings
-from .versions import packages
+from ..errors import JetDeployError
+from ..io import atomic_path, write_json
+from .. import pareto as _pareto
+from ..settings import RtlSettings
+from ..versions import packages
 
 # RTL settings: the same trained model, another trace / Verilog (no retraining). The keys are the
 # `jetdeploy fpga rtl` flags (RtlSettings), with '_' for '-', plus n_check
@@ -109,11 +109,11 @@ def _run_group(g: dict) -> list[dict]:
     import contextlib
     import io
 
-    from .config import load_train_config
-    from .export.verify import export_run
-    from .train.evaluate import evaluate
-    from .train.trainer import train
-    from .fpga.flow import rtl_run
+    from ..config import load_train_config
+    from ..export.verify import export_run
+    from ..train.evaluate import evaluate
+    from ..train.trainer import train
+    from ..fpga.rtl.stage import rtl_run
     from argparse import Namespace
 
     run = Path(g["out"]) / "train" / g["train_key"]
@@ -130,7 +130,7 @@ def _run_group(g: dict) -> list[dict]:
         export_run(run, g["data"], n_verify=200, progress=False)
         csim = None
         if g["csim"]:
-            from .fpga.hlsflow import csim_run
+            from ..fpga.hls4ml.stage import csim_run
 
             csim = csim_run(run, g["data"], n_check=500, n_trace=20, progress=False)
     train_s = time.perf_counter() - t0
@@ -184,7 +184,7 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
     if todo and sw["dask"]:
         from distributed import as_completed
 
-        from .dask_client import dask_client
+        from ..dask_client import dask_client
 
         client = dask_client(str(sw["dask"]), sw["workers"])
         try:

@@ -35,11 +35,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import pareto as _pareto
-from .errors import JetDeployError
-from .io import file_hash, stable_hash, write_json
-from .runfolder import RunFolder, load_json
-from .settings import PeerSettings, RtlSettings
+from .. import pareto
+from ..errors import JetDeployError
+from ..io import file_hash, stable_hash, write_json
+from ..runfolder import RunFolder, load_json
+from ..settings import PeerSettings, RtlSettings
 
 
 def _study_rtl() -> RtlSettings:
@@ -84,7 +84,7 @@ class StudyConfig(BaseModel):
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    from .fpga.peers import ARCHS
+    from ..fpga.hgq.peers import ARCHS
 
     p = Path(path)
     if not p.exists():
@@ -130,8 +130,8 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
     """One design at one reference's N: trained, then to RTL (each step cached by its settings and the bytes of
     the data file and the reference checkpoint). With `cached_only`, an unfinished design is not computed: its row
     is `{"key", "missing": what is not finished}`."""
-    from .fpga import kerasflow
-    from .fpga.scratch import train_peer
+    from ..fpga.keras import stage as kerasflow
+    from ..fpga.hgq.scratch import train_peer
 
     say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(ref.run)
@@ -224,7 +224,7 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
         mine = [r for r in rows if r["n"] == n]
-        fronts[n] = {c: [r["key"] for r in _pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
+        fronts[n] = {c: [r["key"] for r in pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
                      for c in ("LUT", "latency_ns")}
     result = {"config": cfg.model_dump(), "rows": rows, "missing": missing,
               "pareto": {str(k): v for k, v in fronts.items()}, "table": True,

@@ -1,5 +1,6 @@
-"""da4ml fixed-point building blocks of the QONNX tracer (`trace.py`): QONNX's Quant (half to even,
-saturation) exactly on da4ml arrays, the padding-mask gate and bias, and the lookup-table softmax and sigmoid.
+"""da4ml fixed-point building blocks of the QONNX tracer (`handlers`): QONNX's Quant (half to even,
+saturation) exactly on da4ml arrays, the padding-mask gate and bias, the lookup-table softmax and sigmoid, and
+the plain (unscaled) products and elementwise arithmetic that `scaled` and the handlers share.
 
 Several work around da4ml 0.6 faults with tiny internal scale factors; each docstring says which."""
 
@@ -11,8 +12,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..errors import JetDeployError
-from ..settings import SoftmaxTables  # noqa: F401  (the tables the softmax below reads)
+from ...errors import JetDeployError
+from ...settings import SoftmaxTables  # noqa: F401  (the tables the softmax below reads)
 
 DECIMAL_DIGITS = 200
 
@@ -125,7 +126,7 @@ def _exact_constants(v, out, lo, hi, step, rounding):
 MASK_BIAS_BITS = 12   # an operand reaching below -2^12 (and not far above 0) next to small scores: the padding bias
 
 
-def _masked_logits(a, b, tables: SoftmaxTables, approximations: list):
+def masked_logits(a, b, tables: SoftmaxTables, approximations: list):
     """scores + padding bias (exactly 0 or -1e4) as scores - 2^F * sign(bias), with 2^F >= 2 max|score| +
     2^diff_int_bits: every masked entry ends that far below any real score, so its softmax weight is 0
     exactly as for -1e4. Adding the -1e4 itself (or a multiplexer to a constant) made da4ml 0.7 return 0 for
@@ -179,7 +180,7 @@ def mask_gate(a, b):
     return None
 
 
-def _softmax(x, tables: SoftmaxTables):
+def lut_softmax(x, tables: SoftmaxTables):
     """Softmax over the last axis from lookup tables (x: da4ml array)."""
     from da4ml.trace.ops import quantize
 
@@ -199,7 +200,7 @@ def _softmax(x, tables: SoftmaxTables):
     return e * inv
 
 
-def _sigmoid(x, tables: SoftmaxTables):
+def lut_sigmoid(x, tables: SoftmaxTables):
     """sigmoid(x) from one lookup table per element (sigmoid attention), on x saturated to [-2^k, 2^k), k the
     smallest with sigmoid(-2^k) below half an output LSB: saturating there changes no table output."""
     from da4ml.trace.ops import quantize
@@ -212,17 +213,44 @@ def _sigmoid(x, tables: SoftmaxTables):
     out_f = tables.exp_frac_bits
     k = next(b for b in range(1, 16) if 1.0 / (1.0 + math.exp(2.0 ** b)) < 2.0 ** -(out_f + 1))
     lo, hi = -(2.0 ** k), 2.0 ** k - 2.0 ** -f
-    d = x + (x * -1.0 + lo).relu()        # max(x, lo) and min(., hi) with adders and ReLUs (see _softmax)
+    d = x + (x * -1.0 + lo).relu()        # max(x, lo) and min(., hi) with adders and ReLUs (see lut_softmax)
     d = d - (d - hi).relu()
     d = quantize(d, 1, k, f, "WRAP", "TRN")
     return quantize(d.apply(lambda v: 1.0 / (1.0 + np.exp(-v))), 0, 1, out_f, "SAT", "RND")
 
 
-def round_significant(c: np.ndarray, bits: int) -> np.ndarray:
-    """Each constant rounded (half to even) to `bits` significant bits: a floating-point-like per-channel
-    constant, whose shift-and-add multiplier needs at most about bits/2 adders, against up to 12 for a
-    float32 one."""
-    c = np.asarray(c, dtype=np.float64)
-    exp = np.floor(np.log2(np.where(c == 0, 1.0, np.abs(c))))
-    step = 2.0 ** (exp - (bits - 1))
-    return np.where(c == 0, 0.0, np.round(c / step) * step)
+def is_traced(v) -> bool:
+    """A da4ml array (or a Scaled one), not a numpy constant."""
+    return not isinstance(v, np.ndarray)
+
+
+def plain_matmul(x, y, where: str):
+    """x @ y of plain values; two traced operands of rank > 2 (attention) as one einsum over the batch dims."""
+    if is_traced(x) and is_traced(y) and len(x.shape) > 2 and len(y.shape) > 2:
+        if x.shape[:-2] != y.shape[:-2]:
+            raise JetDeployError(f"{where}: batched MatMul with broadcast batch dims {x.shape} @ {y.shape}")
+        batch = "abcdefgh"[: len(x.shape) - 2]
+        return np.einsum(f"{batch}ij,{batch}jk->{batch}ik", x, y)
+    return x @ y
+
+
+def plain_binary(ctx, op: str, x, y):
+    """Add / Sub / Mul / Div of plain values (no Scaled operand); the padding bias and the mask gate are
+    recognised here. Division only by constants."""
+    if op == "Add":
+        if is_traced(x) and is_traced(y):
+            masked = masked_logits(x, y, ctx.tables, ctx.approximations)
+            if masked is not None:
+                return masked
+        return x + y if is_traced(x) else y + x
+    if op == "Sub":
+        return x - y if is_traced(x) else y * -1.0 + x
+    if op == "Mul":
+        if is_traced(x) and is_traced(y):
+            gated = mask_gate(x, y)
+            if gated is not None:
+                return gated
+        return x * y if is_traced(x) else y * x
+    if is_traced(y):
+        raise JetDeployError(f"{ctx.where}: division by a traced value (only by constants)")
+    return x * (1.0 / np.asarray(y, dtype=np.float64))

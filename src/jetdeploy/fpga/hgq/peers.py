@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import JetDeployError
-from ..registry import registrar
-from .twin import QuantOptions, register_layers, require_keras
+from ...errors import JetDeployError
+from ...registry import registrar
+from ..keras.layers import register_layers
+from ..keras.quant import QuantOptions, require_keras
 
 ARCHS: dict = {}
 arch = registrar(ARCHS)
@@ -142,7 +143,7 @@ def fresh_transformer(model, seed: int = 0, redraw: bool = True):
     input convention) with every dense kernel redrawn (Glorot uniform) and every bias zeroed; with
     `redraw=False`, the twin keeps `model`'s weights (HGQ2 fine-tuning of the reference run)."""
     keras = require_keras()
-    from .twin import build_twin
+    from ..keras.twin import build_twin
 
     if model.cfg.attention != "sigmoid":
         raise JetDeployError("HGQ from scratch of our transformer uses the sigmoid twin: the reference run needs "

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import JetDeployError
+from ...errors import JetDeployError
 
 QUANT_OPS = ("Quant", "BipolarQuant", "Trunc")
 QONNX_DOMAIN = "qonnx.custom_op.general"

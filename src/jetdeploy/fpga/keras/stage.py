@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..checks import all_ok, compare_logits, logit_check
-from ..errors import JetDeployError
-from ..io import write_json
-from ..settings import HlsSettings, RtlSettings
-from . import rtl
-from .twin import require_keras
+from ... import versions
+from ...checks import all_ok, compare_logits, logit_check
+from ...errors import JetDeployError
+from ...io import write_json
+from ...settings import HlsSettings, RtlSettings
+from ..rtl import simulate, verilog, yosys
+from .quant import require_keras
 
 
 def load_keras(path: str | Path):
@@ -32,7 +32,7 @@ def load_keras(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise JetDeployError(f"{path}: no such Keras model file")
-    from .twin import register_layers
+    from .layers import register_layers
 
     register_layers()   # jetdeploy's own Keras layer (MaskGate) and its da4ml replay
     try:
@@ -159,7 +159,7 @@ def csim(model, x: np.ndarray, out_dir: Path, h: HlsSettings | None = None) -> d
 def da4ml_trace(model):
     from da4ml.converter import trace_model
 
-    from .trace import exact_decimals, to_comb
+    from ..da4ml.fixedpoint import exact_decimals, to_comb
 
     kif = input_kif(model)
     try:
@@ -183,17 +183,17 @@ def rtl_check(model, x: np.ndarray, out_dir: Path, s: RtlSettings | None = None,
     check1 = logit_check("da4ml interpreter vs Keras", compare_logits(got, want),
                          "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
                          version=", ".join(f"{k} {v}" for k, v in versions.packages("da4ml", "hgq2").items()))
-    design = rtl.write_verilog(comb, out_dir / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff,
+    design = verilog.write_verilog(comb, out_dir / "rtl", "jetdeploy_top", latency_cutoff=s.latency_cutoff,
                                clock_ns=s.clock_ns)
     design.update({"input_kif": list(kif), "trace_s": round(trace_s, 1),
                    "rtl_boundary": "the model input after its first HGQ2 input quantizer"})
     checks = [check1.as_dict()]
     if s.simulate:
-        sim = rtl.simulate(comb, design, xq[:s.n_sim], simulator=s.simulator)
-        checks.append(rtl.simulation_check(sim))
+        sim = simulate.simulate(comb, design, xq[:s.n_sim], simulator=s.simulator)
+        checks.append(simulate.simulation_check(sim))
     else:
-        sim = rtl.depth_latency(design, s.clock_ns)
-    resources = rtl.yosys_resources(design, progress=progress, workers=s.synth_workers,
+        sim = verilog.depth_latency(design, s.clock_ns)
+    resources = yosys.yosys_resources(design, progress=progress, workers=s.synth_workers,
                                     budget_s=s.synth_budget_s) if s.synth else None
     return {"design": design, "checks": checks, "latency": sim, "cost_adders": float(comb.cost), "resources": resources,
             "resources_note": None if s.synth else "not run (pass --synth)", "ok": all_ok(checks),

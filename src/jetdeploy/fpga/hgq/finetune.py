@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..checks import accuracy as checks_accuracy
-from ..checks import all_ok, compare_logits, logit_check
-from ..errors import JetDeployError
-from ..io import write_json
-from ..runfolder import RunFolder
-from . import kerasflow
-from .twin import build_twin, require_keras, twin_inputs
+from ...checks import accuracy as checks_accuracy
+from ...checks import all_ok
+from ...errors import JetDeployError
+from ...io import write_json
+from ...runfolder import RunFolder
+from ..keras import stage as kerasflow
+from ..keras.quant import require_keras
+from ..keras.twin import build_twin, twin_inputs
+from . import fit
 
 
 def starting_ebops(model, x) -> float:
@@ -41,43 +42,36 @@ def starting_ebops(model, x) -> float:
 def _choose(front_dir: Path, hist, val0: float, val_drop: float, say):
     """(model, EBOPs, the selection record, the front) of the Pareto-front epoch with the fewest EBOPs within
     `val_drop` points of the validation accuracy before fine-tuning (the validation split only)."""
-    front = sorted(({"epoch": int(e), "val_accuracy": float(hist.history["val_accuracy"][e]),
-                     "ebops": float(hist.history["ebops"][e]), "file": p.name}
-                    for p in front_dir.glob("epoch=*.keras")
-                    for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
-    ok = [r for r in front if r["val_accuracy"] >= val0 - val_drop / 100]
-    if not ok:
+    front = fit.read_front(front_dir, hist.history)
+    pick = fit.fewest_ebops_within(front, val0 - val_drop / 100)
+    if pick is None:
         raise JetDeployError(f"fpga hgq: no epoch on the Pareto front is within {val_drop} points of the "
                              f"validation accuracy before fine-tuning ({val0:.4f}); best "
                              f"{max(r['val_accuracy'] for r in front):.4f}: lower --beta or raise --val-drop")
-    pick = ok[0]
     twin = kerasflow.load_keras(front_dir / pick["file"])
-    ebops1 = pick["ebops"]
     chosen = {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of "
                       f"the validation accuracy before fine-tuning ({val0:.4f})", **pick}
     say(f"hgq: chose epoch {pick['epoch']} (val accuracy {pick['val_accuracy']:.4f}, EBOPs {pick['ebops']:.0f}) "
         f"of {len(front)} on the Pareto front")
-    return twin, ebops1, chosen, front
+    return twin, pick["ebops"], chosen, front
 
 
-def _verify_saved(twin, path: Path, x: np.ndarray):
-    """The saved model against the trained one, and da4ml's trace of it against Keras, both bit-exact:
-    (checks, da4ml design, input kif, tool versions)."""
-    n = len(x)
-    reloaded = kerasflow.load_keras(path)
-    y_mem = np.asarray(twin.predict(x, verbose=0))
-    y_re = np.asarray(reloaded.predict(x, verbose=0))
-    roundtrip = compare_logits(y_re, y_mem)
-    comb, kif = kerasflow.da4ml_trace(reloaded)
-    y_da = np.asarray(comb.predict(kerasflow.quantize_input(x, kif).reshape(n, -1))).reshape(y_re.shape)
-    da = compare_logits(y_da, y_re)
-    tools = versions.packages("hgq2", "keras", "da4ml")
-    checks = [logit_check("saved model.keras vs the trained model", roundtrip, "keras.saving round trip",
-                          version=f"keras {tools['keras']}", exact_required=True).as_dict(),
-              logit_check("da4ml interpreter vs Keras (saved model)", da,
-                          "da4ml CombLogic.predict (HGQ2 tracer) vs keras.Model",
-                          version=f"da4ml {tools['da4ml']}, hgq2 {tools['hgq2']}", exact_required=True).as_dict()]
-    return checks, comb, kif, tools
+def _twin_splits(model, cfg, data, n_train, n_test) -> dict:
+    """split -> (twin inputs, labels) for train (n_train jets), val and test (n_test each)."""
+    from ...train.dataset import load_inputs
+
+    out = {}
+    for split, n in (("train", n_train), ("val", n_test), ("test", n_test)):
+        inp = load_inputs(data, cfg.model, split, n)
+        out[split] = (twin_inputs(model, inp.x, inp.mask), inp.labels.numpy())
+    return out
+
+
+def _check_args(epochs: int, beta: float, lr: float, val_drop: float | None) -> None:
+    if epochs < 1 or not beta > 0 or not lr > 0:
+        raise JetDeployError(f"fpga hgq: epochs must be >= 1, beta and lr > 0 (got {epochs}, {beta}, {lr})")
+    if val_drop is not None and not 0 <= val_drop < 100:
+        raise JetDeployError(f"fpga hgq: --val-drop is in accuracy points, 0 <= D < 100 (got {val_drop})")
 
 
 def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path | None = None, epochs: int = 20,
@@ -88,15 +82,9 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     EBOPs whose validation accuracy is at most D points below the twin's before fine-tuning is chosen (the
     selection sees the validation split only; the test accuracy is measured after it)."""
     keras = require_keras()
-    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
+    from ...train import checkpoint as ckpt
 
-    from ..train import checkpoint as ckpt
-    from ..train.dataset import load_inputs
-
-    if epochs < 1 or not beta > 0 or not lr > 0:
-        raise JetDeployError(f"fpga hgq: epochs must be >= 1, beta and lr > 0 (got {epochs}, {beta}, {lr})")
-    if val_drop is not None and not 0 <= val_drop < 100:
-        raise JetDeployError(f"fpga hgq: --val-drop is in accuracy points, 0 <= D < 100 (got {val_drop})")
+    _check_args(epochs, beta, lr, val_drop)
     say = print if progress else (lambda *a, **k: None)
     rf = RunFolder(run_dir)
     run = rf.path
@@ -107,12 +95,8 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     out = Path(out) if out else rf.hgq_dir
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    tr = load_inputs(data, cfg.model, "train", n_train)
-    va = load_inputs(data, cfg.model, "val", n_test)
-    te = load_inputs(data, cfg.model, "test", n_test)
-    x_tr, y_tr = twin_inputs(model, tr.x, tr.mask), tr.labels.numpy()
-    x_va, y_va = twin_inputs(model, va.x, va.mask), va.labels.numpy()
-    x_te, y_te = twin_inputs(model, te.x, te.mask), te.labels.numpy()
+    sp = _twin_splits(model, cfg, data, n_train, n_test)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sp["train"], sp["val"], sp["test"]
 
     ebops0 = starting_ebops(model, x_tr[:batch_size])
     twin = build_twin(model, trainable=True)
@@ -122,21 +106,14 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
 
     acc0 = accuracy(twin)
     val0 = accuracy(twin, x_va, y_va)
-    callbacks = [BetaScheduler(PieceWiseSchedule([(0, beta / 100, "log"), (max(1, epochs // 2), beta, "constant")])),
-                 FreeEBOPs()]
     front_dir = out / "pareto"
-    if val_drop is not None:
-        import shutil
-
-        shutil.rmtree(front_dir, ignore_errors=True)
-        callbacks.append(ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
-                                     fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras"))
     say(f"hgq: trainable twin of {run}: accuracy {acc0:.4f} (before fine-tuning), EBOPs {ebops0:.0f}")
     twin.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                  metrics=["accuracy"])
     t0 = time.perf_counter()
     hist = twin.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_data=(x_va, y_va),
-                    callbacks=callbacks, verbose=2 if progress else 0, shuffle=True)
+                    callbacks=fit.callbacks(beta, epochs, front_dir if val_drop is not None else None),
+                    verbose=2 if progress else 0, shuffle=True)
     fit_s = time.perf_counter() - t0
     ebops1 = float(hist.history["ebops"][-1])   # at the last training step
     chosen = {"rule": "the last epoch", "epoch": epochs - 1, "val_accuracy": float(hist.history["val_accuracy"][-1])}
@@ -147,9 +124,8 @@ def hgq_finetune(run_dir: str | Path, data: str | None = None, out: str | Path |
     path = out / "model.keras"
     twin.save(path)
     np.save(out / "test_inputs.npy", x_te[:1000])
-    checks, comb, kif, tools = _verify_saved(twin, path, x_te[:min(500, len(x_te))])
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    write_json(out / "history.json", history)
+    checks, comb, kif, tools = fit.verify_saved(twin, path, x_te[:min(500, len(x_te))])
+    write_json(out / "history.json", {k: [float(v) for v in vals] for k, vals in hist.history.items()})
     result = {"run": str(run), "data": str(data), "model": str(path), "seed": seed, "epochs": epochs, "beta": beta,
               "lr": lr, "batch_size": batch_size, "n_train": len(y_tr), "n_test": len(y_te), "fit_s": round(fit_s, 1),
               "accuracy_before": acc0, "accuracy_after": acc1, "ebops_before": ebops0, "ebops_after": ebops1,

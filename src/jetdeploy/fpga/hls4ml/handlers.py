@@ -1,9 +1,9 @@
-"""hls4ml layer handlers of the QONNX reader (`hls.convert`): one registered function per op family.
+"""hls4ml layer handlers of the QONNX reader (`convert.convert`): one registered function per op family.
 
 `HANDLERS` maps an ONNX op type to fn(builder, call) -> the value of the node's output (an `Act`: an hls4ml
 layer's output, an `Aff`: a constant-affine map of one, or a constant). The supported-op list and its error
 message come from this table. A node whose inputs are all constants is folded with the numpy paths of the
-RTL tracer's handlers (`trace.apply_node`), so constant arithmetic is written once.
+da4ml tracer's handlers (`da4ml.handlers.apply_op`), so constant arithmetic is written once.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import JetDeployError
-from ..registry import registrar
-from .hls import Act, Aff, Fx, Builder, hls_shape, identity_layer, const_fx, quant_fx
-from .hls_arith import (
+from ...errors import JetDeployError
+from ...registry import registrar
+from ..da4ml.handlers import apply_op
+from ..da4ml.scaled import Scaled, unwrap
+from ..qonnx.conv import pointwise_weights
+from .builder import Builder
+from .types import Act, Aff, Fx, const_fx, hls_shape, identity_layer, quant_fx
+from .arith import (
     batchnorm_layer,
     binary_layer,
     einsum_layer,
@@ -49,13 +53,11 @@ def _const(v) -> bool:
 
 def convert_node(b: Builder, c: Call):
     """The node through its handler; an all-constant node is folded."""
-    from . import scaled, trace
-
     if all(_const(v) for v in c.args if v is not None) and c.node.op_type not in ("Quant", "BipolarQuant"):
         b.node_map[c.name] = "constant-folded"
-        value = trace.apply_node(c.node, c.args, c.a, trace.TraceContext(trace.SoftmaxTables(), [], where=c.where))
-        return [scaled.unwrap(v) * getattr(v, "scale", 1.0) for v in value] if isinstance(value, list) \
-            else (value.q * value.scale if isinstance(value, scaled.Scaled) else value)
+        value = apply_op(c.node, c.args, c.a, c.where)
+        return [unwrap(v) * getattr(v, "scale", 1.0) for v in value] if isinstance(value, list) \
+            else (value.q * value.scale if isinstance(value, Scaled) else value)
     fn = HANDLERS.get(c.node.op_type)
     if fn is None:
         raise JetDeployError(f"{c.where}: {c.node.op_type} is not supported (supported: {', '.join(sorted(HANDLERS))})")
@@ -71,7 +73,7 @@ def _noop(b, c):
 
 @handles("Quant")
 def _quant(b, c):
-    from .graph import decode_quant
+    from ..qonnx.graph import decode_quant
 
     x = c.args[0]
     consts = {nm: v for nm, v in zip(c.node.input, c.args) if _const(v)}
@@ -113,7 +115,7 @@ def _quant(b, c):
 def _bipolar(b, c):
     """sign(x) * s (x >= 0 -> +s): an affine map x * 2^f + 1 into a saturating 1-bit unsigned type is the step
     (x >= 0 -> 1, else 0) exactly, and 2 s step - s follows as an affine chain."""
-    from .graph import decode_quant
+    from ..qonnx.graph import decode_quant
 
     x = c.args[0]
     spec = decode_quant(c.node, {nm: v for nm, v in zip(c.node.input, c.args) if _const(v)}, c.where)
@@ -312,8 +314,6 @@ def _matmul(b, c):
 @handles("Conv")
 def _conv(b, c):
     """A pointwise Conv over [1, C, N]: the channel axis moved last, a per-element Dense, moved back."""
-    from .trace import pointwise_weights
-
     x, w = c.args[0], pointwise_weights(c.args[1], c.a, c.where)
     if not isinstance(x, (Act, Aff)):
         raise JetDeployError(f"{c.where}: Conv of a constant")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict, deque
 
-from ..errors import JetDeployError
+from ...errors import JetDeployError
 
 LUT_CELL = re.compile(r"LUT\d|INV")
 CARRY_CELL = re.compile(r"CARRY\d*")

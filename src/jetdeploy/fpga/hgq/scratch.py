@@ -13,25 +13,26 @@ OUT/peer.json: accuracy, EBOPs, the front, the rule, the training time, da4ml's 
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..checks import accuracy as checks_accuracy
-from ..checks import all_ok
-from ..errors import JetDeployError
-from ..io import write_json
-from ..runfolder import RunFolder
-from ..settings import PeerSettings
-from .hgq import _verify_saved
+from ...checks import accuracy as checks_accuracy
+from ...checks import all_ok
+from ...errors import JetDeployError
+from ...io import write_json
+from ...runfolder import RunFolder
+from ...settings import PeerSettings
+from ..keras import stage as kerasflow
+from . import fit
 from .peers import PeerShape, build_peer, fresh_transformer
-from .twin import kif_of_act, require_keras, twin_inputs
+from ..keras.quant import kif_of_act, require_keras
+from ..keras.twin import twin_inputs
 
 
 def _splits(model, cfg, data: str, n_train: int | None, n_eval: int):
-    from ..train.dataset import load_inputs
+    from ...train.dataset import load_inputs
 
     out = {}
     for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
@@ -42,14 +43,9 @@ def _splits(model, cfg, data: str, n_train: int | None, n_eval: int):
 
 def _pick(front_dir: Path, history: dict, val_drop: float) -> dict:
     """The fewest-EBOPs model of the front within val_drop points of the front's best validation accuracy."""
-    front = sorted(({"epoch": e, "file": p.name, "val_accuracy": float(history["val_accuracy"][e]),
-                     "ebops": float(history["ebops"][e])}
-                    for p in front_dir.glob("epoch=*.keras")
-                    for e in [int(p.name.split("_", 1)[0].split("=")[1])]), key=lambda r: r["ebops"])
-    if not front:
-        raise JetDeployError(f"{front_dir}: HGQ2's Pareto front is empty (no epoch finished?)")
+    front = fit.read_front(front_dir, history)
     best = max(r["val_accuracy"] for r in front)
-    pick = next(r for r in front if r["val_accuracy"] >= best - val_drop / 100)
+    pick = fit.fewest_ebops_within(front, best - val_drop / 100)
     return {"rule": f"fewest EBOPs on the (val accuracy, EBOPs) Pareto front within {val_drop} points of the "
                     f"front's best validation accuracy ({best:.4f})", **pick, "front": front}
 
@@ -72,9 +68,8 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     """Train `arch` with HGQ2 (module docstring) from fresh weights, or for our transformer with `init="ref"` from
     the reference run's weights; choose on `val`, read `test` once, verify, write OUT (module docstring)."""
     keras = require_keras()
-    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
-    from ..train import checkpoint as ckpt
+    from ...train import checkpoint as ckpt
 
     p = settings or PeerSettings()
     if init not in INITS or (init == "ref" and arch != "transformer"):
@@ -97,12 +92,7 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
     model.compile(optimizer=keras.optimizers.Adam(sched), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     front_dir = out / "pareto"
-    shutil.rmtree(front_dir, ignore_errors=True)
-    ramp = PieceWiseSchedule([(0, p.beta / 100, "log"), (max(1, p.epochs // 2), p.beta, "constant")])
-    callbacks = [BetaScheduler(ramp),
-                 FreeEBOPs(),
-                 ParetoFront(front_dir, ["val_accuracy", "ebops"], [1, -1],
-                             fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops:.0f}.keras")]
+    callbacks = fit.callbacks(p.beta, p.epochs, front_dir)
     say(f"peer: {arch} (N={cfg.model.n_particles}, width {p.width}, {model.count_params()} parameters) "
         f"{'from scratch' if init == 'scratch' else 'from the reference weights'}, "
         f"{p.epochs} epochs on {len(y_tr)} jets")
@@ -111,14 +101,12 @@ def train_peer(arch: str, ref: str | Path, data: str | None = None, out: str | P
                      callbacks=callbacks, verbose=2 if progress else 0, shuffle=True)
     fit_s = time.perf_counter() - t0
     chosen = _pick(front_dir, hist.history, p.val_drop)
-    from . import kerasflow
-
     model = kerasflow.load_keras(front_dir / chosen["file"])
     acc = checks_accuracy(model.predict(x_te, verbose=0, batch_size=2048), y_te)   # the test split, once
     path = out / "model.keras"
     model.save(path)
     np.save(out / "test_inputs.npy", x_te[:1000])
-    checks, comb, kif, tools = _verify_saved(model, path, x_te[:min(500, len(x_te))])
+    checks, comb, kif, tools = fit.verify_saved(model, path, x_te[:min(500, len(x_te))])
     write_json(out / "history.json", {k: [float(v) for v in vals] for k, vals in hist.history.items()})
     result = {"arch": arch, "init": init, "ref": str(rf.path), "out": str(out), "data": str(data), "n_particles": cfg.model.n_particles,
               "parameters": int(model.count_params()), **p.model_dump(), "n_train": len(y_tr), "n_val": len(y_va), "n_test": len(y_te), "fit_s": round(fit_s, 1),

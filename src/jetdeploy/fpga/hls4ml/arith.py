@@ -1,4 +1,4 @@
-"""The arithmetic of the hls4ml op families (`hls_ops`): binary ops and broadcasts, constant matrix products,
+"""The arithmetic of the hls4ml op families (`handlers`): binary ops and broadcasts, constant matrix products,
 activation x activation einsums, BatchNorm, LayerNorm, softmax and sigmoid, each with exact result types."""
 
 from __future__ import annotations
@@ -7,9 +7,19 @@ import math
 
 import numpy as np
 
-from ..errors import JetDeployError
-from .hls import (SIGMOID_TABLE_MAX, SOFTMAX_GAP, Act, Aff, Fx, broadcast_rows, Builder, hls_shape, identity_layer,
-                  const_fx)
+from ...errors import JetDeployError
+from .builder import Builder
+from .types import (
+    SIGMOID_TABLE_MAX,
+    SOFTMAX_GAP,
+    Act,
+    Aff,
+    Fx,
+    broadcast_rows,
+    hls_shape,
+    identity_layer,
+    const_fx,
+)
 
 
 def foldable(b: Builder, layer: str) -> bool:

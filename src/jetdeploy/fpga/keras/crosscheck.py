@@ -22,15 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import versions
-from ..checks import accuracy as _acc
-from ..checks import all_ok, compare_logits
-from ..errors import JetDeployError
-from ..io import write_json
-from ..runfolder import RunFolder, load_json
-from ..settings import HlsSettings, RtlSettings
-from . import kerasflow
-from .twin import TWIN_DIFFERENCES, build_twin, require_keras, twin_inputs
+from ... import versions
+from ...checks import accuracy as _acc
+from ...checks import all_ok, compare_logits
+from ...errors import JetDeployError
+from ...io import write_json
+from ...runfolder import RunFolder, load_json
+from ...settings import HlsSettings, RtlSettings
+from . import stage as kerasflow
+from .quant import require_keras
+from .twin import TWIN_DIFFERENCES, build_twin, twin_inputs
 
 
 def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000, latency_cutoff: float = 5.0,
@@ -38,8 +39,8 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
                synth: bool = False, synth_workers: int | None = None, synth_budget_s: float | None = None) -> dict:
     import torch
 
-    from ..train import checkpoint as ckpt
-    from ..train.dataset import load_inputs
+    from ...train import checkpoint as ckpt
+    from ...train.dataset import load_inputs
 
     keras = require_keras()
     say = print if progress else (lambda *a, **k: None)
@@ -96,9 +97,9 @@ def crosscheck(run_dir: str | Path, data: str | None = None, n_check: int = 1000
 
     resources = None
     if synth:
-        from . import rtl
+        from ..rtl import yosys
 
-        resources = rtl.yosys_resources(rt["design"], progress=progress, workers=synth_workers, budget_s=synth_budget_s)
+        resources = yosys.yosys_resources(rt["design"], progress=progress, workers=synth_workers, budget_s=synth_budget_s)
     ours_rtl, ours_csim = _ours(rf)
     result = {"run": str(run), "data": str(data), "n_jets": len(labels), "full_jets_fraction": float(full.mean()),
               "config_hash": rec.get("config_hash") or rf.config_hash,
