@@ -11,10 +11,12 @@ from jetdeploy.config import ModelConfig
 from jetdeploy.edge.bench import SingleJet, geometric_schedule, verify_pruned
 from jetdeploy.settings import BenchSettings
 from jetdeploy.edge.ltp import LTPConfig, load_ltp, train_ltp
-from jetdeploy.edge.prune import (NEG, PrunedTagger, PruneSpec, compact, gather_queries, gather_tokens, macs_per_jet,
-                                  masked_sum, padded_macs, received_attention, weighted_pagerank)
+from jetdeploy.edge.macs import macs_per_jet, padded_macs
+from jetdeploy.edge.prune import PrunedTagger, PruneSpec
+from jetdeploy.edge.tokens import (NEG, compact, gather_queries, gather_tokens, masked_sum, received_attention,
+                                   weighted_pagerank)
 from jetdeploy.errors import JetDeployError
-from jetdeploy.export import graphs
+from jetdeploy.export import graphs, ort
 from jetdeploy.models.transformer import TransformerTagger
 from jetdeploy.train import checkpoint as ckpt
 from jetdeploy.train.trainer import train
@@ -118,7 +120,7 @@ def test_exported_pruned_graph_equals_torch(spec, tmp_path):
     graphs.export_float(SingleJet(pt).eval(), 3, 8, single, single=True)
     # batches of 3 jets of different lengths, including jets shorter than the budget (1 and 2 particles)
     x, mask = _jets([8, 5, 2, 1, 7, 3, 8, 6, 4])
-    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), pt, x, mask)
+    chk = verify_pruned(ort.ort_session(batched), ort.ort_session(single), pt, x, mask)
     assert chk["ok"] and chk["argmax_agreement"] == 1.0, chk
     assert chk["max_abs_diff_batch1"] < 1e-5 and chk["max_abs_diff_batch3"] < 1e-5
     # and the pruning really happened: fewer tokens than particles in the later blocks
@@ -162,8 +164,8 @@ def test_batch1_graphs_fold_their_shape_arithmetic(tmp_path):
     assert "Shape" in ops[batched]  # dynamic batch and particles: the sizes are read at run time
     assert len(ops[single]) < len(ops[batched])
     x, mask = _jets([8, 5, 2, 1, 7, 3])
-    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), nopad, x, mask,
-                        static=graphs.ort_session(static))
+    chk = verify_pruned(ort.ort_session(batched), ort.ort_session(single), nopad, x, mask,
+                        static=ort.ort_session(static))
     assert chk["ok"] and chk["max_abs_diff_static"] < 1e-5 and chk["max_abs_diff_batch1"] < 1e-5, chk
     with pytest.raises(JetDeployError, match="not both"):
         graphs.export_float(SingleJet(nopad).eval(), 3, 8, tmp_path / "x.onnx", single=True, static=True)
@@ -364,14 +366,14 @@ def test_denormal_flushing_of_the_bench_sessions(tmp_path):
     path = tmp_path / "mul.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     x = np.full(4, 1e-40, dtype=np.float32)                       # below float32's smallest normal (1.2e-38)
-    s = graphs.ort_session(path, denormal_as_zero=True)
+    s = ort.ort_session(path, denormal_as_zero=True)
     assert s.get_session_options().get_session_config_entry("session.set_denormal_as_zero") == "1"
     try:
         torch.set_flush_denormal(True)
         flushed = s.run(None, {"x": x})[0]
     finally:
         torch.set_flush_denormal(False)
-    kept = graphs.ort_session(path).run(None, {"x": x})[0]
+    kept = ort.ort_session(path).run(None, {"x": x})[0]
     assert np.all(flushed == 0.0) and np.all(kept == 2 * x)
     # the bench's own probe of the thread's mode, and the setter that checks it
     from jetdeploy.edge.bench import set_denormal_mode, thread_flushes_denormals
@@ -379,7 +381,7 @@ def test_denormal_flushing_of_the_bench_sessions(tmp_path):
     try:
         set_denormal_mode(True)
         assert thread_flushes_denormals()
-        graphs.ort_session(path)  # a later session does not change the mode (only the process's first one may)
+        ort.ort_session(path)  # a later session does not change the mode (only the process's first one may)
         assert thread_flushes_denormals()
     finally:
         set_denormal_mode(False)
@@ -644,10 +646,10 @@ def test_pair_bias_graphs_take_p4_and_equal_torch(spec, tmp_path):
     batched, single = tmp_path / "b.onnx", tmp_path / "s.onnx"
     graphs.export_float(graphs.Deployable(pt).eval(), 3, 8, batched)
     graphs.export_float(SingleJet(pt).eval(), 3, 8, single, single=True)
-    assert [i.name for i in graphs.ort_session(batched).get_inputs()] == ["x", "mask", "p4"]
-    assert [i.name for i in graphs.ort_session(single).get_inputs()] == ["x", "p4"]
+    assert [i.name for i in ort.ort_session(batched).get_inputs()] == ["x", "mask", "p4"]
+    assert [i.name for i in ort.ort_session(single).get_inputs()] == ["x", "p4"]
     x, mask, p4 = _pair_jets([8, 5, 2, 1, 7, 3, 8, 6, 4])
-    chk = verify_pruned(graphs.ort_session(batched), graphs.ort_session(single), pt, x, mask, p4=p4)
+    chk = verify_pruned(ort.ort_session(batched), ort.ort_session(single), pt, x, mask, p4=p4)
     assert chk["ok"] and chk["max_abs_diff_batch1"] < 1e-5 and chk["max_abs_diff_batch3"] < 1e-5, chk
     with torch.no_grad():
         xt, mt, pt4 = torch.from_numpy(x), torch.from_numpy(mask) > 0.5, torch.from_numpy(p4)
@@ -663,7 +665,7 @@ def test_pair_bias_graphs_take_p4_and_equal_torch(spec, tmp_path):
 
 
 def test_gathered_pair_rows_and_columns_equal_the_bias_of_the_kept_particles():
-    from jetdeploy.edge.prune import gather_pairs
+    from jetdeploy.edge.tokens import gather_pairs
 
     m = pair_tagger()
     _, mask, p4 = _pair_jets([8, 5, 7])
@@ -751,7 +753,7 @@ def test_ltp_at_chosen_blocks_prunes_only_there_and_exports(float_run, synth_fil
     graphs.export_float(SingleJet(pt).eval(), x.shape[-1], N, single, single=True)
     assert [n.op_type for n in onnx.load(single).graph.node].count("TopK") == 1
     graphs.export_float(graphs.Deployable(pt).eval(), x.shape[-1], N, tmp_path / "b.onnx")
-    chk = verify_pruned(graphs.ort_session(tmp_path / "b.onnx"), graphs.ort_session(single), pt, x, mask)
+    chk = verify_pruned(ort.ort_session(tmp_path / "b.onnx"), ort.ort_session(single), pt, x, mask)
     assert chk["ok"], chk
     res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--at", "2")
     assert res.returncode == 2 and "at=[2]" in res.stderr and "Traceback" not in res.stderr
@@ -783,7 +785,7 @@ def test_ltp_select_hardest_fine_tunes_the_truncation_and_benches_it(float_run, 
     assert bad.returncode == 2 and "hardest first" in bad.stderr and "Traceback" not in bad.stderr
     assert not (run / "edge").exists()
     # the same jets with their particles sorted hardest first (by the model's pT feature), written here
-    from jetdeploy.edge.prune import PT_FEATURES
+    from jetdeploy.edge.tokens import PT_FEATURES
 
     jets = read_jets(synth_file)
     feats = list(ckpt.load_model(float_run)[0].cfg.features)
@@ -807,7 +809,7 @@ def test_ltp_select_hardest_fine_tunes_the_truncation_and_benches_it(float_run, 
     graphs.export_float(SingleJet(pt).eval(), x.shape[-1], N, single, single=True)
     assert "TopK" not in [n.op_type for n in onnx.load(single).graph.node]
     graphs.export_float(graphs.Deployable(pt).eval(), x.shape[-1], N, tmp_path / "b.onnx")
-    chk = verify_pruned(graphs.ort_session(tmp_path / "b.onnx"), graphs.ort_session(single), pt, x, mask)
+    chk = verify_pruned(ort.ort_session(tmp_path / "b.onnx"), ort.ort_session(single), pt, x, mask)
     assert chk["ok"] and chk["max_abs_diff_batch1"] < 1e-5, chk
     from jetdeploy.edge.variants import torch_variants
     from jetdeploy.runfolder import RunFolder

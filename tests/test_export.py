@@ -11,6 +11,7 @@ from torch import nn
 from conftest import run_cli, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export import graphs
+from jetdeploy.export import ort as jd_ort
 from jetdeploy.export.verify import export_run
 from jetdeploy.train import checkpoint as ckpt
 from jetdeploy.train.trainer import train
@@ -39,7 +40,7 @@ def test_float_onnx_dynamic_shapes_match_torch(runs):
     assert not {i.name for i in proto.graph.input} & {i.name for i in proto.graph.initializer}
     model, _ = ckpt.load_model(runs["float"])
     module = graphs.deployable(model, "transformer")
-    sess = graphs.ort_session(path)
+    sess = jd_ort.ort_session(path)
     g = torch.Generator().manual_seed(3)
     for B in (1, 3, 256):
         for N in (4, 9, 16):
@@ -88,7 +89,7 @@ def test_qcdq_runs_integer_kernels_and_agrees_with_brevitas(runs, tmp_path):
     assert kern["n_integer_kernels"] >= 1 + 6 + 2 + 2
     assert checks["QCDQ (ORT) vs Brevitas fake-quant"]["argmax_agreement"] >= 0.995
     # the check can fail: a float graph has no integer kernels
-    assert not graphs.kernel_report(runs["float"] / "export" / "model.onnx", tmp_path)["ok"]
+    assert not jd_ort.kernel_report(runs["float"] / "export" / "model.onnx", tmp_path)["ok"]
 
 
 def test_kernel_report_flags_a_layer_left_in_float(runs, tmp_path):
@@ -108,8 +109,8 @@ def test_kernel_report_flags_a_layer_left_in_float(runs, tmp_path):
     full, partial = tmp_path / "full.onnx", tmp_path / "partial.onnx"
     quantize_dynamic(str(src), str(full), weight_type=QuantType.QInt8)
     quantize_dynamic(str(src), str(partial), weight_type=QuantType.QInt8, nodes_to_exclude=layers[:1])
-    assert graphs.kernel_report(full, tmp_path)["ok"]
-    bad = graphs.kernel_report(partial, tmp_path)
+    assert jd_ort.kernel_report(full, tmp_path)["ok"]
+    bad = jd_ort.kernel_report(partial, tmp_path)
     assert bad["n_integer_kernels"] > 0 and bad["float_matmul_on_float_weights"] == 1 and not bad["ok"]
 
 
@@ -181,6 +182,6 @@ def test_ort_session_keeps_two_requantizations_apart(tmp_path):
     x = np.linspace(-3, 3, 64, dtype=np.float32)
     want = np.round(np.round(x / 0.1) * 0.1 / 0.25).astype(np.float32) * 0.25   # two roundings, half to even
     default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    ours = graphs.ort_session(path).run(None, {"x": x})[0]
+    ours = jd_ort.ort_session(path).run(None, {"x": x})[0]
     assert np.array_equal(ours, want)
     assert not np.array_equal(default, want)   # what the folded pair computes: the test can fail

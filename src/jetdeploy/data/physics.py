@@ -70,6 +70,31 @@ def _as_awkward(jets: list[np.ndarray]) -> ak.Array:
     return ak.zip(cols)
 
 
+def _nsubjettiness(p4_all: list, mult: np.ndarray, axes: dict, radius: float) -> list[np.ndarray]:
+    """tau_1..tau_3 per jet: beta = 1, exclusive-kT axes (`axes[k]` for the jets with >= k particles),
+    rapidity-phi distance, normalised by sum pT * R; 0 for a jet with fewer than k particles."""
+    n = len(p4_all)
+    width = int(mult.max())
+    cp, cmask = pad(p4_all, width, 4)
+    cpt, _, cphi, crap, _ = _kinematics(cp[..., 0], cp[..., 1], cp[..., 2], cp[..., 3])
+    cpt = np.where(cmask, cpt, 0.0)
+    norm = cpt.sum(axis=1) * radius
+    taus = []
+    for k in (1, 2, 3):
+        tau = np.zeros(n)
+        if k in axes:
+            rows = np.flatnonzero(mult >= k)
+            ax = axes[k]
+            a = np.stack([np.asarray(ak.to_numpy(ax[c]), dtype=np.float64).reshape(len(rows), k)
+                          for c in ("px", "py", "pz", "E")], axis=-1)
+            _, _, aphi, arap, _ = _kinematics(a[..., 0], a[..., 1], a[..., 2], a[..., 3])
+            dr = np.hypot(crap[rows, :, None] - arap[:, None, :], wrap_phi(cphi[rows, :, None] - aphi[:, None, :]))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tau[rows] = np.where(norm[rows] > 0, (cpt[rows] * dr.min(axis=2)).sum(axis=1) / norm[rows], 0.0)
+        taus.append(tau)
+    return taus
+
+
 def jet_features(jets: list[np.ndarray], max_particles: int, radius: float, sd_zcut: float, sd_beta: float):
     """Features for a batch of jets.
 
@@ -109,26 +134,7 @@ def jet_features(jets: list[np.ndarray], max_particles: int, radius: float, sd_z
             elif enough.any():
                 axes[k] = fastjet.ClusterSequence(arr[enough], ktdef).exclusive_jets(n_jets=k)
 
-    # N-subjettiness (beta = 1, exclusive-kT axes, rapidity-phi distance, normalised by sum pT * R).
-    width = int(mult.max())
-    cp, cmask = pad(p4_all, width, 4)
-    cpt, _, cphi, crap, _ = _kinematics(cp[..., 0], cp[..., 1], cp[..., 2], cp[..., 3])
-    cpt = np.where(cmask, cpt, 0.0)
-    norm = cpt.sum(axis=1) * radius
-    taus = []
-    for k in (1, 2, 3):
-        tau = np.zeros(n)
-        if k in axes:
-            rows = np.flatnonzero(mult >= k)
-            ax = axes[k]
-            a = np.stack([np.asarray(ak.to_numpy(ax[c]), dtype=np.float64).reshape(len(rows), k)
-                          for c in ("px", "py", "pz", "E")], axis=-1)
-            _, _, aphi, arap, _ = _kinematics(a[..., 0], a[..., 1], a[..., 2], a[..., 3])
-            dr = np.hypot(crap[rows, :, None] - arap[:, None, :], wrap_phi(cphi[rows, :, None] - aphi[:, None, :]))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tau[rows] = np.where(norm[rows] > 0, (cpt[rows] * dr.min(axis=2)).sum(axis=1) / norm[rows], 0.0)
-        taus.append(tau)
-    tau1, tau2, tau3 = taus
+    tau1, tau2, tau3 = _nsubjettiness(p4_all, mult, axes, radius)
     with np.errstate(divide="ignore", invalid="ignore"):
         tau21 = np.where(tau1 > 0, tau2 / tau1, 0.0)
         tau32 = np.where(tau2 > 0, tau3 / tau2, 0.0)

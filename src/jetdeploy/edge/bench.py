@@ -46,7 +46,7 @@ from ..settings import BenchSettings
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
 from .bench_report import bench_table, plot_pareto
-from .prune import padded_macs
+from .macs import padded_macs
 from ..versions import cpu_model
 from .timing import SingleJetTimer, set_denormal_mode, thread_flushes_denormals, time_batches, time_single
 from .variants import (DEFAULT_FINAL_KEEP, SingleJet, add_int8, add_qcdq, export_verified,  # noqa: F401
@@ -92,7 +92,7 @@ def _beside_variants(runs, cfg, data, keeps, n_test, say) -> tuple[dict, torch.T
 
 
 def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: BenchSettings, progress) -> dict:
-    from ..export import graphs
+    from ..export import ort
 
     say = print if progress else (lambda *a, **k: None)
     if s.latency_block < 1:
@@ -131,7 +131,7 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
     # accuracy of every ORT graph on the test split
     set_denormal_mode(flush)
     for name, g in graphs_of.items():
-        logits = graphs.run_ort(graphs.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn, p4=pn)
+        logits = ort.run_ort(ort.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn, p4=pn)
         v = variants[name]
         v.update({"accuracy": accuracy(logits, labels), "timed": True})
         hits[name] = correct(logits, labels)
@@ -159,12 +159,12 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
 
 def _time_all(graphs_of: dict, model, x, mask, s: BenchSettings, say, p4=None) -> dict:
     """Every variant's batch-256 throughput (file order, bucketed) and batch-1 latency (warm p50 / p99, cold p50)."""
-    from ..export import graphs
+    from ..export import ort
 
     flush = s.flush_denormals
     xn, mn = x.numpy(), mask.numpy().astype(np.float32)
-    timed = {name: graphs.ort_session(g["batched"], threads=1, denormal_as_zero=flush) for name, g in graphs_of.items()}
-    single = {name: (kind, graphs.ort_session(g[kind], threads=1, denormal_as_zero=flush))
+    timed = {name: ort.ort_session(g["batched"], threads=1, denormal_as_zero=flush) for name, g in graphs_of.items()}
+    single = {name: (kind, ort.ort_session(g[kind], threads=1, denormal_as_zero=flush))
               for name, g in graphs_of.items() for kind in ("single", "static") if kind in g}
     torch.set_num_threads(1)
     set_denormal_mode(flush)  # after the last session is made (see set_denormal_mode)

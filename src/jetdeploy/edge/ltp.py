@@ -1,7 +1,7 @@
 """Learned Token Pruning (Kim et al., KDD 2022) for a trained float tagger.
 
 Stage 1 (soft): every token carries a mask m in [0, 1]. After block l's attention a token's importance s (attention
-received, 1.0 = an average share; see prune.received_attention) gives m <- m * sigmoid((s - theta_l) / T).
+received, 1.0 = an average share; see tokens.received_attention) gives m <- m * sigmoid((s - theta_l) / T).
 The mask enters the next blocks as a key bias log(m) and the pooling as a weight (with "carry"
 pooling, a token's state is counted with the mask it loses at each step). Loss = cross-entropy +
 lambda x the mean kept fraction; theta_l and the model's weights are trained together.
@@ -40,7 +40,8 @@ from ..versions import packages
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
-from .prune import PrunedTagger, PruneSpec, check_blocks, key_bias_of, pt_ordered, received_attention
+from .prune import PrunedTagger, PruneSpec, check_blocks
+from .tokens import key_bias_of, pt_ordered, received_attention
 
 LTP_FORMAT = "jetdeploy-ltp-1"
 
@@ -163,6 +164,40 @@ def ltp_paths(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[P
     return out / "ltp.pt", out / "ltp.json"
 
 
+def _epoch(pt, teacher, opt, train_in, cfg: LTPConfig, epoch: int, epochs: int, hard: bool, progress: bool):
+    """One LTP epoch over the training jets in a seeded order, the learning rate on a cosine over both stages:
+    (sum of the batch losses, sum of the soft kept fractions)."""
+    n, bs = len(train_in), cfg.batch_size
+    steps = math.ceil(n / bs)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    bar = tqdm(range(steps), desc=f"ltp {'hard' if hard else 'soft'} {epoch + 1}", disable=(not progress) or None,
+               leave=False, unit="batch")
+    loss_sum, kept_sum = 0.0, 0.0
+    for i in bar:
+        for g in opt.param_groups:  # cosine decay over both stages
+            g["lr"] = 0.5 * g["base"] * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
+        idx = order[i * bs:(i + 1) * bs]
+        args, y = train_in.batch(idx)  # x, mask (and p4 for a pair-bias model)
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(*args)
+        if hard:
+            logits, kept = pt(*args), torch.tensor(0.0)
+        else:
+            logits, kept = soft_forward(pt, args[0], args[1], cfg.temperature, *args[2:])
+        loss = (F.cross_entropy(logits, y) if teacher is None else
+                distillation_loss(logits, target, y, cfg.distill, cfg.distill_temperature))
+        if not hard:
+            loss = loss + cfg.lam * kept
+        if not torch.isfinite(loss):
+            raise JetDeployError(f"LTP: loss is {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum, kept_sum = loss_sum + loss.item(), kept_sum + float(kept.detach())
+    return loss_sum, kept_sum
+
+
 def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: bool = True,
               out_dir: str | Path | None = None) -> dict:
     """Fine-tune the float run `run_dir` with LTP (module docstring); writes ltp.pt and ltp.json (`ltp_paths`)."""
@@ -192,41 +227,15 @@ def train_ltp(run_dir: str | Path, data: str | Path, cfg: LTPConfig, progress: b
     say = print if progress else (lambda *a, **k: None)
     say(f"unpruned: val accuracy {base['accuracy']:.4f}")
     history, t0, best = [], time.perf_counter(), None  # best: (val accuracy, epoch, weights, thresholds) kept
-    n, bs = len(train_in), cfg.batch_size
     epochs = cfg.soft_epochs + cfg.hard_epochs
-    steps = math.ceil(n / bs)
+    steps = math.ceil(len(train_in) / cfg.batch_size)
     opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": cfg.lr, "base": cfg.lr},
                             {"params": [theta], "lr": cfg.threshold_lr, "base": cfg.threshold_lr}])
     for epoch in range(epochs):
         hard = epoch >= cfg.soft_epochs
         theta.requires_grad_(not hard)
         model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        bar = tqdm(range(steps), desc=f"ltp {'hard' if hard else 'soft'} {epoch + 1}", disable=(not progress) or None,
-                   leave=False, unit="batch")
-        loss_sum, kept_sum = 0.0, 0.0
-        for i in bar:
-            for g in opt.param_groups:  # cosine decay over both stages
-                g["lr"] = 0.5 * g["base"] * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
-            idx = order[i * bs:(i + 1) * bs]
-            args, y = train_in.batch(idx)  # x, mask (and p4 for a pair-bias model)
-            if teacher is not None:
-                with torch.no_grad():
-                    target = teacher(*args)
-            if hard:
-                logits, kept = pt(*args), torch.tensor(0.0)
-            else:
-                logits, kept = soft_forward(pt, args[0], args[1], cfg.temperature, *args[2:])
-            loss = (F.cross_entropy(logits, y) if teacher is None else
-                    distillation_loss(logits, target, y, cfg.distill, cfg.distill_temperature))
-            if not hard:
-                loss = loss + cfg.lam * kept
-            if not torch.isfinite(loss):
-                raise JetDeployError(f"LTP: loss is {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum, kept_sum = loss_sum + loss.item(), kept_sum + float(kept.detach())
+        loss_sum, kept_sum = _epoch(pt, teacher, opt, train_in, cfg, epoch, epochs, hard, progress)
         ev = _evaluate(pt, val_in)
         row = {"epoch": epoch + 1, "stage": "hard" if hard else "soft", "train_loss": loss_sum / steps,
                "soft_kept_fraction": None if hard else kept_sum / steps, "val_accuracy": ev["accuracy"],

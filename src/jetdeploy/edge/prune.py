@@ -57,9 +57,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import JetDeployError
-from ..models.transformer import MASK_FILL, uses_pair
+from ..models.transformer import uses_pair
+from .tokens import (NEG, combine_heads, compact, fused_token, gather_pairs, gather_queries, gather_tokens, input_order, key_bias_of, masked_fill_neg, masked_sum, received_attention, weighted_pagerank)
 
-NEG = -1e9  # score of a token that must not be kept (padding, already pruned)
 
 
 def check_blocks(v: list[int] | None) -> list[int] | None:
@@ -112,108 +112,6 @@ class PruneSpec(BaseModel):
         return f"{self.method}[{','.join(f'{k:g}' for k in self.keep)}]"
 
 
-def weighted_pagerank(probs: torch.Tensor, mask: torch.Tensor | None, iterations: int) -> torch.Tensor:
-    """Per-head importance [B, H, N] from attention probs [B, H, N, N] (rows: queries, columns: keys).
-
-    s_j <- sum_i A_ij s_i: a token is important when important tokens attend to it. Starts from the
-    uniform distribution over real tokens; padded tokens start at 0 and receive no attention, so they
-    stay at 0. Each row of A sums to 1, so the total importance is conserved."""
-    if mask is None:  # every token real: the first step from the uniform start is the column mean
-        s = probs.mean(-2, keepdim=True)
-    else:
-        m = mask.to(probs.dtype)
-        s = (m / m.sum(-1, keepdim=True).clamp(min=1.0))[:, None, None, :] @ probs
-    for _ in range(iterations - 1):
-        s = s @ probs  # [B, H, 1, N] @ [B, H, N, N]
-    return s[:, :, 0, :]
-
-
-def combine_heads(s: torch.Tensor) -> torch.Tensor:
-    """Root-sum-square over heads [B, H, N] -> [B, N] (emphasises heads with a peaked distribution)."""
-    return torch.sqrt((s * s).sum(1))
-
-
-def gather_tokens(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t [B, N, ...] at the token positions idx [B, k] -> [B, k, ...]. The batch is flattened so that
-    ONNX gets one row Gather (a copy of whole token rows) instead of an Expand + GatherElements."""
-    B, N = t.shape[0], t.shape[1]
-    flat = idx + (torch.arange(B, device=idx.device) * N)[:, None]
-    return t.reshape(-1, *t.shape[2:])[flat]
-
-
-def masked_sum(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum_j weight[b, j] t[b, j, :] -> [B, D], as one batched matrix-vector product (one pass over t)."""
-    return (weight.to(t.dtype)[:, None, :] @ t)[:, 0]
-
-
-def gather_queries(probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """The query rows idx [B, k] of attention probs [B, H, N, M] -> [B, H, k, M], as one row Gather on the
-    flattened [B * H * N, M] tensor (the same k rows in every head)."""
-    B, H, N, M = probs.shape[0], probs.shape[1], probs.shape[2], probs.shape[3]
-    flat = idx[:, None, :] + (torch.arange(B * H, device=idx.device) * N).reshape(B, H, 1)
-    return probs.reshape(-1, M)[flat]
-
-
-def gather_pairs(u: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """The rows and columns idx [B, k] of a pair tensor u [B, H, N, N] (ParT's U_ij) -> [B, H, k, k]: a row
-    Gather (gather_queries), then one GatherElements along the last axis."""
-    rows = gather_queries(u, idx)                                        # [B, H, k, N]
-    cols = idx[:, None, None, :].expand(rows.shape[0], rows.shape[1], rows.shape[2], idx.shape[1])
-    return torch.gather(rows, 3, cols)
-
-
-def compact(score: torch.Tensor, k: torch.Tensor, *tensors: torch.Tensor):
-    """Gather each jet's k highest-scoring tokens to the front and cut the batch to k slots; tokens
-    scored NEG (padding, pruned) come last and are masked. Returns the new mask and the gathered
-    tensors ([B, N, ...] each), then the gathered positions [B, k]. One TopK and one row Gather per tensor."""
-    vals, idx = torch.topk(score, k, dim=1)
-    return (vals > NEG / 2, *(gather_tokens(t, idx) for t in tensors), idx)
-
-
-def fused_token(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the pruned tokens' states h [B, N, D] -> [B, D] (0 for a jet that lost none): the real tokens
-    (mask [B, N]) less those kept at idx [B, k] (real where new_mask [B, k]). Weighted directly, not as all minus
-    kept, so that no large sums cancel in float32."""
-    kept = torch.zeros_like(h[..., 0]).scatter(1, idx, new_mask.to(h.dtype))
-    pruned = mask.to(h.dtype) * (1.0 - kept)
-    return masked_sum(h, pruned) / pruned.sum(1, keepdim=True).clamp(min=1.0)
-
-
-def key_bias_of(mask: torch.Tensor, dtype) -> torch.Tensor:
-    return ((~mask).to(dtype) * MASK_FILL)[:, None, None, :]
-
-
-def received_attention(probs: torch.Tensor, query_weight: torch.Tensor) -> torch.Tensor:
-    """LTP importance [B, N]: attention each key receives, mean over heads, summed over the queries
-    weighted by `query_weight` (kept-token mask, or the soft mask in training): 1.0 = an average share."""
-    w = (query_weight.to(probs.dtype) / probs.shape[1])[:, None, None, :]  # [B, 1, 1, N]: one row per jet
-    return (w @ probs).sum(1)[:, 0]                                        # [B, H, 1, N] -> [B, N]
-
-
-def input_order(mask: torch.Tensor, dtype) -> torch.Tensor:
-    """The hardest-particle score [B, N]: minus the position, so that the first (hardest) tokens score highest and
-    TopK keeps them in input order."""
-    return -torch.arange(mask.shape[1], device=mask.device, dtype=dtype).expand(mask.shape)
-
-
-PT_FEATURES = ("log_pt", "log_pt_rel")  # monotone in a particle's pT within a jet
-
-
-def pt_ordered(x: torch.Tensor, mask: torch.Tensor, features: list[str]) -> bool | None:
-    """Whether every jet's real particles come hardest first (what the hardest-particle rule assumes), read from a
-    pT feature of x [B, N, F]; None when the model takes no pT feature (the order cannot be checked)."""
-    col = next((features.index(f) for f in PT_FEATURES if f in features), None)
-    if col is None:
-        return None
-    pt, m = x[..., col], mask.bool()
-    later_real = m[:, 1:]
-    return bool(((pt[:, 1:] <= pt[:, :-1] + 1e-6) | ~later_real).all())
-
-
-def _masked(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return torch.where(keep, score, torch.full_like(score, NEG))
-
-
 class PrunedTagger(nn.Module):
     """A trained TransformerTagger / QuantTransformerTagger run with token pruning.
 
@@ -263,18 +161,18 @@ class PrunedTagger(nn.Module):
         if spec.method == "ltp":
             s = received_attention(probs, mask.to(probs.dtype))
             keep = mask & (s >= self.thresholds[step])
-            sm = _masked(s, mask)
+            sm = masked_fill_neg(s, mask)
             keep = keep | (sm >= sm.amax(1, keepdim=True)) & mask  # never an empty jet
             # the batch is cut to its largest kept count, and never beyond the token budget (if set)
-            return _masked(s, keep), keep.sum(1).max().clamp(min=1, max=self.budgets[step])
+            return masked_fill_neg(s, keep), keep.sum(1).max().clamp(min=1, max=self.budgets[step])
         budget = self.budgets[step]
         k = torch.clamp(torch._shape_as_tensor(mask)[1], max=budget)  # a traced (dynamic) size in ONNX
         if spec.method == "random":
             r = torch.rand(mask.shape, generator=generator, device=mask.device)
-            return _masked(r, mask), k
+            return masked_fill_neg(r, mask), k
         if spec.method == "hardest":  # input order: the first (hardest) real tokens score highest
-            return _masked(input_order(mask, probs.dtype), mask), k
-        imp = _masked(combine_heads(weighted_pagerank(probs, mask, spec.wpr_iterations)), mask)
+            return masked_fill_neg(input_order(mask, probs.dtype), mask), k
+        imp = masked_fill_neg(combine_heads(weighted_pagerank(probs, mask, spec.wpr_iterations)), mask)
         if spec.similarity_fraction == 0.0:
             return imp, k                                                # I-stage only
         # per jet: k_b = min(real tokens, budget) kept, r_b of the pruned ones chosen by similarity
@@ -293,10 +191,10 @@ class PrunedTagger(nn.Module):
         redundancy = sim.amax(-1)                                        # best match in B (cosine)
         # keep the |A| - r_b least redundant A tokens: the (|A| - r_b)-th lowest redundancy is the cut
         n_keep_a = group_a.sum(1) - rb
-        ordered, _ = torch.sort(_masked(-redundancy, group_a), dim=1, descending=True)
+        ordered, _ = torch.sort(masked_fill_neg(-redundancy, group_a), dim=1, descending=True)
         cut = torch.gather(ordered, 1, (n_keep_a - 1).clamp(min=0)[:, None])
         keep_a = group_a & (-redundancy >= cut) & (n_keep_a > 0)[:, None]
-        score = _masked(vals, group_b | keep_a)
+        score = masked_fill_neg(vals, group_b | keep_a)
         # back to the unsorted token order of h, so that compact() gathers from h
         full = torch.full_like(imp, NEG).scatter(1, idx, score)
         return full, k
@@ -400,7 +298,7 @@ class PrunedTagger(nn.Module):
         # padding is not pruning: drop the padded columns that no jet in the batch needs
         # (the hardest-particle control needs the input order kept: its real tokens score by position, not tied)
         order = input_order(mask, x.dtype) if self.spec.method == "hardest" else torch.zeros_like(mask, dtype=x.dtype)
-        mask, x, *p4, _ = compact(_masked(order, mask), mask.sum(1).max().clamp(min=1), x, *([] if p4 is None else [p4]))
+        mask, x, *p4, _ = compact(masked_fill_neg(order, mask), mask.sum(1).max().clamp(min=1), x, *([] if p4 is None else [p4]))
         n_real = mask.sum(1)
         h, _ = m.tokens(x, mask)
         pair = m.pair(p4[0]) if p4 else None
@@ -441,33 +339,3 @@ class PrunedTagger(nn.Module):
             h, mask = h[:, :-1], mask[:, :-1]
         total = masked_sum(m.norm(h, mask), mask) + carried
         return m.classify(self._pool(total, n_real, counts[-1]))
-
-
-def _linear_macs(seq: nn.Module) -> int:
-    return sum(l.in_features * l.out_features for l in seq.modules() if isinstance(l, nn.Linear))
-
-
-def macs_per_jet(model: nn.Module, counts: list[torch.Tensor], kept_rows_only: bool = False) -> torch.Tensor:
-    """Analytic multiply-accumulates per jet. counts[0]: tokens entering block 0; counts[i + 1]: tokens
-    kept by block i's pruning step (its FFN and the next block's attention see them); a short list
-    repeats its last entry. Block i costs counts[i] x 4d^2 (q/k/v/o) + 2 counts[i]^2 d (the attention
-    matmuls) + counts[i+1] x 2 d f (FFN); with `kept_rows_only` (pool entry / drop) the output
-    projection and probs x V run on the kept rows: counts[i] x 3d^2 + counts[i]^2 d + counts[i+1] x
-    (d^2 + counts[i] d). Embedding and head included, and a pair bias's MLP on counts[0]^2 pairs; norms,
-    softmax, the pairwise features and the pruning scores are not counted."""
-    cfg = model.cfg
-    L = len(model.blocks)
-    c = [counts[min(i, len(counts) - 1)].to(torch.float64) for i in range(L + 1)]
-    d, f = cfg.dim, cfg.ffn_dim
-    total = c[0] * _linear_macs(model.embed) + _linear_macs(model.head)
-    if getattr(model, "pair", None) is not None:
-        total = total + c[0] * c[0] * _linear_macs(model.pair.net)
-    for i in range(L):
-        rows = c[i + 1] if kept_rows_only else c[i]  # the queries whose attention output is computed
-        total = total + c[i] * 3 * d * d + rows * d * d + c[i] * c[i] * d + rows * c[i] * d + c[i + 1] * 2 * d * f
-    return total
-
-
-def padded_macs(model: nn.Module, n_particles: int) -> float:
-    """MACs per jet of the unpruned model computing every padded slot."""
-    return float(macs_per_jet(model, [torch.tensor([n_particles])])[0])

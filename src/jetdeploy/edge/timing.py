@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import JetDeployError
-from ..export.graphs import feed
+from ..export.ort import feed
 from ..models.transformer import uses_pair
 
 

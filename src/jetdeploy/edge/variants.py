@@ -14,9 +14,11 @@ from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accurac
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
-from .prune import PrunedTagger, PruneSpec, macs_per_jet, padded_macs, pt_ordered
+from .macs import macs_per_jet, padded_macs
+from .prune import PrunedTagger, PruneSpec
+from .tokens import pt_ordered
 from ..models.transformer import uses_pair
-from ..export.graphs import feed
+from ..export.ort import feed
 from .timing import trim
 
 DEFAULT_FINAL_KEEP = (0.5, 0.35, 0.25)
@@ -199,7 +201,7 @@ def export_verified(mods: dict, onnx_dir: Path, F: int, N: int, xn, mn, flush: b
                     say, pn=None) -> dict[str, dict[str, Path]]:
     """Every variant: a batched graph (x, mask) and, except the padded baseline, a single-jet graph (x); the padded
     baseline gets a static [1, N] graph. Each checked against its PyTorch model; a failure stops the bench."""
-    from ..export import graphs
+    from ..export import graphs, ort
 
     graphs_of: dict[str, dict[str, Path]] = {}
     for name, mod in mods.items():
@@ -211,7 +213,7 @@ def export_verified(mods: dict, onnx_dir: Path, F: int, N: int, xn, mn, flush: b
         else:  # the padded baseline's batch-1 graph: [1, N] with every size static (all shape arithmetic folded)
             g["static"] = onnx_dir / f"{name}.static.onnx"
             graphs.export_float(graphs.Deployable(mod).eval(), F, N, g["static"], static=True)
-        sess = {k: graphs.ort_session(v, threads=2, denormal_as_zero=flush) for k, v in g.items()}
+        sess = {k: ort.ort_session(v, threads=2, denormal_as_zero=flush) for k, v in g.items()}
         chk = verify_pruned(sess["batched"], sess.get("single"), mod, xn, mn, static=sess.get("static"),
                             p4=pn if uses_pair(mod) else None)
         checks.append({**chk, "name": f"{name}: ONNX (ORT) vs torch"})
@@ -251,7 +253,7 @@ def add_int8(graphs_of: dict, variants: dict) -> None:
 def add_qcdq(int8_run, cfg, model, keeps, onnx_dir: Path, F: int, N: int, x, mask, flush: bool, graphs_of: dict,
              variants: dict, checks: list, say) -> None:
     """The Brevitas INT8 run's QCDQ graph, and that QAT model with Zero-TPrune at each budget (no training needed)."""
-    from ..export import graphs
+    from ..export import graphs, ort
 
     irf = RunFolder(int8_run)
     if not irf.qcdq.exists():
@@ -269,7 +271,7 @@ def add_qcdq(int8_run, cfg, model, keeps, onnx_dir: Path, F: int, N: int, x, mas
         path = onnx_dir / f"{name}.onnx"
         qpt = PrunedTagger(qmodel, spec).eval()
         graphs.export_qcdq(graphs.Deployable(qpt), F, N, path)
-        chk = verify_pruned(graphs.ort_session(path, threads=2, denormal_as_zero=flush), None, qpt, xn, mn)
+        chk = verify_pruned(ort.ort_session(path, threads=2, denormal_as_zero=flush), None, qpt, xn, mn)
         chk.update({"ok": chk["argmax_agreement"] >= AGREEMENT_MIN, "metric": "argmax_agreement",
                     "value": chk["argmax_agreement"], "threshold": AGREEMENT_MIN,
                     "note": "QCDQ vs Brevitas: agreement threshold (integer rounding)",

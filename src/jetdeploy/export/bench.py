@@ -17,7 +17,7 @@ from ..errors import JetDeployError
 from ..io import write_json
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
-from . import graphs
+from . import graphs, ort
 
 
 def bench_exporters(run_dir: str, data: str, batches=(1, 256), repeats: int = 30, out: str | None = None) -> dict:
@@ -34,7 +34,7 @@ def bench_exporters(run_dir: str, data: str, batches=(1, 256), repeats: int = 30
         for exp in ("torchscript", "dynamo"):
             p = Path(tmp) / f"{exp}.onnx"
             info[exp] = graphs.export_float(module, x.shape[-1], cfg.model.n_particles, p, exp)
-            sessions[exp] = graphs.ort_session(p)
+            sessions[exp] = ort.ort_session(p)
         for b in batches:
             feed = {"x": x[:b], "mask": mask[:b]}
             times = {e: [] for e in sessions}

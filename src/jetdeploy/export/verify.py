@@ -35,7 +35,7 @@ from ..registry import registrar
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
 from ..train.dataset import load_inputs
-from . import graphs
+from . import graphs, ort
 
 ORT = "onnxruntime"
 QONNX_EXEC = "qonnx.core.onnx_exec"
@@ -142,7 +142,7 @@ def _export_float(job: _Job, files: dict, checks: list) -> None:
     p = job.out / "model.onnx"
     files[p.name] = graphs.export_float(job.module, F, N, p, job.exporter)
     if job.verify:
-        got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask, p4=job.p4)
+        got = ort.run_ort(ort.ort_session(p), job.x, job.mask, p4=job.p4)
         checks.append(_float_check("float ONNX (ORT) vs torch", got, job.ref))
         job.say(f"{p.name}: ORT vs torch max |diff| {checks[-1]['max_abs_diff']:.2e} on {job.n} jets")
     calib_in = load_inputs(job.data, job.cfg.model, "train", max_jets=1024)
@@ -156,8 +156,8 @@ def _export_float(job: _Job, files: dict, checks: list) -> None:
         files[q.name] = info
         if not job.verify:
             continue
-        got = graphs.run_ort(graphs.ort_session(q), job.x, job.mask, p4=job.p4)
-        kern = graphs.kernel_report(q, job.tmp)
+        got = ort.run_ort(ort.ort_session(q), job.x, job.mask, p4=job.p4)
+        kern = ort.kernel_report(q, job.tmp)
         acc = accuracy(got, job.labels)
         checks.append(_kernel_check(f"{q.name} integer kernels", kern))
         cmp = compare_logits(got, job.ref)
@@ -207,8 +207,8 @@ def _export_int8(job: _Job, files: dict, checks: list) -> None:
     files[p.name] = graphs.export_qcdq(job.module, F, N, p)
     if not job.verify:
         return
-    got = graphs.run_ort(graphs.ort_session(p), job.x, job.mask)
-    kern = graphs.kernel_report(p, job.tmp)
+    got = ort.run_ort(ort.ort_session(p), job.x, job.mask)
+    kern = ort.kernel_report(p, job.tmp)
     c = logit_check("QCDQ (ORT) vs Brevitas fake-quant", compare_logits(got, job.ref), ORT,
                     version=versions.package("onnxruntime"), threshold=AGREEMENT_MIN,
                     accuracy=accuracy(got, job.labels), accuracy_brevitas=accuracy(job.ref, job.labels))

@@ -135,15 +135,7 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    data = read_jets(data_path)
-    train_in = load_inputs(data_path, cfg.model, "train", cfg.train.max_train_jets, data=data)
-    val_in = load_inputs(data_path, cfg.model, "val", data=data)
-    data_hash = data.config_hash or "unknown"
-    del data
-    if state is not None and state.get("data_hash") != data_hash:
-        raise JetDeployError(f"{state_path}: this run was trained on other data (config hash {state.get('data_hash')}, "
-                             f"{data_path} has {data_hash}); use a new --run folder or --force")
-
+    train_in, val_in, data_hash = _load_splits(cfg, data_path, state, state_path)
     init_from = cfg.quant.init_from
     model, init_info = _init_model(cfg, train_in, init_from if state is None else None)
     if device != "cpu":  # an accelerator: the whole split moves once; results are not bit-identical to CPU
@@ -208,6 +200,19 @@ def train(cfg: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.Path
     write_json(summary_path, summary)
     _plot_history(history, run / "history.png", cfg.name)
     return summary
+
+
+def _load_splits(cfg: TrainConfig, data_path, state: dict | None, state_path: Path):
+    """(train inputs, val inputs, the data file's config hash); a resumed run must see the same data."""
+    data = read_jets(data_path)
+    train_in = load_inputs(data_path, cfg.model, "train", cfg.train.max_train_jets, data=data)
+    val_in = load_inputs(data_path, cfg.model, "val", data=data)
+    data_hash = data.config_hash or "unknown"
+    del data
+    if state is not None and state.get("data_hash") != data_hash:
+        raise JetDeployError(f"{state_path}: this run was trained on other data (config hash {state.get('data_hash')}, "
+                             f"{data_path} has {data_hash}); use a new --run folder or --force")
+    return train_in, val_in, data_hash
 
 
 def _saved_state(state_path: Path, chash: str) -> dict | None:

@@ -10,6 +10,44 @@ from .layers import register_layers
 from .quant import QuantOptions, TwinBuilder, kif_of_act, require_keras
 
 
+def _block(t, qo, bi: int, blk, x, x_kif, key_mask, shape):
+    """One transformer block of the sigmoid twin: (its output, the output's type, its sigmoid table layer)."""
+    keras = require_keras()
+    from hgq.layers import QAdd, QAffinedUnaryFunctionLUT, QEinsum
+
+    MaskGate = register_layers()
+    act, trainable, cfg = kif_of_act, qo.trainable, t.cfg
+    N, H, Dh, D = shape
+    a = blk.attn
+    h = t.batchnorm(f"b{bi}_norm1", blk.norm1.norm)(x) if cfg.norm == "batchnorm" else x
+    a_in = act(a.in_quant.act_quant)
+    q, k, v = (keras.layers.Reshape((N, H, Dh), name=f"b{bi}_{n}_heads")(
+        t.dense(f"b{bi}_{n}", lin, a_in, None)(h)) for n, lin in (("q", a.q), ("k", a.k), ("v", a.v)))
+    s = QEinsum("bnhd,bmhd->bhnm", name=f"b{bi}_scores", enable_oq=False, enable_ebops=trainable,
+                iq_confs=[qo.conf(act(a.q_quant.act_quant), "datalane"),
+                          qo.conf(act(a.k_quant.act_quant), "datalane")])([q, k])
+    lut = QAffinedUnaryFunctionLUT("sigmoid", name=f"b{bi}_sigmoid", enable_ebops=trainable,
+                                   iq_conf=qo.conf(act(a.scores_quant.act_quant), "datalane"),
+                                   oq_conf=qo.conf(act(a.probs_quant.act_quant), "table"))
+    p = MaskGate(name=f"b{bi}_key_mask")([lut(s), key_mask])
+    ctx = QEinsum("bhnm,bmhd->bnhd", name=f"b{bi}_context", enable_oq=False, enable_ebops=trainable,
+                  iq_confs=[qo.conf(act(a.probs_quant.act_quant), "datalane"),
+                            qo.conf(act(a.v_quant.act_quant), "datalane")])([p, v])
+    ctx = keras.layers.Reshape((N, D), name=f"b{bi}_heads_merged")(ctx)
+    o = t.dense(f"b{bi}_o", a.o, act(a.ctx_quant.act_quant), None)(ctx)
+    x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True, enable_ebops=trainable,
+             iq_confs=[qo.conf(x_kif, "datalane"), qo.conf(act(a.o_quant.act_quant), "datalane")],
+             oq_conf=qo.conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
+    x_kif = act(blk.res1_quant.act_quant)
+    h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
+    h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), None)(h)
+    h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None)(h)   # unsigned SAT input = the ReLU
+    x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, enable_ebops=False,
+             oq_conf=qo.conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
+    x_kif = act(blk.res2_quant.act_quant)
+    return x, x_kif, lut
+
+
 def build_sigmoid_twin(model, trainable: bool = False):
     """The Keras/HGQ2 twin of an fpga-scheme transformer with sigmoid attention (model.attention: sigmoid),
     built from explicit layers, as no upstream attention layer has sigmoid weights:
@@ -26,7 +64,7 @@ def build_sigmoid_twin(model, trainable: bool = False):
     activation x activation products by their operands' widths) with one trainable width per element, and one per
     weight; the input quantizer (the RTL boundary) and the mask stay fixed."""
     keras = require_keras()
-    from hgq.layers import QAdd, QAffinedUnaryFunctionLUT, QEinsum, QGlobalAveragePooling1D
+    from hgq.layers import QGlobalAveragePooling1D
     from hgq.quantizer import Quantizer
 
     from ...models.transformer import sigmoid_bias
@@ -54,34 +92,8 @@ def build_sigmoid_twin(model, trainable: bool = False):
     x_kif = act(m.embed[1].act_quant)
     luts = []
     for bi, blk in enumerate(m.blocks):
-        a = blk.attn
-        h = t.batchnorm(f"b{bi}_norm1", blk.norm1.norm)(x) if cfg.norm == "batchnorm" else x
-        a_in = act(a.in_quant.act_quant)
-        q, k, v = (keras.layers.Reshape((N, H, Dh), name=f"b{bi}_{n}_heads")(
-            t.dense(f"b{bi}_{n}", lin, a_in, None)(h)) for n, lin in (("q", a.q), ("k", a.k), ("v", a.v)))
-        s = QEinsum("bnhd,bmhd->bhnm", name=f"b{bi}_scores", enable_oq=False, enable_ebops=trainable,
-                    iq_confs=[qo.conf(act(a.q_quant.act_quant), "datalane"),
-                              qo.conf(act(a.k_quant.act_quant), "datalane")])([q, k])
-        lut = QAffinedUnaryFunctionLUT("sigmoid", name=f"b{bi}_sigmoid", enable_ebops=trainable,
-                                       iq_conf=qo.conf(act(a.scores_quant.act_quant), "datalane"),
-                                       oq_conf=qo.conf(act(a.probs_quant.act_quant), "table"))
-        p = MaskGate(name=f"b{bi}_key_mask")([lut(s), key_mask])
+        x, x_kif, lut = _block(t, qo, bi, blk, x, x_kif, key_mask, (N, H, Dh, D))
         luts.append(lut)
-        ctx = QEinsum("bhnm,bmhd->bnhd", name=f"b{bi}_context", enable_oq=False, enable_ebops=trainable,
-                      iq_confs=[qo.conf(act(a.probs_quant.act_quant), "datalane"),
-                                qo.conf(act(a.v_quant.act_quant), "datalane")])([p, v])
-        ctx = keras.layers.Reshape((N, D), name=f"b{bi}_heads_merged")(ctx)
-        o = t.dense(f"b{bi}_o", a.o, act(a.ctx_quant.act_quant), None)(ctx)
-        x = QAdd(name=f"b{bi}_res1", enable_iq=True, enable_oq=True, enable_ebops=trainable,
-                 iq_confs=[qo.conf(x_kif, "datalane"), qo.conf(act(a.o_quant.act_quant), "datalane")],
-                 oq_conf=qo.conf(act(blk.res1_quant.act_quant), "datalane"))([x, o])
-        x_kif = act(blk.res1_quant.act_quant)
-        h = t.batchnorm(f"b{bi}_norm2", blk.norm2.norm)(x) if cfg.norm == "batchnorm" else x
-        h = t.dense(f"b{bi}_fc1", blk.fc1, act(blk.ffn_quant.act_quant), None)(h)
-        h = t.dense(f"b{bi}_fc2", blk.fc2, act(blk.relu.act_quant), None)(h)   # unsigned SAT input = the ReLU
-        x = QAdd(name=f"b{bi}_res2", enable_iq=False, enable_oq=True, enable_ebops=False,
-                 oq_conf=qo.conf(act(blk.res2_quant.act_quant), "datalane"))([x, h])
-        x_kif = act(blk.res2_quant.act_quant)
     if cfg.norm == "batchnorm":
         x = t.batchnorm("norm", m.norm.norm)(x)
     x = MaskGate(name="token_mask_gate")([x, tok_mask])
