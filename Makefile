@@ -81,7 +81,7 @@ help:
 	@echo "make study    Level-1 architectures (Deep Sets, JEDI-linear-style, MLP-Mixer, transformer) from scratch with"
 	@echo "              HGQ2, each to Verilator + Yosys, one table + Pareto plot ($(STUDY) -> OUT)"
 	@echo "make study-full  the same on data/full.h5 at N=16 and N=32 (configs/study-full.yaml, references"
-	@echo "              built first; hours on 2 cores, resumable) -> runs/study-full/"
+	@echo "              built first, designs on a 2-process Dask LocalCluster; hours on 2 cores, resumable) -> runs/study-full/"
 	@echo "make sweep    FPGA design points of \$$(SWEEP) over Dask -> runs/sweep/{sweep.json,sweep.md,pareto.png}"
 	@echo "make report   RUN_DIR/report/: report.json, report.md, index.html + PNGs over every run in RUN_DIR"
 	@echo "make rtl      fpga run -> da4ml Verilog: interpreter vs qonnx, iverilog-measured latency at II=1"
@@ -260,8 +260,9 @@ study: | $(STAMP) rtl-tools
 	$(JD) fpga study $(STUDY)
 
 # the full-data study: data/full.h5, the fpga16n reference at N=16 (QAT, evaluated, to RTL with Yosys: it joins the
-# table) and at N=32 (fpga32n), then configs/study-full.yaml with one worker per N (logs in runs/), then the table;
-# hours on 2 cores, every finished point cached (README, "Level-1 design study")
+# table) and at N=32 (fpga32n), then configs/study-full.yaml on the design-point engine (a 2-process Dask
+# LocalCluster: every design a task, log in runs/study-full.log); hours on 2 cores, every finished point cached
+# (README, "Level-1 design study")
 FULL_REF   := DATA_PRESET=full RUN_DIR=runs/full
 FULL_STUDY ?= configs/study-full.yaml
 study-full: | $(STAMP) rtl-tools
@@ -269,11 +270,10 @@ study-full: | $(STAMP) rtl-tools
 	$(MAKE) runs/full/fpga16n-qat/metrics.json runs/full/fpga16n-qat/fpga/rtl.json $(FULL_REF) TRAIN_PRESET=fpga16n \
 	  RTL_ARGS="$(DEMO_RTL_ARGS)"
 	$(MAKE) runs/full/fpga32n-qat/metrics.json $(FULL_REF) TRAIN_PRESET=fpga32n
-	$(JD) fpga study $(FULL_STUDY) --ref runs/full/fpga16n-qat > runs/study-full-16.log 2>&1 & p16=$$!; \
-	  $(JD) fpga study $(FULL_STUDY) --ref runs/full/fpga32n-qat > runs/study-full-32.log 2>&1 & p32=$$!; \
-	  wait $$p16; r16=$$?; wait $$p32; r32=$$?; [ $$r16 = 0 ] && [ $$r32 = 0 ] || \
-	  { echo "error: a study worker failed (runs/study-full-16.log, runs/study-full-32.log)"; exit 1; }
-	$(JD) fpga study $(FULL_STUDY)
+	mkdir -p runs
+	$(JD) fpga study $(FULL_STUDY) --dask local --workers 2 > runs/study-full.log 2>&1 || \
+	  { tail -n 30 runs/study-full.log; echo "error: the study failed (runs/study-full.log)"; exit 1; }
+	$(JD) fpga study $(FULL_STUDY) --cached-only
 
 # the report over every run in RUN_DIR (whatever stages have run; the rest is listed as missing)
 report: $(STAMP)

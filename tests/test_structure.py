@@ -132,3 +132,48 @@ def test_sizes(kind):
                 if n > MAX_FUNCTION_LINES:
                     over.append((f"{path.relative_to(SRC)}:{node.name}", n))
     assert over == []
+
+
+def _calls_of(name: str):
+    """(file, line, ast.Call) of every call to `name` (a bare name or an attribute) in the package."""
+    for path, _ in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                if (isinstance(f, ast.Name) and f.id == name) or (isinstance(f, ast.Attribute) and f.attr == name):
+                    yield path.relative_to(SRC), node.lineno, node
+
+
+def test_no_check_is_built_passing_and_every_check_has_a_threshold():
+    calls = list(_calls_of("Check"))
+    assert len(calls) >= 5, "the Check constructions were not found"
+    literal = [(str(p), n) for p, n, c in calls
+               if (len(c.args) > 1 and isinstance(c.args[1], ast.Constant) and c.args[1].value is True)
+               or any(k.arg == "ok" and isinstance(k.value, ast.Constant) and k.value.value is True for k in c.keywords)]
+    assert literal == []
+    no_threshold = [(str(p), n) for p, n, c in calls
+                    if len(c.args) < 6 and not any(k.arg == "threshold" for k in c.keywords)]
+    assert no_threshold == []
+
+
+def test_no_stage_records_a_literal_ok_true():
+    found = []
+    for path, _ in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Dict):
+                for k, v in zip(node.keys, node.values):
+                    if isinstance(k, ast.Constant) and k.value == "ok" and isinstance(v, ast.Constant) and v.value is True:
+                        found.append((str(path.relative_to(SRC)), node.lineno))
+    assert found == []
+
+
+def test_all_ok_needs_a_required_check():
+    from jetdeploy.checks import Check, all_ok, unchecked
+
+    passing, failing = Check("a", True, "t", "m", 1.0, 1.0), Check("b", False, "t", "m", 0.0, 1.0)
+    alternative = Check("c", False, "t", "m", 0.5, 0.95, required=False)
+    assert all_ok([]) is False and all_ok([alternative]) is False
+    assert all_ok([passing]) and all_ok([passing, alternative]) and all_ok([passing.as_dict(), alternative.as_dict()])
+    assert not all_ok([passing, failing]) and not all_ok([failing.as_dict()])
+    assert alternative.as_dict()["required"] is False and passing.as_dict()["required"] is True
+    assert unchecked("why") == {"ok": None, "ok_reason": "why"}

@@ -18,6 +18,10 @@ FLOAT_TOL = 1e-5
 # a pruned graph vs its torch model: |diff| tolerance, and the agreement that admits a near-tie in a TopK
 PRUNED_TOL = 1e-4
 PRUNED_AGREEMENT = 0.999
+# onnxruntime.quantization's INT8 of a float graph (dynamic or static) vs that float graph: an alternative
+# deployment, not a hop of the pipeline; below this its check fails (and the variant is marked failed), the stage
+# itself goes on
+INT8_AGREEMENT_MIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,12 @@ class Check:
     n: int | None = None             # jets (or vectors) compared
     version: str | None = None       # the tool's version
     details: dict = field(default_factory=dict)
+    required: bool = True            # False: an alternative's check (reported, marked failed; the stage goes on)
 
     def as_dict(self) -> dict:
         head = {"name": self.name, "ok": bool(self.ok), "metric": self.metric, "value": self.value,
-                "threshold": self.threshold, "n": self.n, "tool": self.tool, "version": self.version}
+                "threshold": self.threshold, "n": self.n, "tool": self.tool, "version": self.version,
+                "required": bool(self.required)}
         return {**head, **{k: v for k, v in self.details.items() if k not in head}}
 
 
@@ -98,5 +104,15 @@ def logit_check(name: str, cmp: LogitComparison, tool: str, *, version: str | No
 
 
 def all_ok(checks) -> bool:
-    """True when every check (a Check or its dict) passed."""
-    return all((c.ok if isinstance(c, Check) else c["ok"]) for c in checks)
+    """True when there is at least one required check (a Check or its dict) and every required check passed. Of no
+    checks it is False: a stage that checks nothing records `unchecked(reason)` instead."""
+    def get(c, key, default=None):
+        return getattr(c, key, default) if isinstance(c, Check) else c.get(key, default)
+
+    required = [c for c in checks if get(c, "required", True)]
+    return bool(required) and all(bool(get(c, "ok")) for c in required)
+
+
+def unchecked(reason: str) -> dict:
+    """The `ok` fields of a stage that ran no check: ok is null (never true), with the reason."""
+    return {"ok": None, "ok_reason": reason}

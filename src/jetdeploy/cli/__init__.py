@@ -1,7 +1,7 @@
 """jetdeploy command line: one subcommand per pipeline stage (the Makefile calls these).
 
 Each command group has its module here, with its parser beside its handlers: data, train (train, evaluate,
-compare), export, edge, fpga (+ fpga_twin: crosscheck, hgq, sweep), report, bench.
+compare), export, edge, fpga (+ fpga_keras: crosscheck, hgq, peer; fpga_designs: study, sweep), report, bench.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ import sys
 FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
-def status(ok: bool, failure: str) -> int:
-    """Exit status of a command whose checks passed (0) or failed (1, with the reason on stderr)."""
-    if not ok:
+def status(ok: bool | None, failure: str) -> int:
+    """Exit status of a command whose checks passed (0) or failed (1, with the reason on stderr); None: the
+    command checked nothing (0; its JSON says why)."""
+    if ok is False or (ok is not None and not ok):
         print(f"error: {failure}", file=sys.stderr)
         return 1
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..settings import HlsSettings, RtlSettings, SoftmaxTables
-from . import fpga_twin
+from . import fpga_designs, fpga_keras
 from .common import FMT, print_checks, quiet, status
 
 DATA_HELP = ("jet file whose 'test' jets are the check's inputs (default with --run: the run's training file; with "
@@ -235,4 +235,5 @@ def register(sub) -> None:
     RtlSettings.add_flags(fr, "qonnx")
     quiet(fr)
     fr.set_defaults(func=_cmd_fpga_rtl)
-    fpga_twin.register(fsub)
+    fpga_keras.register(fsub)
+    fpga_designs.register(fsub)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import unchecked
 from ..config import DataConfig
 from ..dask_client import dask_client
 from ..errors import JetDeployError
@@ -228,7 +229,7 @@ def generate(cfg: DataConfig, out: str | os.PathLike, workers: int = 1, force: b
 
     per_class = _per_class(shards, results)
     stats = {
-        "ok": True, "up_to_date": False, "out": str(out), "config_hash": chash, "n_jets": n,
+        **unchecked("generation checks nothing (`data inspect --check` checks the physics)"), "up_to_date": False, "out": str(out), "config_hash": chash, "n_jets": n,
         "workers": workers, "dask": runner, "wall_s": round(wall, 2), "resumed_shards": resumed, "generated_shards": len(todo),
         "per_class": per_class, "tools": tool_versions(), "config": cfg.model_dump(mode="json"),
         "note": "per-class CPU figures include shards resumed from an earlier run" if resumed else "",

@@ -22,7 +22,9 @@ CONFIG keys:
   n_eval, val_drop, seed);
 - rtl: jetdeploy.settings.RtlSettings (simulate, simulator, n_sim, synth, latency_cutoff, clock_ns, ...;
   default Verilator on 100 jets and Yosys);
-- runs: fpga runs with an rtl.json.
+- runs: fpga runs with an rtl.json;
+- dask: where the design points run (`engine.run_tasks`): 'local' (default: a LocalCluster of `workers`
+  processes), a scheduler address, or null (in this process); workers (default 2).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ..errors import JetDeployError
 from ..io import file_hash, stable_hash, write_json
 from ..runfolder import RunFolder, load_json
 from ..settings import PeerSettings, RtlSettings
+from .engine import LOCAL, Task, run_tasks
 
 
 def _study_rtl() -> RtlSettings:
@@ -81,6 +84,8 @@ class StudyConfig(BaseModel):
     peer: PeerSettings = Field(default_factory=PeerSettings)
     rtl: RtlSettings = Field(default_factory=_study_rtl)
     runs: list[str] = Field(default_factory=list)
+    dask: str | None = LOCAL
+    workers: int = Field(default=2, ge=1)
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -195,9 +200,11 @@ def _qat_row(run: str) -> dict:
                  "n_test": metrics.get("n_jets"), "checks_ok": bool(rt["ok"])})
 
 
-def run_study(config: str | Path, progress: bool = True, only: str | None = None, cached_only: bool = False) -> dict:
-    """The study of CONFIG (module docstring); with `only` (a reference run), that reference's points and no table;
-    with `cached_only`, the table of the finished designs, the others listed as missing."""
+def run_study(config: str | Path, progress: bool = True, only: str | None = None, cached_only: bool = False,
+              dask: str | None = "config", workers: int | None = None) -> dict:
+    """The study of CONFIG (module docstring) on the design-point engine (`dask` / `workers` override the
+    config's; dask None: in this process); with `only` (a reference run), that reference's points and no table;
+    with `cached_only`, the table of the finished designs (computed here, nothing trained), the others missing."""
     cfg = load_study(config)
     refs = [_ref(r) for r in cfg.refs]
     if only is not None:
@@ -207,13 +214,40 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
                                  f"({', '.join(r.run for r in map(_ref, cfg.refs))})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    rows = [_point(cfg, ref, _variant(a), progress, cached_only) for ref in refs for a in cfg.archs]
+    where = cfg.dask if dask == "config" else dask
+    points = [(ref, _variant(a)) for ref in refs for a in cfg.archs]
+    if cached_only:
+        t0 = time.perf_counter()
+        rows = [_point(cfg, ref, v, progress, True) for ref, v in points]
+        wall = round(time.perf_counter() - t0, 1)
+    else:
+        tasks = [Task(f"{i}-{v.name}", _point, (cfg, ref, v, progress), f"{v.name} at {ref.run}")
+                 for i, (ref, v) in enumerate(points)]
+        run = run_tasks(tasks, where, workers or cfg.workers, print if progress else (lambda *a, **k: None))
+        rows, wall = [run.results[t.key] for t in tasks], run.wall_s
     missing = [r for r in rows if "missing" in r]
     rows = [r for r in rows if "missing" not in r]
     if only is not None:
-        return {"config": cfg.model_dump(), "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
-                "ok": all(r["checks_ok"] for r in rows), "table": False}
+        return {"config": cfg.model_dump(), "rows": rows, "wall_s": wall, "ok": _study_ok(rows, missing),
+                "table": False}
+    missing += _add_qat_rows(cfg, rows, cached_only)
+    result = _table(cfg, rows, missing, wall)
+    write_json(out / "study.json", result)
+    (out / "study.md").write_text(format_study(result))
+    _plot(rows, {int(k): v for k, v in result["pareto"].items()}, out / "pareto.png")
+    return result
+
+
+def _study_ok(rows: list[dict], missing: list[dict]) -> bool | None:
+    """False if a design failed a check; None (not ok, not failed) while designs are missing; else True."""
+    if not all(r["checks_ok"] for r in rows):
+        return False
+    return None if missing or not rows else True
+
+
+def _add_qat_rows(cfg: StudyConfig, rows: list[dict], cached_only: bool) -> list[dict]:
+    """The QAT runs of `runs:` joined to rows; returns those that are not finished (with --cached-only)."""
+    missing = []
     for run in cfg.runs:
         rf = RunFolder(run)
         if cached_only and not (rf.rtl_json.exists() and (rf.path / "metrics.json").exists()):
@@ -221,28 +255,38 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
                                                                                        "or metrics.json"})
         else:
             rows.append(_qat_row(run))
+    return missing
+
+
+def _tools(r: RtlSettings) -> dict:
+    """The tool behind each column, true to what ran."""
+    return {"accuracy": "Keras (HGQ2) / PyTorch on the 'test' split",
+            "latency": f"{r.simulator} cycles x clock" if r.simulate else "da4ml pipeline depth x clock (not simulated)",
+            "resources": ("Yosys synth_xilinx -family xcup, every pipeline stage (estimate, no place and route)"
+                          if r.synth else None),
+            "resources_note": None if r.synth else "not synthesized (rtl.synth: false)",
+            "cost": "da4ml adder cost (estimate)"}
+
+
+def _table(cfg: StudyConfig, rows: list[dict], missing: list[dict], wall) -> dict:
     fronts = {}
     for n in sorted({r["n"] for r in rows}):
         mine = [r for r in rows if r["n"] == n]
         fronts[n] = {c: [r["key"] for r in pareto.front(mine, lambda r: r["accuracy"], lambda r, c=c: r.get(c))]
                      for c in ("LUT", "latency_ns")}
-    result = {"config": cfg.model_dump(), "rows": rows, "missing": missing,
-              "pareto": {str(k): v for k, v in fronts.items()}, "table": True,
-              "wall_s": round(time.perf_counter() - t0, 1), "ok": all(r["checks_ok"] for r in rows),
-              "tools": {"accuracy": "Keras (HGQ2) / PyTorch on the 'test' split", "latency": "Verilator cycles x clock",
-                        "resources": "Yosys synth_xilinx -family xcup, every pipeline stage (estimate, no place and "
-                                     "route)", "cost": "da4ml adder cost (estimate)"}}
-    write_json(out / "study.json", result)
-    (out / "study.md").write_text(format_study(result))
-    _plot(rows, fronts, out / "pareto.png")
-    return result
+    ok = _study_ok(rows, missing)
+    return {"config": cfg.model_dump(), "rows": rows, "missing": missing,
+            "pareto": {str(k): v for k, v in fronts.items()}, "table": True, "wall_s": wall, "ok": ok,
+            **({"ok_reason": f"{len(missing)} designs not finished"} if ok is None and missing else {}),
+            "tools": _tools(cfg.rtl)}
 
 
 def format_study(r: dict) -> str:
     front = {k for f in r["pareto"].values() for k in f["LUT"]}
+    tools = r.get("tools") or {}
     lines = ["# Level-1 design study", "",
-             "Accuracy: the 'test' split, read once after the selection. Latency: Verilator cycles x the clock. "
-             "LUT / FF / DSP: Yosys synth_xilinx (every pipeline stage; an estimate). LUT levels: the worst stage's "
+             f"Accuracy: the 'test' split, read once after the selection. Latency: {tools.get('latency')}. "
+             f"LUT / FF / DSP: {tools.get('resources') or tools.get('resources_note')}. LUT levels: the worst stage's "
              "logic depth. `*`: on the accuracy-vs-LUT Pareto front at its N.", "",
              "| design | N | source | test accuracy | latency | LUT | FF | DSP | LUT levels | da4ml cost | EBOPs | "
              "train s | selection |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

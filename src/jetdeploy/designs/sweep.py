@@ -19,8 +19,8 @@ CONFIG (YAML):
     dask: local                     # 'local' (LocalCluster), a scheduler address, or null (in-process)
     workers: 2
 
-Points that share their training settings form one Dask task (trained once, then each RTL variant), so
-no two workers train the same model. Every finished point writes OUT/points/<key>/result.json; a rerun
+Points that share their training settings form one task of the design-point engine (`engine.run_tasks`:
+trained once, then each RTL variant), so no two workers train the same model. Every finished point writes OUT/points/<key>/result.json; a rerun
 skips the points whose result exists and returns them marked "cached".
 """
 
@@ -39,6 +39,7 @@ from ..io import atomic_path, write_json
 from .. import pareto as _pareto
 from ..settings import RtlSettings
 from ..versions import packages
+from .engine import Task, run_tasks
 
 # RTL settings: the same trained model, another trace / Verilog (no retraining). The keys are the
 # `jetdeploy fpga rtl` flags (RtlSettings), with '_' for '-', plus n_check
@@ -144,7 +145,7 @@ def _run_group(g: dict) -> list[dict]:
         lat, res = rep["latency"], rep.get("resources") or {}
         row = {"point": pt["point"], "key": pt["key"], "train_run": str(run),
                "config_hash": metrics["model"]["config_hash"],
-               "accuracy": metrics["accuracy"], "accuracy_tool": "scikit-learn on torch outputs ('test' split)",
+               "accuracy": metrics["accuracy"], "accuracy_tool": "numpy argmax of torch outputs ('test' split)",
                "latency_cycles": lat["latency_cycles"], "latency_ns": lat["latency_ns"],
                "latency_tool": lat["tool"], "adder_cost": rep["design"]["cost_adders"],
                "adder_cost_tool": rep["design"]["tool"],
@@ -180,28 +181,12 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
             rows += c
     say(f"sweep: {len(sw['points'])} design points in {len(groups)} trained models; {len(rows)} points cached, "
         f"{len(todo)} models to run" + (f" on Dask ({sw['dask']})" if sw["dask"] and todo else ""))
-    t0 = time.perf_counter()
-    if todo and sw["dask"]:
-        from distributed import as_completed
-
-        from ..dask_client import dask_client
-
-        client = dask_client(str(sw["dask"]), sw["workers"])
-        try:
-            futs = {client.submit(_run_group, g, key=f"jetdeploy-sweep-{g['train_key']}", pure=False): g for g in todo}
-            for fut in as_completed(futs):
-                got = fut.result()
-                rows += got
-                say(f"  done: {', '.join(json.dumps(r['point']) for r in got)}")
-        finally:
-            cluster = getattr(client, "cluster", None) if str(sw["dask"]) == "local" else None
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    else:
-        for g in todo:
-            rows += _run_group(g)
-    wall = time.perf_counter() - t0
+    tasks = [Task(g["train_key"], _run_group, (g,), ", ".join(json.dumps(pt["point"]) for pt in g["points"]))
+             for g in todo]
+    done = run_tasks(tasks, str(sw["dask"]) if sw["dask"] else None, sw["workers"], say)
+    for t in tasks:
+        rows += done.results[t.key]
+    wall = done.wall_s
     rows.sort(key=lambda r: json.dumps(r["point"], sort_keys=True))
     cost = "lut" if all(r.get("lut") is not None for r in rows) else "adder_cost"
     front = pareto(rows, "latency_ns")

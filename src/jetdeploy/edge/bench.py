@@ -50,7 +50,7 @@ from .macs import padded_macs
 from ..versions import cpu_model
 from .timing import SingleJetTimer, set_denormal_mode, thread_flushes_denormals, time_batches, time_single
 from .variants import (DEFAULT_FINAL_KEEP, SingleJet, add_int8, add_qcdq, export_verified,  # noqa: F401
-                       geometric_schedule, score_in_torch, torch_variants, verify_pruned)
+                       geometric_schedule, int8_checks, score_in_torch, torch_variants, verify_pruned)
 
 
 def edge_bench(run_dir: str | Path, data: str | Path, *, keeps: list[list[float]] | None = None,
@@ -130,13 +130,16 @@ def _edge_bench(rf: RunFolder, data, keeps, int8_run, extra_ltp, beside, s: Benc
 
     # accuracy of every ORT graph on the test split
     set_denormal_mode(flush)
+    logits_of = {}
     for name, g in graphs_of.items():
-        logits = ort.run_ort(ort.ort_session(g["batched"], threads=2, denormal_as_zero=flush), xn, mn, p4=pn)
+        logits = logits_of[name] = ort.run_ort(ort.ort_session(g["batched"], threads=2, denormal_as_zero=flush),
+                                               xn, mn, p4=pn)
         v = variants[name]
         v.update({"accuracy": accuracy(logits, labels), "timed": True})
         hits[name] = correct(logits, labels)
         v["accuracy_change"] = v["accuracy"] - acc_float
         say(f"{name}: accuracy {v['accuracy']:.4f} ({v['accuracy_change']:+.4f})")
+    checks += int8_checks(logits_of, variants)
 
     timing = _time_all(graphs_of, model, x, mask_b, s, say, p4)
     variants["torch-eager"] = {"method": "none", "keep": None, "accuracy": acc_float, "accuracy_change": 0.0,

@@ -34,6 +34,7 @@ def bench_table(res: dict) -> str:
             "|" + "---|" * (4 + len(COLUMNS))]
     for name, v in res["variants"].items():
         label = name if v.get("pool", "carry") == "carry" else f"{name} (pool {v['pool']})"
+        label += " (FAILED: INT8 agreement below the floor)" if v.get("int8_ok") is False else ""
         se = f" ± {v['accuracy_change_se']:.4f}" if v.get("accuracy_change_se") else ""
         cells = [label, f"{v['accuracy']:.4f}", f"{v['accuracy_change']:+.4f}{se}",
                  f"{v['macs_per_jet'] / 1e6:.2f}M ({v['macs_vs_float_padded']:.2f})"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import versions
-from ..checks import AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy, compare_logits, correct
+from ..checks import AGREEMENT_MIN, INT8_AGREEMENT_MIN, PRUNED_AGREEMENT, PRUNED_TOL, Check, accuracy, compare_logits, correct
 from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from ..train import checkpoint as ckpt
@@ -248,6 +248,27 @@ def add_int8(graphs_of: dict, variants: dict) -> None:
             variants[f"{name}+int8"] = {**{k: v for k, v in variants[name].items() if k not in ("accuracy_torch", "onnx")},
                                         "onnx": {k: str(v) for k, v in q.items()},
                                         "int8": "onnxruntime.quantization.quantize_dynamic, QInt8 weights"}
+
+
+def int8_checks(logits_of: dict, variants: dict) -> list[dict]:
+    """Each dynamic-INT8 graph (`add_int8`) against the float graph it was quantized from, on the same test jets:
+    argmax agreement >= INT8_AGREEMENT_MIN, not required (below it the variant is marked failed, `int8_ok`, and
+    the bench goes on); on a CPU without VNNI the record says that is the likely cause."""
+    out = []
+    vnni = versions.cpu_has_vnni()
+    for name in [n for n in logits_of if n.endswith("+int8")]:
+        parent = name[: -len("+int8")]
+        cmp = compare_logits(logits_of[name], logits_of[parent])
+        ok = cmp.argmax_agreement >= INT8_AGREEMENT_MIN
+        variants[name]["int8_ok"] = ok
+        note = "onnxruntime dynamic INT8 of the float graph: an alternative, marked failed below the floor"
+        if not ok and vnni is False:
+            note += "; this CPU has no VNNI (ORT's u8 x s8 kernels saturate on 8-bit weights)"
+        out.append(Check(f"{name}: ORT INT8 vs its float graph", ok, "onnxruntime", "argmax_agreement",
+                         cmp.argmax_agreement, INT8_AGREEMENT_MIN, cmp.n, versions.package("onnxruntime"),
+                         {**cmp.as_dict(), "cpu": versions.cpu_model(), "cpu_has_vnni": vnni, "note": note},
+                         required=False).as_dict())
+    return out
 
 
 def add_qcdq(int8_run, cfg, model, keeps, onnx_dir: Path, F: int, N: int, x, mask, flush: bool, graphs_of: dict,

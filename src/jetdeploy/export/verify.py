@@ -23,11 +23,13 @@ from .. import versions
 from ..checks import (
     AGREEMENT_MIN,
     FLOAT_TOL,
+    INT8_AGREEMENT_MIN,
     Check,
     accuracy,
     all_ok,
     compare_logits,
     logit_check,
+    unchecked,
 )
 from ..errors import JetDeployError
 from ..io import write_json
@@ -41,10 +43,27 @@ ORT = "onnxruntime"
 QONNX_EXEC = "qonnx.core.onnx_exec"
 
 
-def _kernel_check(name: str, kern: dict) -> dict:
+def _kernel_check(name: str, kern: dict, required: bool = True) -> dict:
+    """At least one integer kernel in ORT's optimized graph (threshold 1), and no float product on dequantized
+    or float weights (`kernel_report`)."""
     ok = kern.pop("ok")
-    return Check(name, ok, "onnxruntime optimized graph", "integer_kernels", kern.get("n_integer_kernels"),
-                 version=versions.package("onnxruntime"), details=kern).as_dict()
+    return Check(name, ok, "onnxruntime optimized graph", "integer_kernels", kern.get("n_integer_kernels"), 1,
+                 version=versions.package("onnxruntime"), details=kern, required=required).as_dict()
+
+
+def _int8_check(name: str, cmp, n: int, details: dict) -> dict:
+    """An onnxruntime.quantization INT8 alternative vs float: argmax agreement >= INT8_AGREEMENT_MIN, not required
+    (below it the check fails and says why where the CPU has no VNNI; the export goes on)."""
+    ok = cmp.argmax_agreement >= INT8_AGREEMENT_MIN
+    vnni = versions.cpu_has_vnni()
+    note = "an INT8 alternative to Brevitas QAT: marked failed below the floor, the export goes on"
+    if not ok and vnni is False:
+        note += ("; this CPU has no VNNI: ORT's u8 x s8 kernels sum pairs of products in 16 bits and saturate on "
+                 "8-bit weights, which is why the agreement is low here")
+    return Check(name, ok, ORT, "argmax_agreement", cmp.argmax_agreement, INT8_AGREEMENT_MIN, n,
+                 versions.package("onnxruntime"),
+                 {**cmp.as_dict(), **details, "cpu": versions.cpu_model(), "cpu_has_vnni": vnni, "note": note},
+                 required=False).as_dict()
 
 
 def _float_check(name: str, got, ref, **details) -> dict:
@@ -128,7 +147,7 @@ def export_run(run_dir: str | Path, data: str | None = None, n_verify: int = 200
         job = _Job(module, cfg, str(data), x, mask, p4, inp.labels[:n].numpy(), _torch_logits(module, x, mask, p4=p4),
                    rf.export_dir, Path(tmp), verify, exporter, qonnx_batch, print if progress else (lambda *a, **k: None))
         EXPORTERS[scheme](job, files, checks)
-    result = {"ok": all_ok(checks), "verified": verify, "run": str(rf.path), "config_hash": rec["config_hash"],
+    result = {**({"ok": all_ok(checks)} if checks else unchecked("not verified (--no-verify)")), "verified": verify, "run": str(rf.path), "config_hash": rec["config_hash"],
               "arch": arch, "quant": scheme, "data": str(data), "files": files, "checks": checks,
               "wall_s": time.perf_counter() - t0, "tools": _tools()}
     write_json(rf.verify_json, result)
@@ -161,11 +180,8 @@ def _export_float(job: _Job, files: dict, checks: list) -> None:
         acc = accuracy(got, job.labels)
         checks.append(_kernel_check(f"{q.name} integer kernels", kern))
         cmp = compare_logits(got, job.ref)
-        checks.append(Check(f"{q.name} (ORT) vs float torch", True, ORT, "argmax_agreement",
-                            cmp.argmax_agreement, None, job.n, versions.package("onnxruntime"),
-                            {**cmp.as_dict(), "accuracy": acc, "accuracy_float": acc_ref,
-                             "accuracy_change": acc - acc_ref,
-                             "note": "reported, no threshold: the INT8 alternative to Brevitas QAT"}).as_dict())
+        checks.append(_int8_check(f"{q.name} (ORT) vs float torch", cmp, job.n,
+                                  {"accuracy": acc, "accuracy_float": acc_ref, "accuracy_change": acc - acc_ref}))
         job.say(f"{q.name}: agreement with float {cmp.argmax_agreement:.4f}, accuracy {acc:.4f} "
                 f"(float {acc_ref:.4f}); integer kernels {kern['integer_kernels']}")
 

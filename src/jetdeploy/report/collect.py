@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checks import all_ok
 from ..errors import JetDeployError
 from ..runfolder import RunFolder, load_json
 
 SCIKIT = "scikit-learn on torch outputs ('test' split)"
+NUMPY_ACCURACY = "numpy argmax of torch outputs ('test' split)"
 
 
 def _fig(value, tool: str, source: Path, config_hash, unit: str | None = None) -> dict:
@@ -50,14 +52,14 @@ def collect(run_dir: str | Path) -> dict:
             edge.append(_edge(rf, b, chash))
             checks += stage_checks(rf, "edge", rf.bench_json)
     return {"run_dir": str(root), "runs": [r.name for r in runs], "models": models, "fpga": fpga, "edge": edge,
-            "checks": checks, "missing": missing, "ok": all(c["ok"] for c in checks)}
+            "checks": checks, "missing": missing, "ok": all_ok(checks) if checks else None}
 
 
 def _model(rf: RunFolder, m: dict, chash) -> dict:
     src = rf.metrics_json
     return {"run": rf.name, "arch": m["model"]["arch"], "quant": m["model"]["quant"],
             "n_parameters": m["model"]["n_parameters"], "config_hash": chash,
-            "accuracy": _fig(m["accuracy"], SCIKIT, src, chash), "auc_macro": _fig(m["auc_macro"], SCIKIT, src, chash),
+            "accuracy": _fig(m["accuracy"], NUMPY_ACCURACY, src, chash), "auc_macro": _fig(m["auc_macro"], SCIKIT, src, chash),
             "rejection_at_50pct": {k: _fig(v, SCIKIT, src, chash) for k, v in m.get("rejection_at_50pct", {}).items()},
             "n_jets": m["n_jets"]}
 
@@ -66,7 +68,8 @@ def stage_checks(rf: RunFolder, stage: str, path: Path) -> list[dict]:
     """The check records (`jetdeploy.checks.Check`) a stage JSON holds, with the run and stage beside them."""
     d = load_json(path) or {}
     return [{"run": rf.name, "stage": stage, "hop": c["name"], "metric": c.get("metric"), "value": c.get("value"),
-             "threshold": c.get("threshold"), "n": c.get("n"), "ok": bool(c["ok"]), "tool": c.get("tool"),
+             "threshold": c.get("threshold"), "n": c.get("n"), "ok": bool(c["ok"]), "required": c.get("required", True),
+             "tool": c.get("tool"),
              "version": c.get("version"), "source": str(path), "config_hash": rf.config_hash}
             for c in d.get("checks", [])]
 
@@ -161,8 +164,9 @@ def _edge(rf: RunFolder, b: dict, chash) -> dict:
     src, tool = rf.bench_json, b["timing"]["tool"]
     rows = []
     for name, v in b["variants"].items():
-        row = {"variant": name, "method": v.get("method"), "keep": v.get("keep"),
-               "accuracy": _fig(v.get("accuracy"), "onnxruntime outputs, scikit-learn accuracy", src, chash)}
+        row = {"variant": name + (" (FAILED: INT8 agreement)" if v.get("int8_ok") is False else ""),
+               "method": v.get("method"), "keep": v.get("keep"), "failed": v.get("int8_ok") is False,
+               "accuracy": _fig(v.get("accuracy"), "onnxruntime outputs, numpy argmax accuracy", src, chash)}
         if not v.get("timed"):
             row["note"] = "torch-only control, not timed"
         else:

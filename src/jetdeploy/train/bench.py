@@ -8,6 +8,8 @@ variants of one run, and quote the ratio.
 
 from __future__ import annotations
 
+from ..checks import unchecked
+
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,7 +39,7 @@ def bench_train(data: str, presets: list[str], jets: int, epochs: int, out: str 
     for r in rows:
         ref = next(x for x in rows if x["preset"] == r["preset"] and x["scheme"] == "float")
         r["vs_float"] = r["median_jets_per_s"] / ref["median_jets_per_s"]
-    result = {"ok": True, "tool": "torch training loop (jetdeploy.train.trainer)", "threads": torch.get_num_threads(),
+    result = {**unchecked("a benchmark: timings, no check"), "tool": "torch training loop (jetdeploy.train.trainer)", "threads": torch.get_num_threads(),
               "data": str(data), "rows": rows, "tools": tool_versions()}
     if out:
         write_json(out, result)

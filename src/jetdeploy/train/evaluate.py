@@ -12,6 +12,7 @@ import torch
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from ..data.schema import read_jets
+from ..checks import unchecked
 from ..errors import JetDeployError
 from ..io import atomic_path, write_json
 from ..runfolder import RunFolder
@@ -83,7 +84,7 @@ def evaluate(run_dir: str | os.PathLike, data_path: str | os.PathLike, split: st
         raise JetDeployError(f"{run}/model.pt produced NaN/inf outputs on {data_path}")
     m = compute_metrics(logits, inp.labels, inp.class_names)
     out = {
-        "ok": True,
+        **unchecked("metrics only: evaluate compares nothing"),
         **m,
         "split": split,
         "data": {"file": str(data_path), "config_hash": data.config_hash, "same_as_training": same_file},
@@ -92,7 +93,7 @@ def evaluate(run_dir: str | os.PathLike, data_path: str | os.PathLike, split: st
                   "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "torch_eval_jets_per_s": len(inp) / infer_s,
         "class_names": list(inp.class_names),
-        "tools": {**tool_versions(), "metrics": "scikit-learn"},
+        "tools": {**tool_versions(), "metrics": "accuracy: numpy argmax; AUC, confusion matrix: scikit-learn"},
     }
     with atomic_path(RunFolder(run).predictions) as tmp:
         with open(tmp, "wb") as fh:
@@ -140,7 +141,7 @@ def compare(runs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
                      "n_parameters": m["model"]["n_parameters"], "accuracy": m["accuracy"], "auc": m["auc"],
                      "rejection_at_50pct": m["rejection_at_50pct"], "n_jets": m["n_jets"]})
     out.mkdir(parents=True, exist_ok=True)
-    table = {"ok": True, "runs": rows, "split": ref[1], "data_config_hash": ref[0], "class_names": names}
+    table = {**unchecked("a comparison table: nothing is checked"), "runs": rows, "split": ref[1], "data_config_hash": ref[0], "class_names": names}
     write_json(out / "compare.json", table)
     rej_keys = sorted({k for r in rows for k in r["rejection_at_50pct"]})
     lines = ["| run | arch | quant | params | accuracy | " + " | ".join(f"AUC {n}" for n in names)

@@ -218,18 +218,20 @@ def _execute_any_batch(path, qg1: QonnxGraph, feeds: dict, n: int, input_bits, p
     reshapes = any(nd.op_type == "Reshape" for nd in proto.graph.node)
     try:
         if not dynamic and reshapes:   # a static batch and constant shapes: ChangeBatchSize's guess may not hold
-            raise ValueError("static batch with Reshape")
+            raise ValueError("a static batch with Reshape nodes")
         qgb = QonnxGraph.load(path, batch=batch, input_bits=input_bits)
-        if [nd.output[0] for nd in qgb.nodes] == [nd.output[0] for nd in qg1.nodes]:
-            ref = execute(qgb.model, _chunks(feeds, n, batch), progress)
-            probe = execute(qg1.model, _chunks({k: v[:2] for k, v in feeds.items()}, 2, 1), stack=True)
-            out = qg1.output_names[0]
-            if len(ref[out]) == n and np.allclose(probe[out].reshape(2, -1), ref[out][:2].reshape(2, -1), rtol=1e-5,
-                                                         atol=1e-6):
-                return ref, f"qonnx execution at batch {batch}"
-    except Exception:  # a graph whose shapes do not follow the batch: executed jet by jet below
-        pass
-    return execute(qg1.model, _chunks(feeds, n, 1), progress, stack=True), "qonnx execution jet by jet (batch 1)"
+        if [nd.output[0] for nd in qgb.nodes] != [nd.output[0] for nd in qg1.nodes]:
+            raise ValueError(f"the graph normalised at batch {batch} has other nodes than at batch 1")
+        ref = execute(qgb.model, _chunks(feeds, n, batch), progress)
+        probe = execute(qg1.model, _chunks({k: v[:2] for k, v in feeds.items()}, 2, 1), stack=True)
+        out = qg1.output_names[0]
+        if len(ref[out]) == n and np.allclose(probe[out].reshape(2, -1), ref[out][:2].reshape(2, -1), rtol=1e-5,
+                                              atol=1e-6):
+            return ref, f"qonnx execution at batch {batch}"
+        why = f"at batch {batch} the first jets' outputs differ from batch 1"
+    except Exception as e:  # a graph whose shapes do not follow the batch: executed jet by jet below, and said why
+        why = f"batch {batch} not usable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+    return execute(qg1.model, _chunks(feeds, n, 1), progress, stack=True), f"qonnx execution jet by jet (batch 1): {why}"
 
 
 def _chunks(feeds: dict, n: int, batch: int) -> list[dict]:

@@ -1,13 +1,11 @@
-"""`jetdeploy fpga crosscheck | hgq | peer | study | sweep`: the Keras/HGQ2 twin of a run (upstream cross-check, HGQ2
-fine-tuning), HGQ2 architectures trained from scratch, and the design-space sweep."""
+"""`jetdeploy fpga crosscheck | hgq | peer`: the Keras/HGQ2 twin of a run (the upstream cross-check, HGQ2
+fine-tuning) and HGQ2 architectures trained from scratch."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from ..errors import JetDeployError
 from ..runfolder import RunFolder
 from .common import FMT, print_checks, status
 
@@ -51,30 +49,6 @@ def _cmd_fpga_peer(args: argparse.Namespace) -> int:
     print(f"wrote {folder}/model.keras and peer.json; next: jetdeploy fpga rtl --keras {folder}/model.keras "
           f"--inputs {folder}/test_inputs.npy --out {folder}")
     return status(r["ok"], "a check failed (see peer.json)")
-
-
-def _cmd_fpga_study(args: argparse.Namespace) -> int:
-    from ..designs.study import run_study
-
-    if args.ref and args.cached_only:
-        raise JetDeployError("--ref computes designs and --cached-only computes none: give one of them")
-    r = run_study(args.config, progress=not args.quiet, only=args.ref, cached_only=args.cached_only)
-    out = r["config"]["out"]
-    if not r["table"]:
-        print(f"{args.ref}: {len(r['rows'])} designs done in {r['wall_s']} s; run without --ref for the table")
-        return status(r["ok"], "a design failed a check (see its peer.json / rtl.json)")
-    print((Path(out) / "study.md").read_text())
-    print(f"wrote {out}/study.json, study.md and pareto.png ({len(r['rows'])} designs, {r['wall_s']} s)")
-    return status(r["ok"], "a design failed a check (see study.json)")
-
-
-def _cmd_fpga_sweep(args: argparse.Namespace) -> int:
-    from ..designs.sweep import run_sweep
-
-    r = run_sweep(args.config, progress=not args.quiet)
-    out = r["config"]["out"]
-    print(f"wrote {out}/sweep.json, sweep.md and pareto.png ({r['n_points']} points, {r['wall_s']} s)")
-    return status(r["ok"], "a design point failed a check (see sweep.json)")
 
 
 def register(fsub) -> None:
@@ -127,39 +101,7 @@ def register(fsub) -> None:
     fg.add_argument("--quiet", action="store_true", help="only the summary")
     fg.set_defaults(func=_cmd_fpga_hgq)
     _register_peer(fsub, fmt)
-    _config_command(
-        fsub, "study", _cmd_fpga_study, "jetdeploy.study",
-        help="Level-1 architectures side by side: HGQ2 from scratch -> RTL -> Yosys",
-        description="For every reference run of CONFIG (one per N) and every architecture (deepsets, jedi, mixer, "
-                    "transformer), train from scratch with HGQ2 (as `fpga peer`), choose on the validation split, "
-                    "read the test split once, and take the model to Verilog with da4ml: Verilator cycles, Yosys "
-                    "LUT / FF / DSP and logic depth on every pipeline stage. QAT runs already built to RTL (`runs:`) "
-                    "join the table. Finished points are cached by their settings. Writes OUT/study.json, study.md "
-                    "and pareto.png (test accuracy vs LUT and vs latency). See configs/study-demo.yaml.")
-    fsub.choices["study"].add_argument(
-        "--ref", metavar="RUN", help="compute only this reference run's designs (one of CONFIG's refs) and write no "
-                                     "table: one worker per N on a shared folder; a run without --ref then assembles "
-                                     "the table from the cache")
-    fsub.choices["study"].add_argument(
-        "--cached-only", action="store_true", help="compute nothing: the table of the designs already finished, the "
-                                                   "others listed as missing (while workers still run)")
-    _config_command(
-        fsub, "sweep", _cmd_fpga_sweep, "jetdeploy.sweep",
-        help="a grid of FPGA design points (bit widths, pipelining, N ...) over Dask",
-        description="Train (QAT), evaluate, export and build the RTL of every design point of CONFIG (a YAML grid "
-                    "of train-config keys such as quant.weight_bits, and rtl.latency_cutoff), fanned out over Dask "
-                    "(a LocalCluster, or any scheduler address such as a dask-jobqueue HTCondor/Slurm cluster's). "
-                    "Points that share their training run once. Writes OUT/sweep.json, sweep.md and pareto.png "
-                    "(accuracy vs latency and vs cost); finished points are cached and skipped on rerun. See "
-                    "configs/sweep-demo.yaml.")
 
-
-def _config_command(fsub, name: str, func, keys_in: str, help: str, description: str) -> None:
-    """A command that takes one YAML config and --quiet."""
-    c = fsub.add_parser(name, formatter_class=FMT, help=help, description=description)
-    c.add_argument("config", help=f"{name} YAML (see {keys_in} for the keys)")
-    c.add_argument("--quiet", action="store_true", help="only the summary")
-    c.set_defaults(func=func)
 
 def _register_peer(fsub, fmt) -> None:
     from ..fpga.hgq.peers import ARCHS
