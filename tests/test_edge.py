@@ -463,7 +463,7 @@ def test_ltp_without_epochs_keeps_the_caps_and_records_one_scored_row(float_run,
     for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         res = run_cli("edge", "ltp", "--run", str(run), "--data", str(synth_file), "--budget", "0.5,0.5",
                       "--soft-epochs", "0", "--hard-epochs", "0", "--quiet", "--out", str(bad))
-        assert res.returncode != 0 and "Traceback" not in res.stderr and "is a file" in res.stderr, res.stderr
+        assert res.returncode == 2 and "Traceback" not in res.stderr and "is a file" in res.stderr, res.stderr
         assert (tmp_path / "afile").read_text() == "x" and "val accuracy" not in res.stdout
 
 

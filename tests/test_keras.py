@@ -84,9 +84,9 @@ def test_keras_errors_name_the_file_and_the_layer(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip archive")
     res = run_cli("fpga", "csim", "--keras", str(bad))
-    assert res.returncode != 0 and "broken.keras" in res.stderr and "not a loadable Keras 3 model" in res.stderr
+    assert res.returncode == 2 and "broken.keras" in res.stderr and "not a loadable Keras 3 model" in res.stderr
     res = run_cli("fpga", "rtl", "--keras", str(tmp_path / "absent.keras"))
-    assert res.returncode != 0 and "absent.keras: no such Keras model file" in res.stderr
+    assert res.returncode == 2 and "absent.keras: no such Keras model file" in res.stderr
 
     x = keras.Input((4,))
     m = keras.Model(x, keras.layers.UnitNormalization(name="unit_norm")(x))
@@ -100,7 +100,7 @@ def test_input_file_shape_is_checked(tiny_keras, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((5, 3, 3), np.float32))
     res = run_cli("fpga", "csim", "--keras", str(tiny_keras), "--inputs", str(tmp_path / "x.npy"),
                   "--out", str(tmp_path / "o"))
-    assert res.returncode != 0 and "x.npy: shape (5, 3, 3), the model takes [n, 4, 3]" in res.stderr
+    assert res.returncode == 2 and "x.npy: shape (5, 3, 3), the model takes [n, 4, 3]" in res.stderr
     assert not (tmp_path / "o" / "csim.json").exists()
 
 
