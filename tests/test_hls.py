@@ -97,18 +97,13 @@ def test_attention_matmul_stock_frontend_fails_ours_is_bit_exact(tmp_path):
     X = np.round(np.random.default_rng(1).normal(size=(24, 4, 4)) * 16) / 16   # on the input Quant's grid
     want = _qonnx_outputs(path, X)
 
-    stock_ok = False
-    try:
-        m = cleanup_model(ModelWrapper(str(path))).transform(ConvertToChannelsLastAndClean())
-        cfg = hls4ml.utils.config.config_from_onnx_model(m, granularity="name", backend="Vitis")
-        hm = hls4ml.converters.convert_from_onnx_model(m, output_dir=str(tmp_path / "stock"), backend="Vitis",
-                                                       io_type="io_parallel", hls_config=cfg)
-        hm.compile()
-        got = np.asarray(hm.predict(np.ascontiguousarray(X.reshape(len(X), -1)))).reshape(len(X), -1)
-        stock_ok = got.shape == want.shape and np.array_equal(got, want)
-    except Exception:
-        stock_ok = False
-    assert not stock_ok, "stock hls4ml now converts activation x activation MatMul correctly: revisit fpga/hls.py"
+    # stock hls4ml 1.3 stops on this graph with its own shape assertion (a missing compiler cannot pass for it);
+    # if a later hls4ml converts it, this fails: revisit fpga/hls4ml/ then
+    m = cleanup_model(ModelWrapper(str(path))).transform(ConvertToChannelsLastAndClean())
+    cfg = hls4ml.utils.config.config_from_onnx_model(m, granularity="name", backend="Vitis")
+    with pytest.raises(AssertionError, match="Input and output shapes do not match"):
+        hls4ml.converters.convert_from_onnx_model(m, output_dir=str(tmp_path / "stock"), backend="Vitis",
+                                                  io_type="io_parallel", hls_config=cfg)
 
     conv = convert(path)
     classes = {d["name"]: d["class_name"] for d in conv.layers}

@@ -204,7 +204,7 @@ class RtlSettings(Settings):
 
 
 class PeerSettings(Settings):
-    """`fpga peer` and the study's `peer:` section: HGQ2 training from scratch (jetdeploy.fpga.scratch)."""
+    """`fpga peer` and the study's `peer:` section: HGQ2 training from scratch (jetdeploy.fpga.hgq.scratch)."""
 
     width: int = _f(16, "hidden width of the peers (the transformer keeps the reference run's)")
     blocks: int = _f(1, "interaction / mixing blocks of jedi and mixer")

@@ -53,7 +53,7 @@ def _out_of(args: argparse.Namespace) -> Path:
         return RunFolder(args.run).fpga_dir
     if args.out:
         return Path(args.out)
-    if args.keras:   # where kerasflow writes: MODEL's stem + '-fpga'
+    if args.keras:   # where the Keras stage writes: MODEL's stem + '-fpga'
         from ..fpga.keras.stage import default_out as keras_out
 
         return keras_out(args.keras)

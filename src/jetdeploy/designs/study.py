@@ -1,7 +1,7 @@
 """`jetdeploy fpga study CONFIG` (`make study`): Level-1 architectures side by side on the same jets.
 
 For every reference run of CONFIG (one per N: its input bits, N and classes) and every architecture, the
-design is trained from scratch with HGQ2 (jetdeploy.fpga.scratch), its model chosen on the validation
+design is trained from scratch with HGQ2 (jetdeploy.fpga.hgq.scratch), its model chosen on the validation
 split, the test split read once, then taken to Verilog by da4ml, simulated (Verilator cycles) and
 synthesized by Yosys (every pipeline stage: LUT / FF / DSP, logic depth). QAT runs already built to RTL
 (`runs:`) join the table as they are. Finished points are cached by their settings, so a rerun resumes.
@@ -15,7 +15,7 @@ CONFIG keys:
 - refs: run folders, one per N, or `{run: RUN, peer: {KEY: VALUE}}` whose peer keys override the study's at
   that N;
 - data: jet file (default: each reference's); out;
-- archs: names of jetdeploy.fpga.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer:
+- archs: names of jetdeploy.fpga.hgq.peers.ARCHS or `transformer`, or variants `{name: NAME, arch: ARCH, peer:
   {KEY: VALUE}, init: scratch|ref}` whose peer keys override the study's and the reference's; init `ref`, for
   the transformer only, starts from the reference run's weights (HGQ2 fine-tuning on the study's schedule);
 - peer: jetdeploy.settings.PeerSettings (width, blocks, epochs, beta, lr, restart, batch_size, n_train,

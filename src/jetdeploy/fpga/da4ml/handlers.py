@@ -11,7 +11,7 @@ on is traced, one registered handler per op family (`HANDLERS`, filled by `@hand
                    as QONNX and Brevitas round) is built from a half-up rounding of a value nudged by
                    one input LSB when the truncated result is even; FLOOR is plain truncation;
                    saturation follows `narrow`. Any other scale (Brevitas' default float scales): see
-                   `scaled.py`: integers in the firmware, the scale carried beside them, an explicit
+                   `scaled`: integers in the firmware, the scale carried beside them, an explicit
                    multiplier where it must be applied (reported as an approximation)
   BipolarQuant     sign(x) (x >= 0 -> +1) as two ReLUs on the input's integer grid, times the scale
   MatMul           constant weights -> multiplier-free adder trees (da4ml CMVM); activation x

@@ -1,7 +1,7 @@
 """`jetdeploy fpga hgq --run RUN`: High Granularity Quantization (HGQ2) fine-tuning of an fpga run's
 Keras twin, the route of Laatu et al. to small transformers on FPGAs.
 
-The twin (jetdeploy.fpga.twin, trainable) starts from the run's weights and types, with one trainable
+The twin (jetdeploy.fpga.keras.twin, trainable) starts from the run's weights and types, with one trainable
 (integer, fraction) bit pair per weight and per activation element, and is fine-tuned with HGQ2's
 EBOPs penalty (beta x effective bit operations, beta ramped up log-linearly over the first half of
 the epochs). The input quantizer stays fixed: it is the RTL boundary. q carries no 1/sqrt(d_head)

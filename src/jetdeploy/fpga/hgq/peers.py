@@ -2,7 +2,7 @@
 
 Every architecture reads the same firmware input: [B, N, F+1], the reference run's standardised features
 through its input quantizer (host side) and the padding-mask bit as the last channel, the convention of the
-sigmoid twin (jetdeploy.fpga.twin), so that a design study compares architectures on the same bits. The
+sigmoid twin (jetdeploy.fpga.keras.twin), so that a design study compares architectures on the same bits. The
 input quantizer is fixed (it is the RTL boundary); every other weight and activation has a trainable bit
 width per element (HGQ2's defaults: kbi weights with symmetric saturation, kif activations), priced by EBOPs.
 

@@ -1,5 +1,5 @@
 """`jetdeploy fpga peer --arch A --ref RUN`: HGQ2 training from scratch of a Level-1 architecture (a peer of
-jetdeploy.fpga.peers, or our transformer with fresh weights), on the reference run's input bits.
+jetdeploy.fpga.hgq.peers, or our transformer with fresh weights), on the reference run's input bits.
 
 The schedule: Adam with cosine decay and warm restarts (`--restart` epochs per cycle), beta (the EBOPs
 penalty) ramped log-linearly from beta/100 to beta over the first half of the epochs, then held. HGQ2's

@@ -37,7 +37,7 @@ hls4ml's Vitis backend implements. One handler per op family, registered in `han
                                  Unsqueeze) on one activation - the padding mask, the masked-sum pooling
                                  - are collected into one affine map and emitted as a single Dense
 
-A Quant whose scale is not one power of two is refused here (the RTL path takes it, `scaled.py`).
+A Quant whose scale is not one power of two is refused here (the RTL path takes it, `da4ml.scaled`).
 
 The hls4ml inputs are the firmware boundary (same as `fpga rtl`): the output of the first Quant on
 each float input (standardisation is host-side) and one bit per particle for the mask.

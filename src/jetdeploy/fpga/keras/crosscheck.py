@@ -1,7 +1,7 @@
 """`jetdeploy fpga crosscheck --run RUN` (`make crosscheck`): our Brevitas -> QONNX path against hls4ml's
 upstream attention path, on the same weights and fixed-point types.
 
-The Keras/HGQ2 twin of the run (jetdeploy.fpga.twin) goes through hls4ml's Keras v3 frontend (native
+The Keras/HGQ2 twin of the run (jetdeploy.fpga.keras.twin) goes through hls4ml's Keras v3 frontend (native
 MultiHeadAttention; g++ C-simulation) and through da4ml's HGQ2 tracer (Verilog). Compared on held-out
 jets: accuracy, agreement with our model (all jets, and jets that fill all N slots, where the twin's
 missing padding mask does not matter), C-sim vs Keras, da4ml vs Keras, da4ml adder cost and pipeline

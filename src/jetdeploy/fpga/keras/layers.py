@@ -10,7 +10,7 @@ from .quant import require_keras
 
 def register_layers():
     """Register jetdeploy's Keras layer and da4ml replays (once per process; returns MaskGate):
-    MaskGate, x * m with m one bit per element (the padding mask), replayed as the gate of jetdeploy.fpga.trace
+    MaskGate, x * m with m one bit per element (the padding mask), replayed as the gate of jetdeploy.fpga.da4ml
     (two adders and two ReLUs) instead of da4ml's shift-and-add product of two variables; and a float32 replay
     of HGQ2's QAffinedUnaryFunctionLUT (HGQ2 0.2.0's own fails on a dtype mismatch)."""
     keras = require_keras()

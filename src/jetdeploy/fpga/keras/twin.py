@@ -57,7 +57,7 @@ def build_twin(model, tables: dict | None = None, round_mode: str = "RND", train
     Brevitas QuantTransformerTagger `model` (fpga scheme, batchnorm or no norm, 'sum' pooling, no cls).
     Input: [batch, N, F] standardised features with padded slots zeroed. Output: [batch, classes].
 
-    trainable=True is the start of HGQ fine-tuning (jetdeploy.fpga.hgq): every weight and activation quantizer
+    trainable=True is the start of HGQ fine-tuning (jetdeploy.fpga.hgq.finetune): every weight and activation quantizer
     gets a trainable bit width per element, starting from the run's type (the input quantizer, the RTL boundary,
     and the softmax tables stay fixed), EBOPs are enabled, and q is unfolded (upstream keeps 1/sqrt(d_head) in the
     exp table), so the saved model reloads as it was trained."""

@@ -6,7 +6,7 @@ Two sources:
   * `file_reference`: any QONNX file (`fpga ... --onnx`), on `--inputs X.npy / X.npz` (the graph's own inputs,
     float values before its first Quant), on the `test` jets of `--data FILE.h5`, or on seeded random values
     over the range of each input's first Quant (a mask input gets random bits). The graph is normalised by the
-    same reader as the back ends (`graph.QonnxGraph`) at the batch of the test inputs, so that every tensor
+    same reader as the back ends (`qonnx.graph.QonnxGraph`) at the batch of the test inputs, so that every tensor
     has the name the back ends see.
 
 Both return {tensor name: array [n, ...]}; `LABELS` holds the true classes where they are known.

@@ -134,7 +134,7 @@ def logic_levels(depth: dict[str, dict], n_stages: int) -> dict:
         "per_stage": rows, "max_lut_levels": worst and worst["lut_levels"], "worst_stage": worst and worst["stage"],
         "max_carry": max((r["carry"] for r in rows), default=None),
         "stages_covered": f"{len(rows)} of {n_stages or len(rows)}",
-        "tool": "Yosys synth_xilinx netlist (write_json), longest paths counted by jetdeploy.fpga.logic_depth",
+        "tool": "Yosys synth_xilinx netlist (write_json), longest paths counted by jetdeploy.fpga.rtl.logic_depth",
         "note": "logic depth of the mapped netlist per pipeline stage: the most LUTs (and, separately, carry-chain "
                 "cells, CARRY4 / CARRY8) on any register-to-register path; not a timing analysis (no placement or "
                 "routing delays)"}}
