@@ -40,7 +40,7 @@ def test_report_copies_figures_with_tool_and_hash_and_lists_what_is_missing(run_
     assert rep["runs"] == ["tiny-float", "tiny-qat"]
     metrics = json.loads((run_dir / "tiny-qat" / "metrics.json").read_text())
     qat = next(m for m in rep["models"] if m["run"] == "tiny-qat")
-    assert qat["accuracy"]["value"] == metrics["accuracy"] and "scikit-learn" in qat["accuracy"]["tool"]
+    assert qat["accuracy"]["value"] == metrics["accuracy"] and "numpy argmax" in qat["accuracy"]["tool"]
     assert qat["config_hash"] == json.loads((run_dir / "tiny-qat" / "train.json").read_text())["config_hash"]
     (fpga,) = rep["fpga"]
     csim = json.loads((run_dir / "tiny-qat" / "fpga" / "csim.json").read_text())
