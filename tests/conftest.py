@@ -24,9 +24,36 @@ def micro_sample(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    exe = shutil.which("jetdeploy", path=str(Path(sys.executable).parent))
-    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+# commands that start worker processes (a process pool or a Dask LocalCluster) or set per-process state (the
+# edge bench sets ORT's and torch's denormal mode for the calling thread) run in a child process of their own
+ISOLATED = {("data", "generate"), ("fpga", "sweep"), ("fpga", "study"), ("edge", "bench")}
+
+
+def run_cli(*args: str, cwd=None, isolated: bool | None = None) -> subprocess.CompletedProcess:
+    """`jetdeploy ARGS`: its exit status and what it printed. In this process (jetdeploy.cli.main, stdout and stderr
+    captured: the imports are paid once per test worker) unless the command is ISOLATED (or `isolated`), which
+    runs the installed console script in a child process."""
+    if isolated or (isolated is None and tuple(args[:2]) in ISOLATED):
+        exe = shutil.which("jetdeploy", path=str(Path(sys.executable).parent))
+        return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    import contextlib
+    import io
+    import os
+
+    from jetdeploy.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                code = main(list(args))
+            except SystemExit as e:   # argparse: --help (0) and usage errors (2)
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["jetdeploy", *args], code, out.getvalue(), err.getvalue())
 
 
 def synthetic_jets(n: int = 400, P: int = 16, seed: int = 0, class_names=None, config_hash: str = "synthetic"):
@@ -101,3 +128,35 @@ def tiny_fpga_transformer(synth_file, tmp_path_factory):
                                "model.head_hidden": [4], "train.epochs": 1, "train.batch_size": 16})
     train(cfg, synth_file, run, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def tiny_sigmoid_transformer(synth_file, tmp_path_factory):
+    """fpga16l's recipe in miniature: one block, sigmoid attention, no norm, truncating activations."""
+    from jetdeploy.train.trainer import train
+
+    run = tmp_path_factory.mktemp("twin-sigmoid") / "fpga"
+    cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 5, "quant.act_bits": 7,
+                               "quant.act_rounding": "floor", "model.attention": "sigmoid", "model.norm": "none",
+                               "model.pooling": "sum", "model.blocks": 1, "model.n_particles": 8, "model.dim": 4,
+                               "model.heads": 2, "model.ffn_dim": 8, "model.head_hidden": [4], "train.epochs": 1,
+                               "train.batch_size": 16})
+    train(cfg, synth_file, run, progress=False)
+    return run
+
+
+def keras_accuracy(out, run, data, n: int) -> float:
+    """The saved model's test accuracy recomputed here: model.keras on its test_inputs.npy (the first test jets)
+    against the labels read from the data file."""
+    import numpy as np
+
+    from jetdeploy.fpga.keras import stage as kerasflow
+    from jetdeploy.train import checkpoint as ckpt
+    from jetdeploy.train.dataset import load_inputs
+
+    x = np.load(out / "test_inputs.npy")
+    assert len(x) >= n
+    _, rec = ckpt.load_model(run)
+    labels = load_inputs(data, rec["config"].model, "test", n).labels.numpy()
+    logits = np.asarray(kerasflow.load_keras(out / "model.keras").predict(x[:n], verbose=0))
+    return float(np.mean(logits.argmax(1) == labels))
