@@ -272,7 +272,8 @@ def test_low_latency_recipe_truncation_sigmoid_attention_no_norm(synth_file, tmp
     Every activation Quant in the QONNX truncates (FLOOR); the da4ml trace is bit-exact with qonnx up to the
     sigmoid table and shallower than the same graph with half-to-even Quants (the only difference between
     the two traces); hls4ml's C-simulation of the same QONNX (sigmoid Activation) agrees with qonnx."""
-    from jetdeploy.fpga.rtl.stage import rtl_run
+    from jetdeploy.fpga.qonnx.source import Source
+    from jetdeploy.fpga.rtl.stage import rtl_flow
 
     run = tmp_path / "floor"
     cfg = tiny_train_config(**{"quant.scheme": "fpga", "quant.weight_bits": 4, "quant.act_bits": 6,
@@ -290,7 +291,7 @@ def test_low_latency_recipe_truncation_sigmoid_attention_no_norm(synth_file, tmp
     modes = {n.name: helper.get_attribute_value(next(a for a in n.attribute if a.name == "rounding_mode"))
              for n in model.graph.node if n.op_type == "Quant" and n.input[0] in dynamic}
     assert len(modes) > 10 and set(modes.values()) == {b"FLOOR"}
-    r = rtl_run(run, str(synth_file), n_check=60, settings=RtlSettings(simulate=False), progress=False)
+    r = rtl_flow(Source.of_run(run, str(synth_file)), RtlSettings(simulate=False), n_check=60, progress=False)
     da = r["checks"][0]
     assert da["ok"] and da["argmax_agreement"] >= 0.95
     order = [n.output[0] for n in model.graph.node]

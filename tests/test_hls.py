@@ -14,7 +14,8 @@ from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
 from jetdeploy.fpga.hls4ml.convert import build_model, convert, guard
 from jetdeploy.fpga.hls4ml.types import Fx, quant_fx
-from jetdeploy.fpga.hls4ml.stage import csim_run, synth_report, synth_run
+from jetdeploy.fpga.hls4ml.stage import csim_check, synth_build, synth_report
+from jetdeploy.fpga.qonnx.source import Source
 from jetdeploy.train.trainer import train
 
 DATA = Path(__file__).parent / "data"
@@ -176,7 +177,7 @@ def test_csim_of_a_tiny_transformer_matches_qonnx(tiny_runs, synth_file):
 
 def test_layernorm_converts_with_a_prescale_sized_from_measured_variance(tiny_runs, synth_file):
     run = tiny_runs["layernorm"]
-    r = csim_run(run, synth_file, n_check=80, n_trace=20, progress=False)
+    r = csim_check(Source.of_run(run, synth_file), 80, 20, progress=False)
     lns = [v for k, v in r["node_map"].items() if v.startswith("LayerNormalization '")]
     assert lns and all("measured on held-out jets" in v for v in lns)
     assert any(layer["class"] == "LayerNormalization" for layer in r["layers"])
@@ -205,7 +206,7 @@ def test_hls_project_and_missing_vendor_tool(tiny_runs, synth_file, monkeypatch,
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JETDEPLOY_VITIS", raising=False)
     with pytest.raises(JetDeployError, match="vitis-run not found on PATH .*JETDEPLOY_VITIS"):
-        synth_run(run, progress=False)
+        synth_build(Source.of_run(run), progress=False)
     assert json.loads((run / "fpga" / "synth.json").read_text())["ran"] is False
     assert (prj / "build_prj.tcl").exists()
     res = run_cli("fpga", "synth", "--run", str(run), "--quiet")  # the CLI inherits the PATH without Vitis

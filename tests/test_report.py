@@ -10,7 +10,8 @@ import pytest
 from conftest import run_cli, tiny_train_config
 from jetdeploy.errors import JetDeployError
 from jetdeploy.export.verify import export_run
-from jetdeploy.fpga.hls4ml.stage import csim_run
+from jetdeploy.fpga.hls4ml.stage import csim_check
+from jetdeploy.fpga.qonnx.source import Source
 from jetdeploy.report.build import build_report
 from jetdeploy.train.evaluate import evaluate
 from jetdeploy.train.trainer import train
@@ -29,7 +30,7 @@ def run_dir(synth_file, tmp_path_factory):
           synth_file, qat, progress=False)
     evaluate(qat, synth_file)
     export_run(qat, synth_file, n_verify=32, progress=False)
-    csim_run(qat, synth_file, n_check=60, n_trace=10, progress=False)
+    csim_check(Source.of_run(qat, synth_file), 60, 10, progress=False)
     return root
 
 

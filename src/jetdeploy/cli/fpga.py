@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import JetDeployError
-from ..runfolder import RunFolder
 from ..settings import HlsSettings, RtlSettings, SoftmaxTables
 from . import fpga_designs, fpga_keras
 from .common import FMT, print_checks, quiet, status
@@ -40,26 +39,14 @@ def _input_bits(args: argparse.Namespace):
     return w, i
 
 
-def _onnx_source(args: argparse.Namespace, n: int):
-    from ..fpga.hls4ml.stage import onnx_source
+def _source(args: argparse.Namespace):
+    """The one source of the command: --run, --onnx or --keras (`jetdeploy.fpga.qonnx.source.Source`)."""
+    from ..fpga.qonnx.source import Source
 
-    return onnx_source(args.onnx, inputs=args.inputs, data=args.data, n=n, out=args.out, input_bits=_input_bits(args),
-                       progress=not args.quiet)
-
-
-def _out_of(args: argparse.Namespace) -> Path:
-    """Where a stage writes: RUN/fpga, or OUT (default: the model file's stem + '-fpga')."""
-    if args.run:
-        return RunFolder(args.run).fpga_dir
-    if args.out:
-        return Path(args.out)
-    if args.keras:   # where the Keras stage writes: MODEL's stem + '-fpga'
-        from ..fpga.keras.stage import default_out as keras_out
-
-        return keras_out(args.keras)
-    from ..fpga.rtl.stage import default_out
-
-    return default_out(args.onnx)
+    if _source_kind(args) == "run":
+        return Source.of_run(args.run, args.data, progress=not args.quiet)
+    return Source.of_file(args.onnx or args.keras, inputs=args.inputs, data=args.data, out=args.out,
+                          input_bits=_input_bits(args), progress=not args.quiet)
 
 
 def _print_rtl(r: dict, folder: Path) -> None:
@@ -81,68 +68,53 @@ def _print_rtl(r: dict, folder: Path) -> None:
     print(f"wrote {folder / 'rtl.json'} and the Verilog in {folder / 'rtl'}")
 
 
-def _cmd_fpga_keras(args: argparse.Namespace, what: str) -> int:
+def _cmd_fpga_keras(args: argparse.Namespace, what: str, src) -> int:
     from ..fpga.keras.stage import keras_run
 
     if what == "rtl" and RtlSettings.from_args(args, "qonnx").tables != SoftmaxTables():
         raise JetDeployError("--softmax-* flags set our QONNX tracer's tables; a Keras model's tables are its own "
                              "HGQ2 QSoftmax quantizers")
-    r = keras_run(what, args.keras, out=args.out, inputs=args.inputs, n_check=getattr(args, "n_check", 1000),
+    r = keras_run(what, src, n_check=getattr(args, "n_check", 1000),
                   hls=HlsSettings.from_args(args) if what != "rtl" else None,
                   rtl_settings=RtlSettings.from_args(args, "keras") if what == "rtl" else None, progress=not args.quiet)
     print_checks(r.get("checks", []))
-    out = _out_of(args)
     if what == "rtl":
-        _print_rtl(r, out)
+        _print_rtl(r, src.out)
     else:
-        print(f"wrote {out / {'hls': 'hls.json', 'csim': 'csim.json'}[what]}")
+        print(f"wrote {src.out / {'hls': 'hls.json', 'csim': 'csim.json'}[what]}")
     return status(r["ok"], "a check failed (see the JSON)")
 
 
 def _cmd_fpga_rtl(args: argparse.Namespace) -> int:
-    from ..fpga.rtl.stage import rtl_onnx, rtl_run
+    from ..fpga.rtl.stage import rtl_flow
 
-    kind = _source_kind(args)
-    if kind == "keras":
-        return _cmd_fpga_keras(args, "rtl")
-    s = RtlSettings.from_args(args, "qonnx")
-    if kind == "onnx":
-        r = rtl_onnx(args.onnx, inputs=args.inputs, data=args.data, out=args.out, n_check=args.n_check,
-                     input_bits=_input_bits(args), settings=s, progress=not args.quiet)
-    else:
-        r = rtl_run(args.run, args.data, n_check=args.n_check, settings=s, progress=not args.quiet)
+    src = _source(args)
+    if src.keras is not None:
+        return _cmd_fpga_keras(args, "rtl", src)
+    r = rtl_flow(src, RtlSettings.from_args(args, "qonnx"), n_check=args.n_check, progress=not args.quiet)
     print_checks(r["checks"])
-    _print_rtl(r, _out_of(args))
+    _print_rtl(r, src.out)
     return status(r["ok"], "a check failed (see rtl.json)")
 
 
 def _cmd_fpga_hls(args: argparse.Namespace) -> int:
-    from ..fpga.hls4ml.stage import N_CALIBRATION, hls_project, hls_run
+    from ..fpga.hls4ml.stage import hls_project
 
-    kind = _source_kind(args)
-    if kind == "keras":
-        return _cmd_fpga_keras(args, "hls")
-    h = HlsSettings.from_args(args)
-    if kind == "onnx":
-        r = hls_project(_onnx_source(args, max(args.n_tb, N_CALIBRATION)), h, args.n_tb, not args.quiet)
-    else:
-        r = hls_run(args.run, args.data, n_tb=args.n_tb, settings=h, progress=not args.quiet)
+    src = _source(args)
+    if src.keras is not None:
+        return _cmd_fpga_keras(args, "hls", src)
+    r = hls_project(src, HlsSettings.from_args(args), args.n_tb, not args.quiet)
     print(f"wrote {r['project']} and {Path(r['project']).parent / 'hls.json'}")
     return 0
 
 
 def _cmd_fpga_csim(args: argparse.Namespace) -> int:
-    from ..fpga.hls4ml.stage import csim_check, csim_run
+    from ..fpga.hls4ml.stage import csim_check
 
-    kind = _source_kind(args)
-    if kind == "keras":
-        return _cmd_fpga_keras(args, "csim")
-    h = HlsSettings.from_args(args)
-    if kind == "onnx":
-        r = csim_check(_onnx_source(args, args.n_check), args.n_trace, h, not args.quiet)
-    else:
-        r = csim_run(args.run, args.data, n_check=args.n_check, n_trace=args.n_trace, settings=h,
-                     progress=not args.quiet)
+    src = _source(args)
+    if src.keras is not None:
+        return _cmd_fpga_keras(args, "csim", src)
+    r = csim_check(src, args.n_check, args.n_trace, HlsSettings.from_args(args), not args.quiet)
     folder = Path(r["project"]).parent
     print((folder / "csim.md").read_text())
     print(f"wrote {folder / 'csim.json'} and csim.md")
@@ -150,18 +122,14 @@ def _cmd_fpga_csim(args: argparse.Namespace) -> int:
 
 
 def _cmd_fpga_synth(args: argparse.Namespace) -> int:
-    from ..fpga.hls4ml.stage import N_CALIBRATION, synth_build, synth_run
+    from ..fpga.hls4ml.stage import synth_build
 
     if args.keras:
-        raise JetDeployError("fpga synth takes --run only; for a Keras model, `fpga hls --keras` writes the Vitis HLS "
-                             "project (build it with vitis-run / hls4ml build())")
-    kind = _source_kind(args)
-    h, out = HlsSettings.from_args(args), _out_of(args)
-    if kind == "onnx":
-        r = synth_build(lambda: _onnx_source(args, N_CALIBRATION), out, {"onnx": args.onnx}, h, not args.quiet)
-    else:
-        r = synth_run(args.run, args.data, settings=h, progress=not args.quiet)
-    print(f"wrote {out / 'synth.json'} ({r['tool']})")
+        raise JetDeployError("fpga synth takes --run or --onnx; for a Keras model, `fpga hls --keras` writes the "
+                             "Vitis HLS project (build it with vitis-run / hls4ml build())")
+    src = _source(args)
+    r = synth_build(src, HlsSettings.from_args(args), not args.quiet)
+    print(f"wrote {src.out / 'synth.json'} ({r['tool']})")
     return 0
 
 

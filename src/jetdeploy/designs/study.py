@@ -136,6 +136,7 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
     the data file and the reference checkpoint). With `cached_only`, an unfinished design is not computed: its row
     is `{"key", "missing": what is not finished}`."""
     from ..fpga.keras import stage as kerasflow
+    from ..fpga.qonnx.source import Source
     from ..fpga.hgq.scratch import train_peer
 
     say = print if progress else (lambda *a, **k: None)
@@ -166,8 +167,8 @@ def _point(cfg: StudyConfig, ref: Ref, v: Variant, progress: bool, cached_only: 
     if not built:
         say(f"study: {arch} at N={n} to RTL (da4ml, {r.simulator if r.simulate else 'no simulation'}, "
             f"{'Yosys' if r.synth else 'no synthesis'})")
-        rt = kerasflow.keras_run("rtl", str(out / "model.keras"), out=str(out), inputs=str(out / "test_inputs.npy"),
-                                 rtl_settings=r, progress=progress)
+        src = Source.of_file(out / "model.keras", inputs=str(out / "test_inputs.npy"), out=out)
+        rt = kerasflow.keras_run("rtl", src, rtl_settings=r, progress=progress)
         rt["study_key"] = rkey
         write_json(out / "rtl.json", rt)
     return _row(f"{v.name}{n}", arch, n, peer["test_accuracy"], rt, {

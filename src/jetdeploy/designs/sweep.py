@@ -114,7 +114,8 @@ def _run_group(g: dict) -> list[dict]:
     from ..export.verify import export_run
     from ..train.evaluate import evaluate
     from ..train.trainer import train
-    from ..fpga.rtl.stage import rtl_run
+    from ..fpga.qonnx.source import Source
+    from ..fpga.rtl.stage import rtl_flow
     from argparse import Namespace
 
     run = Path(g["out"]) / "train" / g["train_key"]
@@ -131,9 +132,9 @@ def _run_group(g: dict) -> list[dict]:
         export_run(run, g["data"], n_verify=200, progress=False)
         csim = None
         if g["csim"]:
-            from ..fpga.hls4ml.stage import csim_run
+            from ..fpga.hls4ml.stage import csim_check
 
-            csim = csim_run(run, g["data"], n_check=500, n_trace=20, progress=False)
+            csim = csim_check(Source.of_run(run, g["data"], progress=False), 500, 20, progress=False)
     train_s = time.perf_counter() - t0
     rows = []
     for pt in g["points"]:
@@ -141,7 +142,8 @@ def _run_group(g: dict) -> list[dict]:
         t1 = time.perf_counter()
         settings = RtlSettings.from_args(Namespace(**{k: v for k, v in r.items() if k != "n_check"}), "qonnx")
         with contextlib.redirect_stdout(io.StringIO()):
-            rep = rtl_run(run, g["data"], n_check=int(r["n_check"]), settings=settings, progress=False)
+            rep = rtl_flow(Source.of_run(run, g["data"], progress=False), settings, n_check=int(r["n_check"]),
+                           progress=False)
         lat, res = rep["latency"], rep.get("resources") or {}
         row = {"point": pt["point"], "key": pt["key"], "train_run": str(run),
                "config_hash": metrics["model"]["config_hash"],

@@ -1,5 +1,5 @@
-"""`jetdeploy fpga hls | csim | synth`: a QONNX file (an fpga run's, `--run`, or anyone's, `--onnx`) -> hls4ml
-Vitis project -> checks -> reports (RUN/fpga/ or OUT/).
+"""`jetdeploy fpga hls | csim | synth`: a QONNX source (`qonnx.source.Source`: an fpga run's, `--run`, or
+anyone's, `--onnx`) -> hls4ml Vitis project -> checks -> reports (RUN/fpga/ or OUT/).
 
   hls    RUN/fpga/hls/            the Vitis HLS project (firmware, build_prj.tcl, testbench + its data)
          RUN/fpga/hls.json        the conversion: every ONNX node and what it became, types, settings
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,9 @@ from ... import versions
 from ...checks import Check, all_ok, compare_logits, logit_check, unchecked
 from ...errors import JetDeployError
 from ...io import write_json
-from ...runfolder import RunFolder
 from ...settings import HlsSettings
 from .convert import build_model, convert
-from ..qonnx.reference import file_reference, run_reference
+from ..qonnx.source import Source
 
 PROJECT = "jetdeploy_tagger"
 VITIS_ENV = "JETDEPLOY_VITIS"  # a Vitis installation folder (its bin/ holds vitis-run) when not on PATH
@@ -44,40 +42,18 @@ def _settings(h: HlsSettings) -> dict:
 N_CALIBRATION = 500  # held-out jets whose qonnx tensors size the lookup tables (LayerNorm variance)
 
 
-@dataclass
-class Source:
-    """What an HLS stage compiles and where it writes: a QONNX file, its reference tensors, the output folder."""
-
-    qonnx: Path
-    ref: dict
-    out: Path                  # RUN/fpga or OUT
-    info: dict                 # run / data / config hash, or the --onnx file and its inputs
-    input_bits: tuple | None = None
+def _reference(src: Source, n: int) -> tuple[dict, dict]:
+    """The source's reference on n inputs; a file's op or scale that the hls4ml path refuses stops first."""
+    if src.is_file:
+        convert(src.qonnx, input_bits=src.input_bits)
+    return src.reference(n)
 
 
-def run_source(run_dir, data, n: int) -> Source:
-    """An fpga run of ours: its exported QONNX and held-out jets of its data file."""
-    rf = RunFolder(run_dir)
-    qonnx = rf.require_qonnx()
-    data = rf.data_file(data)
-    return Source(qonnx, run_reference(rf.path, data, n), rf.fpga_dir, rf.source(data))
-
-
-def onnx_source(path, inputs=None, data=None, n: int = 1000, out=None, input_bits=None, progress=True) -> Source:
-    """Any QONNX file: qonnx execution of it on --inputs / --data / seeded random values."""
-    from ..rtl.stage import default_out
-
-    convert(path, input_bits=input_bits)   # an op or a scale the hls4ml path refuses stops here, before qonnx runs
-    out = Path(out) if out else default_out(path)
-    ref, desc = file_reference(path, inputs, data, n, progress=progress, input_bits=input_bits, cache_dir=out)
-    return Source(Path(path), ref, out, desc, input_bits)
-
-
-def _prepare(src: Source, h: HlsSettings, say):
+def _prepare(src: Source, ref: dict, where: dict, h: HlsSettings, say):
     import hls4ml
 
     settings = _settings(h)
-    conv = convert(src.qonnx, h.softmax, src.ref, input_bits=src.input_bits)
+    conv = convert(src.qonnx, h.softmax, ref, input_bits=src.input_bits)
     prj = src.out / "hls"
     if prj.exists():
         shutil.rmtree(prj)  # hls4ml writes into it; a stale project must not survive a failed conversion
@@ -85,7 +61,7 @@ def _prepare(src: Source, h: HlsSettings, say):
                         project=PROJECT)
     say(f"hls4ml {hls4ml.__version__}: {src.qonnx.name} -> {len(model.get_layers())} layers "
         f"(Vitis, io_parallel, {h.part}, {h.clock_ns} ns, {h.strategy}, reuse {h.reuse_factor})")
-    info = {**src.info, "qonnx": str(src.qonnx), "hls4ml": hls4ml.__version__,
+    info = {**where, "qonnx": str(src.qonnx), "hls4ml": hls4ml.__version__,
             "tools": versions.packages("hls4ml", "qonnx", "onnx"), "project": str(prj), **settings,
             "inputs": [{"name": n, "qonnx_tensor": t, "type": str(f)} for n, t, f in
                        zip(conv.inputs, conv.input_tensors, conv.input_types)],
@@ -110,17 +86,13 @@ def _tb_data(model, conv, ref: dict, n: int, prj: Path) -> None:
     np.savetxt(tb / "tb_output_predictions.dat", y, fmt="%.10g")
 
 
-def hls_run(run_dir, data=None, n_tb: int = 100, settings: HlsSettings | None = None, progress=True) -> dict:
-    """`fpga hls --run`: the Vitis HLS project (with testbench data) and RUN/fpga/hls.json."""
-    return hls_project(run_source(run_dir, data, max(n_tb, N_CALIBRATION)), settings, n_tb, progress)
-
-
 def hls_project(src: Source, settings: HlsSettings | None = None, n_tb: int = 100, progress=True) -> dict:
-    """Write the Vitis HLS project of a source (with testbench data) and OUT/hls.json."""
+    """`fpga hls`: write the Vitis HLS project of a source (with testbench data) and OUT/hls.json."""
     say = print if progress else (lambda *a, **k: None)
-    conv, model, info = _prepare(src, settings or HlsSettings(), say)
+    ref, where = _reference(src, max(n_tb, N_CALIBRATION))
+    conv, model, info = _prepare(src, ref, where, settings or HlsSettings(), say)
     model.write()
-    _tb_data(model, conv, src.ref, n_tb, Path(info["project"]))
+    _tb_data(model, conv, ref, n_tb, Path(info["project"]))
     info["testbench_vectors"] = n_tb
     info.update(unchecked("the project is written, not simulated (fpga csim compares it with qonnx)"))
     write_json(src.out / "hls.json", info)
@@ -128,16 +100,13 @@ def hls_project(src: Source, settings: HlsSettings | None = None, n_tb: int = 10
     return info
 
 
-def csim_run(run_dir, data=None, n_check=1000, n_trace=100, settings: HlsSettings | None = None, progress=True) -> dict:
-    """`fpga csim --run`: compile the run's hls4ml project, compare with qonnx on held-out jets (RUN/fpga/csim.json)."""
-    return csim_check(run_source(run_dir, data, n_check), n_trace, settings, progress)
-
-
-def csim_check(src: Source, n_trace=100, settings: HlsSettings | None = None, progress=True) -> dict:
-    """Compile the hls4ml project (g++), run it on the reference inputs and compare with qonnx (OUT/csim.json)."""
+def csim_check(src: Source, n_check: int = 1000, n_trace: int = 100, settings: HlsSettings | None = None,
+               progress=True) -> dict:
+    """`fpga csim`: compile the hls4ml project (g++), run it on n_check reference inputs and compare with qonnx, with
+    a per-layer trace on n_trace of them (OUT/csim.json)."""
     say = print if progress else (lambda *a, **k: None)
-    ref = src.ref
-    conv, model, info = _prepare(src, settings or HlsSettings(), say)
+    ref, where = _reference(src, n_check)
+    conv, model, info = _prepare(src, ref, where, settings or HlsSettings(), say)
     t0 = time.perf_counter()
     model.compile()
     compile_s = time.perf_counter() - t0
@@ -264,17 +233,11 @@ def synth_report(prj: str | Path, clock_ns: float) -> dict:
             "utilization": {k: (res[k] / avail[k] if res[k] is not None and avail[k] else None) for k in res}}
 
 
-def synth_run(run_dir, data=None, settings: HlsSettings | None = None, progress=True) -> dict:
-    """`fpga synth --run`: Vitis HLS C synthesis of the run's project (RUN/fpga/synth.json)."""
-    rf = RunFolder(run_dir)
-    return synth_build(lambda: run_source(rf.path, data, N_CALIBRATION), rf.fpga_dir, {"run": str(rf)}, settings,
-                       progress)
-
-
-def synth_build(make_source, out: Path, label: dict, settings: HlsSettings | None = None, progress=True) -> dict:
-    """Vitis HLS C synthesis when the tool exists; a clear error (exit non-zero) otherwise, before any reference
-    is computed. `make_source()` gives the `Source` to build."""
+def synth_build(src: Source, settings: HlsSettings | None = None, progress=True) -> dict:
+    """`fpga synth`: Vitis HLS C synthesis of the source's project when the tool exists; a clear error (exit
+    non-zero) otherwise, before any reference is computed (OUT/synth.json)."""
     say = print if progress else (lambda *a, **k: None)
+    out, label = src.out, ({"run": str(src.run)} if src.run is not None else {"onnx": str(src.qonnx)})
     exe = find_vitis()
     if exe is None:
         result = {**label, "ran": False, "tool": "Vitis HLS",
@@ -286,11 +249,11 @@ def synth_build(make_source, out: Path, label: dict, settings: HlsSettings | Non
         raise JetDeployError(f"vendor synthesis not run: {result['reason']}. `jetdeploy fpga hls` writes the project "
                              f"to {out / 'hls'}; it can be built by hand with that command.")
     os.environ["PATH"] = str(Path(exe).parent) + os.pathsep + os.environ.get("PATH", "")
-    src = make_source()
     h = settings or HlsSettings()
-    conv, model, info = _prepare(src, h, say)
+    ref, where = _reference(src, N_CALIBRATION)
+    conv, model, info = _prepare(src, ref, where, h, say)
     model.write()
-    _tb_data(model, conv, src.ref, 100, Path(info["project"]))
+    _tb_data(model, conv, ref, 100, Path(info["project"]))
     t0 = time.perf_counter()
     say(f"running {exe} (C synthesis) in {info['project']} ...")
     model.build(csim=False, synth=True, export=False, log_to_stdout=False)

@@ -24,6 +24,7 @@ from ...errors import JetDeployError
 from ...io import write_json
 from ...settings import HlsSettings, RtlSettings
 from ..rtl import simulate, verilog, yosys
+from ..qonnx.source import Source
 from .quant import require_keras
 
 
@@ -39,11 +40,6 @@ def load_keras(path: str | Path):
         return keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # keras raises ValueError / zipfile errors / OSError
         raise JetDeployError(f"{path}: not a loadable Keras 3 model ({type(e).__name__}: {e})") from None
-
-
-def default_out(path: str | Path) -> Path:
-    p = Path(path)
-    return p.with_name(p.stem + "-fpga")
 
 
 def input_kif(model) -> tuple[int, int, int]:
@@ -200,12 +196,15 @@ def rtl_check(model, x: np.ndarray, out_dir: Path, s: RtlSettings | None = None,
             "settings": s.model_dump(), "tools": versions.packages("da4ml", "hgq2", "keras")}
 
 
-def keras_run(what: str, keras_path: str, out: str | None = None, inputs: str | None = None, n_check: int = 1000,
-              hls: HlsSettings | None = None, rtl_settings: RtlSettings | None = None, progress: bool = True) -> dict:
-    """what: 'hls' (project only), 'csim' or 'rtl'. Writes OUT/csim.json or OUT/rtl.json (hls: OUT/hls.json)."""
+def keras_run(what: str, src: Source, n_check: int = 1000, hls: HlsSettings | None = None,
+              rtl_settings: RtlSettings | None = None, progress: bool = True) -> dict:
+    """what: 'hls' (project only), 'csim' or 'rtl' of a Keras source (`Source.of_file(MODEL.keras, ...)`). Writes
+    OUT/csim.json or OUT/rtl.json (hls: OUT/hls.json)."""
     say = print if progress else (lambda *a, **k: None)
+    if src.keras is None:
+        raise JetDeployError(f"{src.qonnx}: not a Keras model (the QONNX stages take it)")
+    keras_path, inputs, out_dir = src.keras, src.inputs, src.out
     model = load_keras(keras_path)
-    out_dir = Path(out) if out else default_out(keras_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = {"keras": str(keras_path), "model": model.name, "inputs": inputs or "random over the input quantizer range "
             "(seed 0)", "input_shape": list(model.inputs[0].shape[1:])}

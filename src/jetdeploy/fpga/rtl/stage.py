@@ -1,5 +1,5 @@
-"""`jetdeploy fpga rtl`: a QONNX file (an fpga run's, `--run`, or anyone's, `--onnx`) -> da4ml -> Verilog ->
-measured latency and resources.
+"""`jetdeploy fpga rtl`: a QONNX source (`qonnx.source.Source`: an fpga run's, `--run`, or anyone's, `--onnx`) ->
+da4ml -> Verilog -> measured latency and resources.
 
 Checks, each with its tool:
   1. da4ml interpreter vs qonnx execution of the same QONNX on held-out jets: per jet bit-exactness of
@@ -21,50 +21,33 @@ from ... import versions
 from ...checks import Check, accuracy, all_ok, compare_logits, logit_check
 from ...errors import JetDeployError
 from ...io import write_json
-from ...runfolder import RunFolder
 from ...settings import RtlSettings
 from . import simulate, verilog, yosys
-from ..qonnx.reference import LABELS, file_reference, run_reference
+from ..qonnx.reference import LABELS
 from ..da4ml.fixedpoint import to_comb
 from ..da4ml.trace import trace_qonnx
+from ..qonnx.source import Source
 
 
-def rtl_run(run_dir: str | Path, data: str | None = None, n_check: int = 1000, settings: RtlSettings | None = None,
-            progress: bool = True) -> dict:
-    """`fpga rtl --run`: an fpga run's QONNX against qonnx on held-out jets (RUN/fpga/rtl.json)."""
-    rf = RunFolder(run_dir)
-    qonnx_path = rf.require_qonnx()
-    data = rf.data_file(data)
-    ref = run_reference(rf.path, data, n_check)
-    return rtl_flow(qonnx_path, ref, rf.fpga_dir, rf.source(data), settings or RtlSettings(), progress)
+def _reference(src: Source, n: int) -> tuple[dict, dict]:
+    """The source's reference on n inputs; a file's op without a tracer handler stops first, before qonnx runs."""
+    if src.is_file:
+        from ..da4ml.handlers import HANDLERS
+        from ..qonnx.graph import QonnxGraph
+
+        QonnxGraph.load(src.qonnx, input_bits=src.input_bits).check_supported(HANDLERS, "the RTL path")
+    return src.reference(n)
 
 
-def rtl_onnx(onnx_path: str | Path, inputs: str | None = None, data: str | None = None, out: str | Path | None = None,
-             n_check: int = 1000, input_bits=None, settings: RtlSettings | None = None, progress: bool = True) -> dict:
-    """`fpga rtl --onnx`: any QONNX file against qonnx execution on its test inputs (OUT/rtl.json)."""
-    from ..qonnx.graph import QonnxGraph
-    from ..da4ml.handlers import HANDLERS
-
-    # an op without a handler stops here, before qonnx runs on the inputs
-    QonnxGraph.load(onnx_path, input_bits=input_bits).check_supported(HANDLERS, "the RTL path")
-    out_dir = Path(out) if out else default_out(onnx_path)
-    ref, source = file_reference(onnx_path, inputs, data, n_check, progress=progress, input_bits=input_bits,
-                                 cache_dir=out_dir)
-    return rtl_flow(Path(onnx_path), ref, out_dir, source, settings or RtlSettings(), progress, input_bits)
-
-
-def default_out(path: str | Path) -> Path:
-    """OUT for a model file: its stem + '-fpga' next to it."""
-    p = Path(path)
-    return p.with_name(p.name.removesuffix(".onnx").removesuffix(".qonnx") + "-fpga")
-
-
-def rtl_flow(qonnx_path: Path, ref: dict, out: Path, source: dict, s: RtlSettings, progress: bool = True,
-             input_bits=None) -> dict:
-    """Trace, check against the reference, write and simulate the Verilog; writes OUT/rtl.json."""
+def rtl_flow(src: Source, s: RtlSettings | None = None, n_check: int = 1000, progress: bool = True) -> dict:
+    """`fpga rtl`: trace the source's QONNX, check it against qonnx on n_check reference inputs, write and simulate
+    the Verilog (and Yosys with --synth); writes OUT/rtl.json."""
+    s = s or RtlSettings()
     say = print if progress else (lambda *a, **k: None)
+    ref, source = _reference(src, n_check)
+    qonnx_path, out = src.qonnx, src.out
     t0 = time.perf_counter()
-    tr = trace_qonnx(qonnx_path, s.tables, s.bn_mult_bits, s.cmvm_delay, input_bits=input_bits)
+    tr = trace_qonnx(qonnx_path, s.tables, s.bn_mult_bits, s.cmvm_delay, input_bits=src.input_bits)
     ins = [v for a in tr.inputs for v in a._vars.ravel()]
     comb = to_comb(ins, list(tr.outputs._vars.ravel()))
     trace_s = time.perf_counter() - t0
