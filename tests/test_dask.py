@@ -70,7 +70,7 @@ def test_a_killed_worker_costs_only_its_shard(micro_sample, client, tmp_path):
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     with pytest.raises(JetDeployError, match="cannot reach the Dask scheduler"):
-        dask_client("tcp://127.0.0.1:1", 1)
+        dask_client("tcp://127.0.0.1:1", 1, timeout="2s")
 
 
 def test_cli_dask_local(micro_sample, tmp_path):

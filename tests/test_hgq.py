@@ -119,7 +119,7 @@ def test_hgq_finetunes_a_sigmoid_model_to_rtl(tiny_sigmoid_transformer, synth_fi
     sq = m.get_layer("b0_scores").iq[0].quantizer              # one trainable width per q element
     assert tuple(np.shape(sq._f))[-3:] == (8, 2, 2) and sq._f.trainable
     res = run_cli("fpga", "rtl", "--keras", str(out / "model.keras"), "--inputs", str(out / "test_inputs.npy"),
-                  "--out", str(out), "--n-check", "40", "--n-sim", "20", "--synth", "--quiet")
+                  "--out", str(out), "--n-check", "40", "--n-sim", "20", "--synth", "--latency-cutoff", "20", "--quiet")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout
     rt = json.loads((out / "rtl.json").read_text())
     assert rt["checks"][0]["bit_exact"] == 1.0 and rt["checks"][1]["bit_exact_vs_da4ml"]

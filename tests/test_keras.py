@@ -139,7 +139,7 @@ def test_twin_has_our_weights_and_types(tiny_fpga_transformer, synth_file):
 
 def test_crosscheck_writes_the_comparison(tiny_fpga_transformer, synth_file):
     res = run_cli("fpga", "crosscheck", "--run", str(tiny_fpga_transformer), "--data", str(synth_file),
-                  "--n-check", "60", "--sim", "--n-sim", "20", "--synth", "--quiet")
+                  "--n-check", "60", "--sim", "--n-sim", "20", "--synth", "--latency-cutoff", "20", "--quiet")
     r = json.loads((tiny_fpga_transformer / "fpga" / "crosscheck.json").read_text())
     assert res.returncode == 0 and r["ok"], res.stderr[-3000:]
     assert [row["path"].split(":")[0].split(",")[0] for row in r["rows"]] == [

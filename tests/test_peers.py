@@ -90,12 +90,13 @@ def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer,
     stamp = (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns
     more = tmp_path / "more.yaml"   # a design not computed yet: listed as missing, not trained
     more.write_text(cfg.read_text().replace("archs: [deepsets,", "archs: [mixer, deepsets,"))
-    res = run_cli("fpga", "study", str(more), "--quiet", "--cached-only")
+    # the runs below compute nothing (cached, or refused): no cluster starts, so they run in this process
+    res = run_cli("fpga", "study", str(more), "--quiet", "--cached-only", isolated=False)
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads((tmp_path / "out" / "study.json").read_text())
     assert [x["key"] for x in r["rows"]] == ["deepsets8", "jedi-w28"] and not (tmp_path / "out" / "mixer8").exists()
     assert r["missing"] == [{"key": "mixer8", "n": 8, "missing": "not trained"}] and "mixer8: not trained" in res.stdout
-    res = run_cli("fpga", "study", str(cfg), "--quiet")   # the table, from the worker's cache
+    res = run_cli("fpga", "study", str(cfg), "--quiet", isolated=False)   # the table, from the worker's cache
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp
     r = json.loads((tmp_path / "out" / "study.json").read_text())
@@ -109,9 +110,9 @@ def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer,
     assert set(r["pareto"]["8"]["latency_ns"]) <= {"deepsets8", "jedi-w28"} and r["pareto"]["8"]["latency_ns"]
     md = (tmp_path / "out" / "study.md").read_text()
     assert "| deepsets8" in md and "fewest EBOPs" in md and (tmp_path / "out" / "pareto.png").stat().st_size > 1000
-    assert run_cli("fpga", "study", str(cfg), "--quiet").returncode == 0
+    assert run_cli("fpga", "study", str(cfg), "--quiet", isolated=False).returncode == 0
     assert (tmp_path / "out" / "deepsets8" / "model.keras").stat().st_mtime_ns == stamp   # cached
-    bad = run_cli("fpga", "study", str(cfg), "--quiet", "--ref", str(tmp_path))
+    bad = run_cli("fpga", "study", str(cfg), "--quiet", "--ref", str(tmp_path), isolated=False)
     assert bad.returncode == 2 and "is not one of its refs" in bad.stderr and "Traceback" not in bad.stderr
     good = cfg.read_text()
     for archs, msg in (("[gnn]", "archs ['gnn'] unknown"), ("[jedi, jedi]", "two designs named ['jedi']"),
@@ -119,5 +120,5 @@ def test_study_table_caches_points_and_marks_the_front(tiny_sigmoid_transformer,
                        ("[{name: j, arch: jedi, peer: {depth: 3}}]", "depth"),
                        ("[{name: j, arch: jedi, init: ref}]", "is for the transformer only")):
         cfg.write_text(good.replace("archs: [deepsets, {name: jedi-w2, arch: jedi, peer: {width: 2}}]", f"archs: {archs}"))
-        bad = run_cli("fpga", "study", str(cfg), "--quiet")
+        bad = run_cli("fpga", "study", str(cfg), "--quiet", isolated=False)
         assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr, (archs, bad.stderr[-800:])

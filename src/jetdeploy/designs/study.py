@@ -221,11 +221,14 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
         t0 = time.perf_counter()
         rows = [_point(cfg, ref, v, progress, True) for ref, v in points]
         wall = round(time.perf_counter() - t0, 1)
-    else:
+    else:   # the finished designs are read here; only the others become tasks (no cluster when none is left)
+        rows = [_point(cfg, ref, v, progress, True) for ref, v in points]
         tasks = [Task(f"{i}-{v.name}", _point, (cfg, ref, v, progress), f"{v.name} at {ref.run}")
-                 for i, (ref, v) in enumerate(points)]
+                 for i, (ref, v) in enumerate(points) if "missing" in rows[i]]
         run = run_tasks(tasks, where, workers or cfg.workers, print if progress else (lambda *a, **k: None))
-        rows, wall = [run.results[t.key] for t in tasks], run.wall_s
+        for t in tasks:
+            rows[int(t.key.split("-", 1)[0])] = run.results[t.key]
+        wall = run.wall_s
     missing = [r for r in rows if "missing" in r]
     rows = [r for r in rows if "missing" not in r]
     if only is not None:
