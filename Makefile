@@ -312,7 +312,7 @@ report-tools:
 # 16.5 min serially on 2 cores; TEST_WORKERS=0 runs serially
 TEST_WORKERS ?= 2
 test: $(STAMP) rtl-tools report-tools
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

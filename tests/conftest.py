@@ -39,20 +39,33 @@ def run_cli(*args: str, cwd=None, isolated: bool | None = None) -> subprocess.Co
     import contextlib
     import io
     import os
+    import random
+
+    import numpy as np
+    import torch
 
     from jetdeploy.cli import main
 
     out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    # what a command may change in this process is put back: cwd, the environment, torch's threads, the RNGs
+    env, threads = dict(os.environ), torch.get_num_threads()
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if cwd is not None:
                 os.chdir(cwd)
             try:
                 code = main(list(args))
-            except SystemExit as e:   # argparse: --help (0) and usage errors (2)
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            except SystemExit as e:   # argparse: --help (0) and usage errors (2); sys.exit("text"): 1, as Python does
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+        torch.set_num_threads(threads)
+        random.setstate(rng[0]), np.random.set_state(rng[1]), torch.set_rng_state(rng[2])
     return subprocess.CompletedProcess(["jetdeploy", *args], code, out.getvalue(), err.getvalue())
 
 

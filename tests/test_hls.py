@@ -211,6 +211,14 @@ def test_hls_project_and_missing_vendor_tool(tiny_runs, synth_file, monkeypatch,
     assert (prj / "build_prj.tcl").exists()
     res = run_cli("fpga", "synth", "--run", str(run), "--quiet")  # the CLI inherits the PATH without Vitis
     assert res.returncode == 2 and "vitis-run not found" in res.stderr
+    # the vendor tool is looked for first: a run not exported yet hears about Vitis, not about its export
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / "export" / "model.qonnx.onnx").unlink()
+    res = run_cli("fpga", "synth", "--run", str(bare), "--quiet")
+    assert res.returncode == 2 and "vitis-run not found" in res.stderr and "export the fpga run" not in res.stderr
 
 
 def test_csynth_report_parsing_on_a_checked_in_sample():

@@ -87,6 +87,8 @@ def test_keras_errors_name_the_file_and_the_layer(tmp_path):
     assert res.returncode == 2 and "broken.keras" in res.stderr and "not a loadable Keras 3 model" in res.stderr
     res = run_cli("fpga", "rtl", "--keras", str(tmp_path / "absent.keras"))
     assert res.returncode == 2 and "absent.keras: no such Keras model file" in res.stderr
+    res = run_cli("fpga", "rtl", "--keras", str(tmp_path / "model.h5"))   # --keras, whatever the name: the Keras door
+    assert res.returncode == 2 and "model.h5" in res.stderr and "QONNX" not in res.stderr and "ONNX" not in res.stderr
 
     x = keras.Input((4,))
     m = keras.Model(x, keras.layers.UnitNormalization(name="unit_norm")(x))

@@ -1,4 +1,4 @@
-"""Logic depth of a synthesized netlist (jetdeploy.fpga.logic_depth): the LUT levels per pipeline stage that
+"""Logic depth of a synthesized netlist (jetdeploy.fpga.rtl.logic_depth): the LUT levels per pipeline stage that
 back the claim of a 5 ns clock. Checked on a netlist written by hand and against Yosys' own `ltp`."""
 
 import json

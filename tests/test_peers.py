@@ -27,7 +27,7 @@ def test_peer_from_scratch_is_chosen_on_val_and_traces_exactly(arch, tiny_sigmoi
     trained, and da4ml's trace of it is bit-exact with Keras."""
     out = tmp_path / arch
     res = run_cli("fpga", "peer", "--arch", arch, "--ref", str(tiny_sigmoid_transformer), "--data", str(synth_file),
-                  "--out", str(out), "--width", "4", "--epochs", "3", "--restart", "2", "--batch-size", "32",
+                  "--out", str(out), "--width", "4", "--epochs", "2", "--restart", "2", "--batch-size", "32",
                   "--n-eval", "60", "--val-drop", "5", "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads((out / "peer.json").read_text())

@@ -43,10 +43,12 @@ def _source(args: argparse.Namespace):
     """The one source of the command: --run, --onnx or --keras (`jetdeploy.fpga.qonnx.source.Source`)."""
     from ..fpga.qonnx.source import Source
 
-    if _source_kind(args) == "run":
+    kind = _source_kind(args)
+    if kind == "run":
         return Source.of_run(args.run, args.data, progress=not args.quiet)
     return Source.of_file(args.onnx or args.keras, inputs=args.inputs, data=args.data, out=args.out,
-                          input_bits=_input_bits(args), progress=not args.quiet)
+                          input_bits=_input_bits(args), progress=not args.quiet,
+                          kind="keras" if kind == "keras" else "qonnx")
 
 
 def _print_rtl(r: dict, folder: Path) -> None:

@@ -55,7 +55,7 @@ def register(fsub) -> None:
         "--dask", default=None, metavar="WHERE",
         help="where the design points run: 'local' (a LocalCluster), a scheduler address, or 'none' (in this "
              "process); default: CONFIG's dask key ('local' unless set)")
-    fsub.choices["study"].add_argument("--workers", type=int, default=None,
+    fsub.choices["study"].add_argument("--workers", type=_positive, default=None,
                                        help="LocalCluster worker processes (default: CONFIG's workers, 2)")
     fsub.choices["study"].add_argument(
         "--cached-only", action="store_true", help="compute nothing: the table of the designs already finished, the "
@@ -70,6 +70,16 @@ def register(fsub) -> None:
                     "(accuracy vs latency and vs cost); finished points are cached and skipped on rerun. See "
                     "configs/sweep-demo.yaml.")
 
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': give a whole number of worker processes, at least 1")
+    return n
 
 
 def _config_command(fsub, name: str, func, keys_in: str, help: str, description: str) -> None:

@@ -3,14 +3,16 @@ exports and builds its RTL, run on Dask (a LocalCluster of single-threaded worke
 scheduler address: a dask-jobqueue HTCondor / Slurm cluster's), or in this process with `dask: null`.
 
 A task is a module-level function and its arguments (both picklable, so that a worker process can run it) under
-a stable key. Each task caches its own result by the content hash of what it depends on (the study: the data
-file's and the reference checkpoint's bytes and the settings; the sweep: the point's settings), so a rerun on
-any cluster only computes what is not finished, and two workers never compute the same key.
+a key unique within the run; on Dask it runs under that key and a token of the run, so that two runs sharing a
+scheduler never take each other's results. Each task caches its own result on disk by the content hash of what
+it depends on (the study: the data file's and the reference checkpoint's bytes and the settings; the sweep: the
+point's settings and data file), so a rerun on any cluster only computes what is not finished.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +44,8 @@ class EngineRun:
 def run_tasks(tasks: list[Task], dask: str | None = LOCAL, workers: int = 2, say=print) -> EngineRun:
     """Run every task and return their results by key. dask: 'local' (a LocalCluster of `workers` processes),
     a scheduler address, or None (here, one after the other). A failing task fails the run, naming the task."""
+    if workers < 1:
+        raise JetDeployError(f"workers: {workers}; the design-point engine needs at least 1")
     keys = [t.key for t in tasks]
     if len(set(keys)) < len(keys):
         raise JetDeployError(f"design points with the same key: {sorted({k for k in keys if keys.count(k) > 1})}")
@@ -70,8 +74,9 @@ def _on_dask(tasks: list[Task], dask: str, workers: int, run: EngineRun, say) ->
     from distributed import as_completed
 
     client = dask_client(dask, workers)
+    token = uuid.uuid4().hex[:12]   # this run's: another run on the same scheduler has other keys
     try:
-        futs = {client.submit(_call, t, key=f"jetdeploy-design-{t.key}", pure=False): t for t in tasks}
+        futs = {client.submit(_call, t, key=f"jetdeploy-design-{token}-{t.key}", pure=False): t for t in tasks}
         for fut in as_completed(futs):
             t = futs[fut]
             run.results[t.key] = fut.result()

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import pareto
 from ..errors import JetDeployError
@@ -86,6 +86,11 @@ class StudyConfig(BaseModel):
     runs: list[str] = Field(default_factory=list)
     dask: str | None = LOCAL
     workers: int = Field(default=2, ge=1)
+
+    @field_validator("dask")
+    @classmethod
+    def _none_is_in_process(cls, v):
+        return None if v is None or v.lower() in ("none", "null", "") else v
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -225,7 +230,8 @@ def run_study(config: str | Path, progress: bool = True, only: str | None = None
         rows = [_point(cfg, ref, v, progress, True) for ref, v in points]
         tasks = [Task(f"{i}-{v.name}", _point, (cfg, ref, v, progress), f"{v.name} at {ref.run}")
                  for i, (ref, v) in enumerate(points) if "missing" in rows[i]]
-        run = run_tasks(tasks, where, workers or cfg.workers, print if progress else (lambda *a, **k: None))
+        run = run_tasks(tasks, where, cfg.workers if workers is None else workers,
+                        print if progress else (lambda *a, **k: None))
         for t in tasks:
             rows[int(t.key.split("-", 1)[0])] = run.results[t.key]
         wall = run.wall_s

@@ -16,7 +16,7 @@ CONFIG (YAML):
                                     # the `jetdeploy fpga rtl` flags of the same names, "_" for "-")
     rtl: {sim: false, n_check: 500, clock_ns: 5.0, synth: false}
     csim: false                     # also run the hls4ml C-simulation check per trained model
-    dask: local                     # 'local' (LocalCluster), a scheduler address, or null (in-process)
+    dask: local                     # 'local' (LocalCluster, the default), a scheduler address, or null (in-process)
     workers: 2
 
 Points that share their training settings form one task of the design-point engine (`engine.run_tasks`:
@@ -78,7 +78,7 @@ def load_sweep(path: str | Path) -> dict:
         raise JetDeployError(f"{path}: no design points (give 'grid' or 'points')")
     rtl = {"sim": False, "n_check": 500, "clock_ns": 5.0, "latency_cutoff": 5.0, "synth": False, **(cfg.get("rtl") or {})}
     return {"preset": cfg["preset"], "data": str(cfg["data"]), "out": str(cfg["out"]), "set": cfg.get("set") or {},
-            "points": points, "rtl": rtl, "csim": bool(cfg.get("csim", False)), "dask": cfg.get("dask"),
+            "points": points, "rtl": rtl, "csim": bool(cfg.get("csim", False)), "dask": cfg.get("dask", "local"),
             "workers": int(cfg.get("workers", 2)), "source": str(path)}
 
 
@@ -185,7 +185,8 @@ def run_sweep(config: str | Path, progress: bool = True) -> dict:
         f"{len(todo)} models to run" + (f" on Dask ({sw['dask']})" if sw["dask"] and todo else ""))
     tasks = [Task(g["train_key"], _run_group, (g,), ", ".join(json.dumps(pt["point"]) for pt in g["points"]))
              for g in todo]
-    done = run_tasks(tasks, str(sw["dask"]) if sw["dask"] else None, sw["workers"], say)
+    where = None if sw["dask"] is None or str(sw["dask"]).lower() in ("none", "null") else str(sw["dask"])
+    done = run_tasks(tasks, where, sw["workers"], say)
     for t in tasks:
         rows += done.results[t.key]
     wall = done.wall_s

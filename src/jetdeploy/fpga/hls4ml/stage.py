@@ -153,7 +153,7 @@ def _per_layer(model, conv, ref: dict, feed: list, n: int) -> list[dict]:
             continue
         got = np.asarray(trace[layer.name], dtype=np.float64).reshape(n, -1)
         want = ref[tensor].reshape(n_all, -1)[:n].astype(np.float64)
-        if tensor in conv.clipped:  # the firmware saturates the -1e4 mask bias (see hls._masked_logit_type)
+        if tensor in conv.clipped:  # the firmware saturates the -1e4 mask bias (see arith.masked_logit_type)
             want = np.clip(want, *conv.clipped[tensor])
         if got.shape != want.shape:
             continue

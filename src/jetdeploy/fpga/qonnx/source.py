@@ -42,14 +42,19 @@ class Source:
 
     @classmethod
     def of_run(cls, run_dir, data: str | None = None, progress: bool = True) -> "Source":
+        """An fpga run of ours; its export is required when the reference is first asked for (so that `fpga synth`
+        says first whether Vitis is there)."""
         rf = RunFolder(run_dir)
-        return cls(rf.fpga_dir, qonnx=rf.require_qonnx(), run=rf.path, data=rf.data_file(data), progress=progress)
+        return cls(rf.fpga_dir, qonnx=rf.qonnx, run=rf.path, data=data, progress=progress)
 
     @classmethod
     def of_file(cls, path, inputs: str | None = None, data: str | None = None, out=None, input_bits=None,
-                progress: bool = True) -> "Source":
+                progress: bool = True, kind: str | None = None) -> "Source":
+        """Any QONNX file (kind 'qonnx') or Keras model (kind 'keras'); without `kind`, a '.keras' name is Keras."""
         p = Path(path)
-        kind = "keras" if p.suffix == ".keras" else "qonnx"
+        kind = kind or ("keras" if p.suffix == ".keras" else "qonnx")
+        if kind not in ("qonnx", "keras"):
+            raise JetDeployError(f"{p}: source kind '{kind}' (qonnx or keras)")
         return cls(Path(out) if out else default_out(p), **{kind: p}, data=data, inputs=inputs,
                    input_bits=input_bits, progress=progress)
 
@@ -65,7 +70,10 @@ class Source:
                                  "against Keras)")
         if n not in self._refs:
             if self.run is not None:
-                self._refs[n] = (run_reference(self.run, self.data, n), RunFolder(self.run).source(self.data))
+                rf = RunFolder(self.run)
+                rf.require_qonnx()
+                data = rf.data_file(self.data)
+                self._refs[n] = (run_reference(self.run, data, n), rf.source(data))
             else:
                 self._refs[n] = file_reference(self.qonnx, self.inputs, self.data, n, progress=self.progress,
                                                input_bits=self.input_bits, cache_dir=self.out)
