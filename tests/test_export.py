@@ -185,3 +185,43 @@ def test_ort_session_keeps_two_requantizations_apart(tmp_path):
     ours = jd_ort.ort_session(path).run(None, {"x": x})[0]
     assert np.array_equal(ours, want)
     assert not np.array_equal(default, want)   # what the folded pair computes: the test can fail
+
+
+def test_int8_alternatives_fail_below_their_floor_and_the_export_goes_on(runs, monkeypatch, tmp_path):
+    """onnxruntime.quantization's INT8 of the float graph is an alternative: an unreachable agreement floor makes
+    both INT8 checks fail (not required, with the reason), while the export and its required checks stand."""
+    import shutil
+
+    import jetdeploy.export.verify as v
+
+    run = tmp_path / "float"
+    shutil.copytree(runs["float"], run)
+    shutil.rmtree(run / "export", ignore_errors=True)
+    monkeypatch.setattr(v, "INT8_AGREEMENT_MIN", 1.01)
+    res = v.export_run(run, n_verify=40, progress=False)
+    alt = [c for c in res["checks"] if c["name"].endswith("(ORT) vs float torch")]
+    assert [c["name"].split(" ")[0] for c in alt] == ["model.int8-dynamic.onnx", "model.int8-static.onnx"]
+    assert all(not c["ok"] and c["required"] is False and c["threshold"] == 1.01 for c in alt)
+    assert all("an INT8 alternative" in c["note"] and "cpu_has_vnni" in c for c in alt)
+    assert res["ok"] and all(c["ok"] for c in res["checks"] if c["required"])
+    assert (run / "export" / "model.int8-dynamic.onnx").exists() and json.loads(
+        (run / "export" / "verify.json").read_text())["ok"] is True
+
+
+def test_the_bench_marks_an_int8_variant_below_its_floor():
+    import numpy as np
+
+    from jetdeploy.edge.variants import int8_checks
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(100, 5))
+    bad = ref.copy()
+    bad[:10] = -bad[:10]   # about 10 of 100 argmaxes move: agreement ~0.9, below 0.95
+    good = ref + 1e-6
+    variants = {"a": {}, "a+int8": {}, "b": {}, "b+int8": {}}
+    checks = int8_checks({"a": ref, "a+int8": bad, "b": ref, "b+int8": good}, variants)
+    by = {c["name"].split(":")[0]: c for c in checks}
+    assert set(by) == {"a+int8", "b+int8"} and all(c["required"] is False and c["threshold"] == 0.95 for c in checks)
+    agree = float(np.mean(bad.argmax(1) == ref.argmax(1)))
+    assert by["a+int8"]["value"] == agree < 0.95 and not by["a+int8"]["ok"] and variants["a+int8"]["int8_ok"] is False
+    assert by["b+int8"]["ok"] and variants["b+int8"]["int8_ok"] is True
