@@ -308,7 +308,7 @@ report-tools:
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "error: could not install chromium (Debian: apt-get install chromium)"; exit 1; }; }
 
-# two pytest workers, one test file each at a time (module fixtures are built once): 11-12.5 min of pytest on
+# two pytest workers, one test file each at a time (module fixtures are built once): 10-12.5 min of pytest on
 # 2 cores from a fresh clone (README); TEST_WORKERS=0 runs serially
 TEST_WORKERS ?= 2
 test: $(STAMP) rtl-tools report-tools
